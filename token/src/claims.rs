@@ -1,0 +1,94 @@
+//! The claims of a JWT access token, as RFC 9068 §2.2 defines them.
+
+use serde::{Deserialize, Serialize};
+
+/// The JOSE `typ` header of a JWT access token (RFC 9068 §2.1).
+pub const JWT_ACCESS_TOKEN_TYPE: &str = "at+jwt";
+
+/// The claims of an access token (RFC 9068 §2.2). All but `scope` and `nbf` are
+/// required: a token without one of them does not deserialize, so it never
+/// validates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessTokenClaims {
+    /// The issuer identifier, byte-for-byte as in the server's RFC 8414 metadata.
+    pub iss: String,
+    /// The resource owner's subject, or the client's id for `client_credentials`
+    /// (RFC 9068 §2.2).
+    pub sub: String,
+    /// The resource server(s) the token is for.
+    pub aud: Audience,
+    pub exp: i64,
+    pub iat: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    /// Unique per token (RFC 7519 §4.1.7).
+    pub jti: String,
+    pub client_id: String,
+    /// Space-delimited granted scopes (RFC 8693 §4.2), when any were granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+impl AccessTokenClaims {
+    /// The granted scopes, one by one.
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.scope.as_deref().unwrap_or("").split(' ').filter(|s| !s.is_empty())
+    }
+
+    /// Whether `scope` was granted.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes().any(|s| s == scope)
+    }
+}
+
+/// The `aud` claim: one string or an array of strings (RFC 7519 §4.1.3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    /// Whether `audience` is exactly one of the values (no prefix or
+    /// case-insensitive matching: RFC 7519 §4.1.3 compares strings).
+    pub fn contains(&self, audience: &str) -> bool {
+        match self {
+            Self::One(a) => a == audience,
+            Self::Many(all) => all.iter().any(|a| a == audience),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audience_matches_exactly_as_string_or_array() {
+        let one: Audience = serde_json::from_str(r#""https://api.example""#).unwrap();
+        assert!(one.contains("https://api.example"));
+        assert!(!one.contains("https://api.example/"));
+        let many: Audience = serde_json::from_str(r#"["a","https://api.example"]"#).unwrap();
+        assert!(many.contains("https://api.example"));
+        assert!(!many.contains("https://API.example"));
+    }
+
+    #[test]
+    fn scopes_split_on_spaces() {
+        let claims = AccessTokenClaims {
+            iss: "i".into(),
+            sub: "s".into(),
+            aud: Audience::One("a".into()),
+            exp: 2,
+            iat: 1,
+            nbf: None,
+            jti: "j".into(),
+            client_id: "c".into(),
+            scope: Some("notes:read profile:read".into()),
+        };
+        assert!(claims.has_scope("profile:read"));
+        assert!(!claims.has_scope("profile"));
+        assert_eq!(claims.scopes().count(), 2);
+    }
+}

@@ -1,0 +1,132 @@
+//! The OAuth error codes, one enum for every service.
+//!
+//! Named after the codes the RFCs define, so a reader can look each one up. It is
+//! mapped exactly once to HTTP (in the authorization server's HTTP adapter) and
+//! exactly once to `tonic::Status` (in `tollgate-service-kit`).
+
+use std::borrow::Cow;
+
+/// A protocol-level refusal. The description is for the client developer: it is
+/// sent on the wire, so it never carries internal detail (that is logged where the
+/// error is raised).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OAuthError {
+    /// RFC 6749 §5.2: malformed request: a missing, repeated or unsupported parameter.
+    #[error("invalid_request: {0}")]
+    InvalidRequest(Cow<'static, str>),
+    /// RFC 6749 §5.2: client authentication failed (unknown client, wrong secret,
+    /// no authentication, or an unsupported method).
+    #[error("invalid_client: {0}")]
+    InvalidClient(Cow<'static, str>),
+    /// RFC 6749 §5.2: the grant (code, refresh token) is invalid, expired, revoked,
+    /// used, or was issued to another client or redirect URI; or the PKCE verifier
+    /// does not match (RFC 7636 §4.6).
+    #[error("invalid_grant: {0}")]
+    InvalidGrant(Cow<'static, str>),
+    /// RFC 6749 §5.2: this client may not use this grant type.
+    #[error("unauthorized_client: {0}")]
+    UnauthorizedClient(Cow<'static, str>),
+    /// RFC 6749 §5.2: the grant type is not supported by this server.
+    #[error("unsupported_grant_type: {0}")]
+    UnsupportedGrantType(Cow<'static, str>),
+    /// RFC 6749 §4.1.2.1: the response type is not supported (only `code` is).
+    #[error("unsupported_response_type: {0}")]
+    UnsupportedResponseType(Cow<'static, str>),
+    /// RFC 6749 §5.2: the scope is unknown, malformed, or beyond what was granted.
+    #[error("invalid_scope: {0}")]
+    InvalidScope(Cow<'static, str>),
+    /// RFC 6749 §4.1.2.1: the resource owner or the server denied the request.
+    #[error("access_denied: {0}")]
+    AccessDenied(Cow<'static, str>),
+    /// RFC 6750 §3.1: the access token is missing, malformed, expired, revoked or
+    /// not meant for this resource.
+    #[error("invalid_token: {0}")]
+    InvalidToken(Cow<'static, str>),
+    /// RFC 6750 §3.1: the access token is valid but lacks the scope the request needs.
+    #[error("insufficient_scope: {0}")]
+    InsufficientScope(Cow<'static, str>),
+    /// RFC 6749 §4.1.2.1: the server cannot answer now (a dependency is down).
+    #[error("temporarily_unavailable: {0}")]
+    TemporarilyUnavailable(Cow<'static, str>),
+    /// RFC 6749 §4.1.2.1: an unexpected condition. The cause is logged, never sent.
+    #[error("server_error")]
+    ServerError,
+}
+
+impl OAuthError {
+    /// The RFC error code, as sent in the `error` field.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::InvalidClient(_) => "invalid_client",
+            Self::InvalidGrant(_) => "invalid_grant",
+            Self::UnauthorizedClient(_) => "unauthorized_client",
+            Self::UnsupportedGrantType(_) => "unsupported_grant_type",
+            Self::UnsupportedResponseType(_) => "unsupported_response_type",
+            Self::InvalidScope(_) => "invalid_scope",
+            Self::AccessDenied(_) => "access_denied",
+            Self::InvalidToken(_) => "invalid_token",
+            Self::InsufficientScope(_) => "insufficient_scope",
+            Self::TemporarilyUnavailable(_) => "temporarily_unavailable",
+            Self::ServerError => "server_error",
+        }
+    }
+
+    /// The human-readable `error_description`, safe to send.
+    pub fn description(&self) -> &str {
+        match self {
+            Self::InvalidRequest(d)
+            | Self::InvalidClient(d)
+            | Self::InvalidGrant(d)
+            | Self::UnauthorizedClient(d)
+            | Self::UnsupportedGrantType(d)
+            | Self::UnsupportedResponseType(d)
+            | Self::InvalidScope(d)
+            | Self::AccessDenied(d)
+            | Self::InvalidToken(d)
+            | Self::InsufficientScope(d)
+            | Self::TemporarilyUnavailable(d) => d,
+            Self::ServerError => "the server could not complete the request",
+        }
+    }
+
+    pub fn invalid_request(d: impl Into<Cow<'static, str>>) -> Self {
+        Self::InvalidRequest(d.into())
+    }
+    pub fn invalid_client(d: impl Into<Cow<'static, str>>) -> Self {
+        Self::InvalidClient(d.into())
+    }
+    pub fn invalid_grant(d: impl Into<Cow<'static, str>>) -> Self {
+        Self::InvalidGrant(d.into())
+    }
+    pub fn unauthorized_client(d: impl Into<Cow<'static, str>>) -> Self {
+        Self::UnauthorizedClient(d.into())
+    }
+    pub fn invalid_scope(d: impl Into<Cow<'static, str>>) -> Self {
+        Self::InvalidScope(d.into())
+    }
+    pub fn invalid_token(d: impl Into<Cow<'static, str>>) -> Self {
+        Self::InvalidToken(d.into())
+    }
+    pub fn insufficient_scope(d: impl Into<Cow<'static, str>>) -> Self {
+        Self::InsufficientScope(d.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_error_never_carries_detail() {
+        assert_eq!(OAuthError::ServerError.code(), "server_error");
+        assert!(!OAuthError::ServerError.description().contains("sql"));
+    }
+
+    #[test]
+    fn codes_are_the_rfc_strings() {
+        assert_eq!(OAuthError::invalid_grant("x").code(), "invalid_grant");
+        assert_eq!(OAuthError::insufficient_scope("x").code(), "insufficient_scope");
+        assert_eq!(OAuthError::invalid_grant("used").description(), "used");
+    }
+}
