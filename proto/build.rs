@@ -6,6 +6,7 @@ use std::path::PathBuf;
 const PROTOS: &[&str] = &[
     "tollgate/auth/v1/token.proto",
     "tollgate/resource/v1/resource.proto",
+    "tollgate/notes/v1/notes.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

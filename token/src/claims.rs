@@ -27,6 +27,18 @@ pub struct AccessTokenClaims {
     /// Space-delimited granted scopes (RFC 8693 §4.2), when any were granted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// RFC 8693 §4.1: the party acting for `sub` (a service that exchanged the
+    /// subject's token), with any earlier actor nested inside.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Actor>,
+}
+
+/// The `act` claim (RFC 8693 §4.1): who is acting, and for whom they acted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub sub: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Box<Actor>>,
 }
 
 impl AccessTokenClaims {
@@ -58,6 +70,15 @@ impl Audience {
             Self::Many(all) => all.iter().any(|a| a == audience),
         }
     }
+
+    /// Every value, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        let values: &[String] = match self {
+            Self::One(a) => std::slice::from_ref(a),
+            Self::Many(all) => all,
+        };
+        values.iter().map(String::as_str)
+    }
 }
 
 #[cfg(test)]
@@ -86,6 +107,7 @@ mod tests {
             jti: "j".into(),
             client_id: "c".into(),
             scope: Some("notes:read profile:read".into()),
+            act: None,
         };
         assert!(claims.has_scope("profile:read"));
         assert!(!claims.has_scope("profile"));

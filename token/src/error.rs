@@ -35,6 +35,19 @@ pub enum OAuthError {
     /// RFC 6749 §5.2: the scope is unknown, malformed, or beyond what was granted.
     #[error("invalid_scope: {0}")]
     InvalidScope(Cow<'static, str>),
+    /// RFC 8707 §2 (used by RFC 8693 §2.2.2): the requested resource or audience
+    /// is unknown, or not one this client may obtain a token for.
+    #[error("invalid_target: {0}")]
+    InvalidTarget(Cow<'static, str>),
+    /// RFC 8628 §3.5: the user has not yet acted on the device authorization.
+    #[error("authorization_pending: {0}")]
+    AuthorizationPending(Cow<'static, str>),
+    /// RFC 8628 §3.5: polling too fast; the interval grows by five seconds.
+    #[error("slow_down: {0}")]
+    SlowDown(Cow<'static, str>),
+    /// RFC 8628 §3.5: the device code has expired; start again.
+    #[error("expired_token: {0}")]
+    ExpiredToken(Cow<'static, str>),
     /// RFC 6749 §4.1.2.1: the resource owner or the server denied the request.
     #[error("access_denied: {0}")]
     AccessDenied(Cow<'static, str>),
@@ -64,6 +77,10 @@ impl OAuthError {
             Self::UnsupportedGrantType(_) => "unsupported_grant_type",
             Self::UnsupportedResponseType(_) => "unsupported_response_type",
             Self::InvalidScope(_) => "invalid_scope",
+            Self::InvalidTarget(_) => "invalid_target",
+            Self::AuthorizationPending(_) => "authorization_pending",
+            Self::SlowDown(_) => "slow_down",
+            Self::ExpiredToken(_) => "expired_token",
             Self::AccessDenied(_) => "access_denied",
             Self::InvalidToken(_) => "invalid_token",
             Self::InsufficientScope(_) => "insufficient_scope",
@@ -82,6 +99,10 @@ impl OAuthError {
             | Self::UnsupportedGrantType(d)
             | Self::UnsupportedResponseType(d)
             | Self::InvalidScope(d)
+            | Self::InvalidTarget(d)
+            | Self::AuthorizationPending(d)
+            | Self::SlowDown(d)
+            | Self::ExpiredToken(d)
             | Self::AccessDenied(d)
             | Self::InvalidToken(d)
             | Self::InsufficientScope(d)
@@ -104,6 +125,9 @@ impl OAuthError {
     }
     pub fn invalid_scope(d: impl Into<Cow<'static, str>>) -> Self {
         Self::InvalidScope(d.into())
+    }
+    pub fn invalid_target(d: impl Into<Cow<'static, str>>) -> Self {
+        Self::InvalidTarget(d.into())
     }
     pub fn invalid_token(d: impl Into<Cow<'static, str>>) -> Self {
         Self::InvalidToken(d.into())

@@ -17,7 +17,7 @@ mod jwk;
 mod scope;
 mod verifier;
 
-pub use claims::{AccessTokenClaims, Audience, JWT_ACCESS_TOKEN_TYPE};
+pub use claims::{AccessTokenClaims, Actor, Audience, JWT_ACCESS_TOKEN_TYPE};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::OAuthError;
 pub use jwk::{Jwk, JwkSet, KeyAlgorithm};

@@ -89,6 +89,16 @@ impl KeySet {
     pub fn contains(&self, kid: &str) -> bool {
         self.keys.contains_key(kid)
     }
+
+    /// The key with this `kid`.
+    pub fn get(&self, kid: &str) -> Option<(KeyAlgorithm, &DecodingKey)> {
+        self.keys.get(kid).map(|(alg, key)| (*alg, key))
+    }
+
+    /// Every key, with its `kid`.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, KeyAlgorithm, &DecodingKey)> {
+        self.keys.iter().map(|(kid, (alg, key))| (kid.as_str(), *alg, key))
+    }
 }
 
 /// Why a token was refused. Every variant is an `invalid_token` on the wire
@@ -173,6 +183,28 @@ impl Verifier {
         token: &str,
         now: i64,
     ) -> Result<AccessTokenClaims, TokenError> {
+        self.verify_inner(keys, token, now, Some(&self.config.audience))
+    }
+
+    /// Like [`Verifier::verify`] but for any audience: for the issuer itself,
+    /// which introspects and revokes its tokens whoever they are for
+    /// (RFC 7662, RFC 7009). A resource server must use [`Verifier::verify`].
+    pub fn verify_any_audience(
+        &self,
+        keys: &KeySet,
+        token: &str,
+        now: i64,
+    ) -> Result<AccessTokenClaims, TokenError> {
+        self.verify_inner(keys, token, now, None)
+    }
+
+    fn verify_inner(
+        &self,
+        keys: &KeySet,
+        token: &str,
+        now: i64,
+        audience: Option<&str>,
+    ) -> Result<AccessTokenClaims, TokenError> {
         // 1. Size cap, before any decoding work.
         if token.len() > self.config.max_token_bytes {
             return Err(TokenError::TooLarge);
@@ -204,10 +236,8 @@ impl Verifier {
         if header.contains_key("crit") {
             return Err(TokenError::CriticalHeader);
         }
-        let kid = header
-            .get("kid")
-            .and_then(|v| v.as_str())
-            .ok_or(TokenError::Malformed("no kid"))?;
+        let kid =
+            header.get("kid").and_then(|v| v.as_str()).ok_or(TokenError::Malformed("no kid"))?;
 
         // 3. Key by kid, from our own JWKS only; its algorithm must be the header's.
         let (key_alg, key) =
@@ -234,7 +264,9 @@ impl Verifier {
         if claims.iss != self.config.issuer {
             return Err(TokenError::WrongIssuer);
         }
-        if !claims.aud.contains(&self.config.audience) {
+        if let Some(audience) = audience
+            && !claims.aud.contains(audience)
+        {
             return Err(TokenError::WrongAudience);
         }
         let leeway = self.config.leeway_secs;
@@ -242,10 +274,10 @@ impl Verifier {
         if now >= claims.exp.saturating_add(leeway) {
             return Err(TokenError::Expired);
         }
-        if let Some(nbf) = claims.nbf {
-            if now.saturating_add(leeway) < nbf {
-                return Err(TokenError::NotYetValid);
-            }
+        if let Some(nbf) = claims.nbf
+            && now.saturating_add(leeway) < nbf
+        {
+            return Err(TokenError::NotYetValid);
         }
         if claims.iat > now.saturating_add(leeway) {
             return Err(TokenError::IssuedInFuture);
@@ -295,9 +327,8 @@ mod tests {
     fn es256(kid: &'static str) -> TestKey {
         let rng = ring::rand::SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-        let pair =
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
-                .unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .unwrap();
         TestKey {
             kid,
             alg: KeyAlgorithm::ES256,
@@ -317,6 +348,7 @@ mod tests {
             jti: "jti-1".into(),
             client_id: "web".into(),
             scope: Some("notes:read".into()),
+            act: None,
         }
     }
 
