@@ -1,0 +1,74 @@
+//! The gRPC glue every Tollgate service shares.
+//!
+//! - [`auth`]: the tower layer that validates access tokens on every request and
+//!   hands handlers a typed [`auth::AuthContext`].
+//! - [`jwks`]: the background-refreshed cache of the authorization server's keys
+//!   that the layer verifies against, so validation never does I/O.
+//! - [`revocation`]: the local copy of the authorization server's denylist.
+//! - [`protect`]: the token-validation settings and start-up every protected
+//!   service shares.
+//! - [`serve`]: serving a protected API with health, reflection and readiness.
+//! - [`status`]: the one mapping from [`tollgate_token::OAuthError`] to `tonic::Status`.
+//! - [`db`]: opening and migrating a service's database (SQLite or PostgreSQL).
+//! - [`telemetry`], [`shutdown`]: process plumbing.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod db;
+pub mod jwks;
+pub mod protect;
+pub mod revocation;
+pub mod serve;
+pub mod shutdown;
+pub mod status;
+pub mod telemetry;
+
+/// gRPC server reflection (v1, and v1alpha for older tools such as some grpcurl
+/// builds) over every Tollgate contract and health.
+pub fn reflection() -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    tonic_reflection::server::Error,
+> {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tollgate_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    Ok((builder().build_v1()?, builder().build_v1alpha()?))
+}
+
+/// A configured secret (client secret, password): usable, never printed. Its
+/// `Debug` is `<redacted>`, so a derived `Debug` on a config cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}

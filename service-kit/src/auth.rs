@@ -1,0 +1,334 @@
+//! Access-token validation as a tower layer, in front of every gRPC method.
+//!
+//! For each request the layer looks the method up in the service's
+//! [`ScopePolicy`], reads `authorization: Bearer …` (RFC 6750 §2.1 carried in gRPC
+//! metadata), verifies the token against the cached keys with no I/O, checks the
+//! method's scope, and puts an [`AuthContext`] into the request extensions.
+//! Handlers read that context; they never see or parse the token.
+//!
+//! Refusals: a missing or bad token is `UNAUTHENTICATED` (`invalid_token`); a good
+//! token without the method's scope, or a method with no declared requirement,
+//! is `PERMISSION_DENIED` (`insufficient_scope`). Deny by default: a method added
+//! to a service but not to its policy is unreachable until someone decides.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::future::BoxFuture;
+use tollgate_token::{AccessTokenClaims, Clock, OAuthError, TokenError, Verifier};
+use tower::{Layer, Service};
+
+use crate::jwks::JwksCache;
+use crate::revocation::Denylist;
+use crate::status::to_status;
+
+/// What a method requires of the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requirement {
+    /// No token needed (health checks, reflection).
+    Public,
+    /// A valid access token carrying this scope.
+    Scope(&'static str),
+}
+
+/// Per-method requirements, keyed by gRPC path (`/package.Service/Method`).
+/// Declared in one table next to the service, not scattered through handlers.
+#[derive(Debug, Clone, Default)]
+pub struct ScopePolicy {
+    methods: HashMap<String, Requirement>,
+    public_services: Vec<String>,
+}
+
+impl ScopePolicy {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `path` is `/package.Service/Method`.
+    pub fn method(mut self, path: &str, requirement: Requirement) -> Self {
+        self.methods.insert(path.to_owned(), requirement);
+        self
+    }
+
+    /// The usual policy of a Tollgate API: `(path, scope)` for each method,
+    /// with health checks and reflection open (orchestrators and tools probe
+    /// without tokens).
+    pub fn for_api(method_scopes: &[(&str, &'static str)]) -> Self {
+        method_scopes
+            .iter()
+            .fold(Self::new(), |policy, (path, scope)| {
+                policy.method(path, Requirement::Scope(scope))
+            })
+            .public_service("grpc.health.v1.Health")
+            .public_service("grpc.reflection.v1.ServerReflection")
+            .public_service("grpc.reflection.v1alpha.ServerReflection")
+    }
+
+    /// Every method of a whole service is public (`package.Service`).
+    pub fn public_service(mut self, service: &str) -> Self {
+        self.public_services.push(format!("/{service}/"));
+        self
+    }
+
+    pub fn requirement(&self, path: &str) -> Option<Requirement> {
+        if self.public_services.iter().any(|prefix| path.starts_with(prefix)) {
+            return Some(Requirement::Public);
+        }
+        self.methods.get(path).copied()
+    }
+}
+
+/// Who is calling, as established by a verified access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthContext {
+    /// The resource owner (`sub`); the client's id for client-credentials tokens.
+    pub subject: String,
+    pub client_id: String,
+    pub scopes: Vec<String>,
+    pub token_id: String,
+    pub expires_at: i64,
+    /// The service acting for `subject` (RFC 8693 `act.sub`), when the token was
+    /// obtained by token exchange.
+    pub actor: Option<String>,
+}
+
+/// The verified bearer token itself, for the few services that exchange it for
+/// a token to a service behind them (RFC 8693). `Debug` never shows it.
+#[derive(Clone)]
+pub struct SubjectToken(String);
+
+impl SubjectToken {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SubjectToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SubjectToken(<redacted>)")
+    }
+}
+
+impl AuthContext {
+    fn from_claims(claims: &AccessTokenClaims) -> Self {
+        Self {
+            subject: claims.sub.clone(),
+            client_id: claims.client_id.clone(),
+            scopes: claims.scopes().map(str::to_owned).collect(),
+            token_id: claims.jti.clone(),
+            expires_at: claims.exp,
+            actor: claims.act.as_ref().map(|act| act.sub.clone()),
+        }
+    }
+
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+}
+
+/// Everything the layer needs; shared by all connections.
+#[derive(Debug, Clone)]
+struct Shared {
+    verifier: Verifier,
+    jwks: JwksCache,
+    policy: ScopePolicy,
+    clock: Arc<dyn Clock>,
+    denylist: Denylist,
+    access_log: Option<tokio::sync::broadcast::Sender<AuthContext>>,
+}
+
+impl Shared {
+    /// Decides a request from its path and `authorization` header value.
+    fn authorize(&self, path: &str, authorization: Option<&[u8]>) -> Result<Decision, OAuthError> {
+        let scope = match self.policy.requirement(path) {
+            Some(Requirement::Public) => return Ok(Decision::Public),
+            Some(Requirement::Scope(scope)) => scope,
+            None => {
+                return Err(OAuthError::insufficient_scope("method has no access policy"));
+            }
+        };
+        let token = bearer_token(authorization)
+            .ok_or_else(|| OAuthError::invalid_token("missing bearer token"))?;
+        let Some(snapshot) = self.jwks.current() else {
+            return Err(OAuthError::TemporarilyUnavailable(
+                "signing keys are not loaded yet".into(),
+            ));
+        };
+        let now = self.clock.now();
+        let claims = match self.verifier.verify(&snapshot.keys, token, now) {
+            Ok(claims) => claims,
+            Err(err) => {
+                if matches!(err, TokenError::UnknownKey(_)) {
+                    self.jwks.request_refetch();
+                    // Keys this old may be missing a new one: the token might be
+                    // valid, so say "try later", not "invalid".
+                    if self.jwks.is_stale(&snapshot, now) {
+                        tracing::warn!(reason = "keys_stale", "access token not verifiable");
+                        return Err(OAuthError::TemporarilyUnavailable(
+                            "signing keys are stale; try again later".into(),
+                        ));
+                    }
+                }
+                tracing::info!(reason = err.reason(), "access token refused");
+                return Err(err.into());
+            }
+        };
+        // RFC 7009: revoked at the authorization server, learned by the denylist sync.
+        if self.denylist.contains(&claims.jti) {
+            tracing::info!(reason = "revoked", "access token refused");
+            return Err(OAuthError::invalid_token("token has been revoked"));
+        }
+        let context = AuthContext::from_claims(&claims);
+        if !context.has_scope(scope) {
+            tracing::info!(
+                subject = %context.subject, client_id = %context.client_id, required = scope,
+                "access token lacks scope"
+            );
+            return Err(OAuthError::insufficient_scope(format!("requires scope {scope}")));
+        }
+        Ok(Decision::Authenticated(context, SubjectToken(token.to_owned())))
+    }
+}
+
+enum Decision {
+    Public,
+    Authenticated(AuthContext, SubjectToken),
+}
+
+/// RFC 6750 §2.1: `Bearer` (case-insensitive scheme, RFC 9110 §11.1), one space,
+/// the token.
+fn bearer_token(header: Option<&[u8]>) -> Option<&str> {
+    let value = std::str::from_utf8(header?).ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' '))
+        .then_some(token)
+}
+
+/// The tower layer. Add it to a tonic `Server::builder().layer(...)`.
+#[derive(Debug, Clone)]
+pub struct AuthLayer {
+    shared: Arc<Shared>,
+}
+
+impl AuthLayer {
+    pub fn new(
+        verifier: Verifier,
+        jwks: JwksCache,
+        policy: ScopePolicy,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let denylist = Denylist::fixed([]);
+        Self {
+            shared: Arc::new(Shared { verifier, jwks, policy, clock, denylist, access_log: None }),
+        }
+    }
+
+    /// Refuses tokens on `denylist` (revoked at the authorization server).
+    pub fn with_denylist(self, denylist: Denylist) -> Self {
+        let mut shared = Arc::unwrap_or_clone(self.shared);
+        shared.denylist = denylist;
+        Self { shared: Arc::new(shared) }
+    }
+
+    /// Publishes the [`AuthContext`] of every admitted call on `log` (audit,
+    /// metrics, and tests that assert who a service saw). Never the token.
+    pub fn with_access_log(self, log: tokio::sync::broadcast::Sender<AuthContext>) -> Self {
+        let mut shared = Arc::unwrap_or_clone(self.shared);
+        shared.access_log = Some(log);
+        Self { shared: Arc::new(shared) }
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService { inner, shared: self.shared.clone() }
+    }
+}
+
+/// The service [`AuthLayer`] wraps around the gRPC routes.
+#[derive(Debug, Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for AuthService<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Default + Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<ReqBody>) -> Self::Future {
+        let decision = self.shared.authorize(
+            req.uri().path(),
+            req.headers().get(http::header::AUTHORIZATION).map(|v| v.as_bytes()),
+        );
+        match decision {
+            Ok(decision) => {
+                if let Decision::Authenticated(context, token) = decision {
+                    if let Some(log) = &self.shared.access_log {
+                        // No receiver is fine: nobody is listening.
+                        let _ = log.send(context.clone());
+                    }
+                    req.extensions_mut().insert(context);
+                    req.extensions_mut().insert(token);
+                }
+                // The clone that was polled ready is the one that must be called.
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                Box::pin(inner.call(req))
+            }
+            Err(err) => {
+                let response = to_status(&err).into_http();
+                Box::pin(async move { Ok(response) })
+            }
+        }
+    }
+}
+
+/// The caller's [`AuthContext`], for handlers. `UNAUTHENTICATED` if the layer did
+/// not run for this method (a wiring bug, refused rather than trusted).
+pub fn auth_context<T>(request: &tonic::Request<T>) -> Result<&AuthContext, tonic::Status> {
+    request
+        .extensions()
+        .get::<AuthContext>()
+        .ok_or_else(|| to_status(&OAuthError::invalid_token("no authenticated caller")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_parsing_follows_rfc_6750() {
+        assert_eq!(bearer_token(Some(b"Bearer abc.def.ghi")), Some("abc.def.ghi"));
+        assert_eq!(bearer_token(Some(b"bearer abc")), Some("abc"));
+        assert_eq!(bearer_token(Some(b"Basic abc")), None);
+        assert_eq!(bearer_token(Some(b"Bearer ")), None);
+        assert_eq!(bearer_token(Some(b"Bearer a b")), None);
+        assert_eq!(bearer_token(None), None);
+    }
+
+    #[test]
+    fn policy_denies_undeclared_methods_and_opens_public_services() {
+        let policy = ScopePolicy::new()
+            .method("/x.v1.Notes/List", Requirement::Scope("notes:read"))
+            .public_service("grpc.health.v1.Health");
+        assert_eq!(policy.requirement("/x.v1.Notes/List"), Some(Requirement::Scope("notes:read")));
+        assert_eq!(policy.requirement("/grpc.health.v1.Health/Check"), Some(Requirement::Public));
+        assert_eq!(policy.requirement("/x.v1.Notes/Delete"), None);
+        assert_eq!(policy.requirement("/grpc.health.v1.HealthX/Check"), None);
+    }
+}

@@ -1,0 +1,107 @@
+//! Opening a service's database: one way for every service, so SQLite (the
+//! embedded default) and PostgreSQL (for compose and scale-out) behave the same
+//! everywhere: queries go through sqlx's `Any` driver with `$N` placeholders and
+//! the types both share; each backend has its own migrations.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Executor};
+
+/// A service's migrations, one set per backend (the SQL differs only in types:
+/// SQLite's INTEGER is 64-bit, PostgreSQL's is not, so there it is BIGINT).
+#[derive(Debug)]
+pub struct Migrations {
+    pub sqlite: &'static Migrator,
+    pub postgres: &'static Migrator,
+}
+
+/// Connects to `url` (`sqlite://…?mode=rwc` or `postgres://…`), creating a SQLite
+/// file if needed, and applies the backend's migrations.
+pub async fn connect(url: &str, migrations: &Migrations) -> Result<AnyPool, sqlx::Error> {
+    sqlx::any::install_default_drivers();
+    let postgres = url.starts_with("postgres:") || url.starts_with("postgresql:");
+    let options = AnyConnectOptions::from_str(url)?;
+    let pool = AnyPoolOptions::new()
+        // SQLite has one writer at a time: a few connections are plenty.
+        .max_connections(if url.starts_with("sqlite:") { 4 } else { 16 })
+        .acquire_timeout(Duration::from_secs(5))
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                if conn.backend_name() == "SQLite" {
+                    // WAL lets readers run beside the one writer; a busy timeout
+                    // queues writers instead of failing them; foreign keys are off
+                    // by default in SQLite.
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; \
+                         PRAGMA foreign_keys = ON;",
+                    )
+                    .await?;
+                }
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await?;
+    let migrator = if postgres { migrations.postgres } else { migrations.sqlite };
+    migrator.run(&pool).await?;
+    Ok(pool)
+}
+
+/// The URL of a SQLite database file `name` under `data_dir`, created on first use.
+pub fn sqlite_url(data_dir: &std::path::Path, name: &str) -> String {
+    format!("sqlite://{}?mode=rwc", data_dir.join(name).display())
+}
+
+/// The database a service should open: `explicit` if configured, else the
+/// embedded SQLite file `name` under `data_dir` (the directory created if need be,
+/// so a fresh checkout needs no set-up).
+pub fn database_url(
+    explicit: Option<&str>,
+    data_dir: &std::path::Path,
+    name: &str,
+) -> std::io::Result<String> {
+    match explicit {
+        Some(url) => Ok(url.to_owned()),
+        None => {
+            std::fs::create_dir_all(data_dir).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("creating {}: {e}", data_dir.display()))
+            })?;
+            Ok(sqlite_url(data_dir, name))
+        }
+    }
+}
+
+/// For tests that run against both backends: a fresh, empty PostgreSQL database
+/// on the server `TOLLGATE_TEST_POSTGRES_URL` names (`.ci/run` starts one and sets
+/// it). `None`, with a note on stderr, when it is not set, unless
+/// `TOLLGATE_REQUIRE_POSTGRES` is set (as in CI), which makes the test fail: CI
+/// never passes without having run the PostgreSQL variants.
+pub async fn fresh_postgres_database() -> Option<String> {
+    let Ok(server) = std::env::var("TOLLGATE_TEST_POSTGRES_URL") else {
+        assert!(
+            std::env::var_os("TOLLGATE_REQUIRE_POSTGRES").is_none(),
+            "TOLLGATE_REQUIRE_POSTGRES is set but TOLLGATE_TEST_POSTGRES_URL is not"
+        );
+        eprintln!("skipped: set TOLLGATE_TEST_POSTGRES_URL to run the PostgreSQL variant");
+        return None;
+    };
+    sqlx::any::install_default_drivers();
+    let fail =
+        |what: &str, err: &dyn std::fmt::Display| -> ! { panic!("{what} on {server}: {err}") };
+    let admin = AnyPool::connect(&server).await.unwrap_or_else(|e| fail("connecting", &e));
+    let mut suffix = [0u8; 8];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut suffix);
+    let name =
+        format!("tollgate_test_{}", suffix.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .unwrap_or_else(|e| fail("creating a database", &e));
+    admin.close().await;
+    let mut url = url::Url::parse(&server).unwrap_or_else(|e| fail("parsing the URL", &e));
+    url.set_path(&name);
+    Some(url.into())
+}

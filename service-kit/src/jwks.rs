@@ -1,0 +1,172 @@
+//! The resource side's cache of the authorization server's signing keys.
+//!
+//! Keys are fetched from the JWKS URI in the background and parsed once per
+//! fetch, so validating a token never waits on the network:
+//! - a periodic refresh picks up new keys (the authorization server publishes a
+//!   key before it signs with it);
+//! - a token with an unknown `kid` asks for an early refresh, single-flight and no
+//!   more often than the minimum interval, so garbage `kid`s cannot turn the
+//!   resource server into a flood against the authorization server;
+//! - a failed fetch keeps the keys already known: the authorization server being
+//!   down does not stop valid tokens from being accepted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use tollgate_token::{Clock, JwkSet, KeySet};
+
+/// Where and how often to fetch keys.
+#[derive(Debug, Clone)]
+pub struct JwksConfig {
+    pub jwks_uri: String,
+    /// Regular refresh period.
+    pub refresh_interval: Duration,
+    /// The least time between two fetches, also when an unknown `kid` asks for one.
+    pub min_refetch_interval: Duration,
+    /// Per-fetch time limit.
+    pub fetch_timeout: Duration,
+    /// How old the keys may grow (no successful fetch) before a token with an
+    /// unknown `kid` is answered "unavailable" rather than "invalid": with stale
+    /// keys the service cannot tell a new key from a forged one.
+    pub max_staleness: Duration,
+}
+
+impl JwksConfig {
+    pub fn new(jwks_uri: impl Into<String>) -> Self {
+        Self {
+            jwks_uri: jwks_uri.into(),
+            refresh_interval: Duration::from_secs(300),
+            min_refetch_interval: Duration::from_secs(10),
+            fetch_timeout: Duration::from_secs(5),
+            max_staleness: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// One successfully fetched key set.
+#[derive(Debug)]
+pub struct KeySnapshot {
+    pub keys: KeySet,
+    /// When it was fetched (Unix seconds, from the service's clock).
+    pub fetched_at: i64,
+}
+
+/// A handle on the current keys. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct JwksCache {
+    current: watch::Receiver<Option<Arc<KeySnapshot>>>,
+    refetch: Arc<Notify>,
+    /// Seconds after a fetch that its keys count as stale.
+    max_staleness_secs: i64,
+    /// The sender of a [`JwksCache::fixed`] cache, which has no refresher to own it.
+    _fixed: Option<Arc<watch::Sender<Option<Arc<KeySnapshot>>>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    #[error("JWKS request failed: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("JWKS has no usable signing key")]
+    NoKeys,
+}
+
+impl JwksCache {
+    /// Starts the background refresher. The cache is empty until the first fetch
+    /// succeeds; [`JwksCache::ready`] waits for that.
+    pub fn spawn(config: JwksConfig, clock: Arc<dyn Clock>) -> (Self, JoinHandle<()>) {
+        let (tx, rx) = watch::channel(None);
+        let refetch = Arc::new(Notify::new());
+        let max_staleness_secs = i64::try_from(config.max_staleness.as_secs()).unwrap_or(i64::MAX);
+        let task = tokio::spawn(refresh_loop(config, clock, tx, refetch.clone()));
+        (Self { current: rx, refetch, max_staleness_secs, _fixed: None }, task)
+    }
+
+    /// A cache over fixed keys, with no refresher (for tests and tools).
+    pub fn fixed(keys: KeySet, fetched_at: i64) -> Self {
+        let (tx, rx) = watch::channel(Some(Arc::new(KeySnapshot { keys, fetched_at })));
+        Self {
+            current: rx,
+            refetch: Arc::new(Notify::new()),
+            max_staleness_secs: i64::MAX,
+            _fixed: Some(Arc::new(tx)),
+        }
+    }
+
+    /// The keys as of the last successful fetch, if any.
+    pub fn current(&self) -> Option<Arc<KeySnapshot>> {
+        self.current.borrow().clone()
+    }
+
+    /// Whether `snapshot` is older than the configured maximum staleness at `now`.
+    pub fn is_stale(&self, snapshot: &KeySnapshot, now: i64) -> bool {
+        now.saturating_sub(snapshot.fetched_at) > self.max_staleness_secs
+    }
+
+    /// Asks the refresher for an early fetch (e.g. a token named an unknown `kid`).
+    /// Returns at once; the refresher honours the minimum interval.
+    pub fn request_refetch(&self) {
+        self.refetch.notify_one();
+    }
+
+    /// A receiver that sees each later successful fetch (`changed()`), for
+    /// readiness, metrics and tests. Subscribe before triggering what you wait for.
+    pub fn watch(&self) -> watch::Receiver<Option<Arc<KeySnapshot>>> {
+        let mut rx = self.current.clone();
+        rx.mark_unchanged();
+        rx
+    }
+
+    /// Waits until keys have been fetched at least once.
+    pub async fn ready(&self) {
+        let mut rx = self.current.clone();
+        let _ = rx.wait_for(Option::is_some).await;
+    }
+}
+
+async fn refresh_loop(
+    config: JwksConfig,
+    clock: Arc<dyn Clock>,
+    tx: watch::Sender<Option<Arc<KeySnapshot>>>,
+    refetch: Arc<Notify>,
+) {
+    let http = match reqwest::Client::builder().timeout(config.fetch_timeout).build() {
+        Ok(http) => http,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot build the JWKS HTTP client");
+            return;
+        }
+    };
+    loop {
+        let wait = match fetch(&http, &config.jwks_uri).await {
+            Ok(keys) => {
+                tracing::debug!(keys = keys.len(), "JWKS refreshed");
+                tx.send_replace(Some(Arc::new(KeySnapshot { keys, fetched_at: clock.now() })));
+                config.refresh_interval
+            }
+            Err(err) => {
+                // Keep serving what we have; try again soon.
+                tracing::warn!(error = %err, uri = %config.jwks_uri, "JWKS refresh failed");
+                config.min_refetch_interval
+            }
+        };
+        let started = tokio::time::Instant::now();
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = refetch.notified() => {
+                tokio::time::sleep_until(started + config.min_refetch_interval).await;
+            }
+            () = tx.closed() => return,
+        }
+    }
+}
+
+async fn fetch(http: &reqwest::Client, uri: &str) -> Result<KeySet, FetchError> {
+    let set: JwkSet = http.get(uri).send().await?.error_for_status()?.json().await?;
+    let keys = KeySet::from_jwks(&set);
+    if keys.is_empty() {
+        return Err(FetchError::NoKeys);
+    }
+    Ok(keys)
+}

@@ -1,0 +1,79 @@
+//! OAuth errors as gRPC statuses: the one place this mapping is written.
+//!
+//! The gRPC code says what kind of failure it is; the `oauth-error` metadata entry
+//! carries the exact RFC error code so a client can act on it, and token failures
+//! also carry `www-authenticate` as RFC 6750 §3 does over HTTP.
+
+use tollgate_token::OAuthError;
+use tonic::{Code, Status};
+
+/// The metadata key holding the RFC error code of a refused call.
+pub const OAUTH_ERROR_METADATA: &str = "oauth-error";
+
+/// Maps an OAuth error to the gRPC status that means the same thing.
+pub fn to_status(err: &OAuthError) -> Status {
+    let code = match err {
+        // RFC 6750 §3.1 → gRPC: no/bad token is "who are you?", not "no".
+        OAuthError::InvalidToken(_) | OAuthError::InvalidClient(_) => Code::Unauthenticated,
+        OAuthError::InsufficientScope(_)
+        | OAuthError::UnauthorizedClient(_)
+        | OAuthError::AccessDenied(_) => Code::PermissionDenied,
+        OAuthError::InvalidRequest(_)
+        | OAuthError::InvalidGrant(_)
+        | OAuthError::InvalidScope(_)
+        | OAuthError::InvalidTarget(_)
+        | OAuthError::UnsupportedGrantType(_)
+        | OAuthError::UnsupportedResponseType(_) => Code::InvalidArgument,
+        OAuthError::TemporarilyUnavailable(_) => Code::Unavailable,
+        // RFC 8628 §3.5 polling answers: not yet, and not so often.
+        OAuthError::AuthorizationPending(_) => Code::FailedPrecondition,
+        OAuthError::SlowDown(_) => Code::ResourceExhausted,
+        OAuthError::ExpiredToken(_) => Code::InvalidArgument,
+        OAuthError::ServerError => Code::Internal,
+    };
+    let mut status = Status::new(code, err.description().to_owned());
+    let metadata = status.metadata_mut();
+    if let Ok(value) = err.code().parse() {
+        metadata.insert(OAUTH_ERROR_METADATA, value);
+    }
+    if matches!(err, OAuthError::InvalidToken(_) | OAuthError::InsufficientScope(_)) {
+        // RFC 6750 §3: quoted-string values; our descriptions hold no quotes.
+        let challenge =
+            format!("Bearer error=\"{}\", error_description=\"{}\"", err.code(), err.description());
+        if let Ok(value) = challenge.parse() {
+            metadata.insert("www-authenticate", value);
+        }
+    }
+    status
+}
+
+/// The RFC error code a refused call carried, if any.
+pub fn oauth_error_code(status: &Status) -> Option<&str> {
+    status.metadata().get(OAUTH_ERROR_METADATA).and_then(|v| v.to_str().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_errors_are_unauthenticated_and_scope_errors_permission_denied() {
+        let status = to_status(&OAuthError::invalid_token("token has expired"));
+        assert_eq!(status.code(), Code::Unauthenticated);
+        assert_eq!(oauth_error_code(&status), Some("invalid_token"));
+        assert_eq!(
+            status.metadata().get("www-authenticate").unwrap().to_str().unwrap(),
+            "Bearer error=\"invalid_token\", error_description=\"token has expired\""
+        );
+        let status = to_status(&OAuthError::insufficient_scope("needs notes:write"));
+        assert_eq!(status.code(), Code::PermissionDenied);
+        assert_eq!(oauth_error_code(&status), Some("insufficient_scope"));
+    }
+
+    #[test]
+    fn server_errors_say_nothing_internal() {
+        let status = to_status(&OAuthError::ServerError);
+        assert_eq!(status.code(), Code::Internal);
+        assert_eq!(status.message(), "the server could not complete the request");
+    }
+}
