@@ -1,0 +1,240 @@
+//! The Tollgate authorization server.
+//!
+//! - [`domain`]: the OAuth protocol core (grants, PKCE, codes, refresh rotation,
+//!   signing keys), free of transport and storage.
+//! - [`storage`]: narrow traits the core needs, and their sqlx implementation.
+//! - [`http`], [`grpc`]: thin adapters from the wire to the core.
+//! - [`Application`]: binds the listeners and runs them; `main` and the tests
+//!   both start the server through it.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod bootstrap;
+pub mod config;
+pub mod domain;
+pub mod grpc;
+pub mod http;
+pub mod storage;
+pub mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum_extra::extract::cookie::Key;
+use base64::Engine as _;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tollgate_proto::auth::v1::revocation_list_service_server::RevocationListServiceServer;
+use tollgate_proto::auth::v1::token_service_server::TokenServiceServer;
+use tollgate_token::Clock;
+
+pub use config::Config;
+use domain::keys::KeyRing;
+use domain::{OAuthCore, OAuthSettings};
+use storage::SqlStore;
+
+/// A built authorization server: listeners bound, storage migrated, keys loaded.
+pub struct Application {
+    http_listener: TcpListener,
+    grpc_listener: TcpListener,
+    http_addr: SocketAddr,
+    grpc_addr: SocketAddr,
+    issuer: String,
+    core: Arc<OAuthCore<SqlStore>>,
+    cookie_key: Key,
+    key_check: std::time::Duration,
+    tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// RFC 8414 §2: the issuer is an https (here also http, for development) URL with
+/// no query or fragment. The endpoints are served at the root, so the issuer must
+/// be an origin: no path, not even a trailing slash, since clients compare it
+/// byte for byte (RFC 8414 §3.3, RFC 9207 §2.4).
+fn check_issuer(issuer: &str) -> anyhow::Result<()> {
+    let url = url::Url::parse(issuer).with_context(|| format!("issuer {issuer:?} is not a URL"))?;
+    anyhow::ensure!(
+        matches!(url.scheme(), "https" | "http")
+            && url.path() == "/"
+            && !issuer.ends_with('/')
+            && url.query().is_none()
+            && url.fragment().is_none()
+            && url.username().is_empty(),
+        "issuer {issuer:?} must be a bare origin such as https://auth.example.com"
+    );
+    Ok(())
+}
+
+impl Application {
+    /// Opens the database (migrating it), applies the bootstrap file, loads or
+    /// creates the signing key, and binds both listeners (port 0 picks a free one).
+    pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let store =
+            SqlStore::connect(&config.database_url()?).await.context("opening the database")?;
+        if let Some(path) = &config.bootstrap {
+            let file = bootstrap::BootstrapFile::load(path)?;
+            bootstrap::apply(&file, &store, &config.default_audience, clock.now()).await?;
+        }
+        let keys = KeyRing::load_or_create(
+            &store,
+            config.signing_alg.into(),
+            config.rotation_policy(),
+            clock.now(),
+        )
+        .await
+        .context("loading the signing keys")?;
+
+        let http_listener = TcpListener::bind(config.http_addr).await.context("binding HTTP")?;
+        let grpc_listener = TcpListener::bind(config.grpc_addr).await.context("binding gRPC")?;
+        let http_addr = http_listener.local_addr()?;
+        let grpc_addr = grpc_listener.local_addr()?;
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+            (None, None) => None,
+            _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let issuer = config.issuer.clone().unwrap_or_else(|| format!("{scheme}://{http_addr}"));
+        check_issuer(&issuer)?;
+        let settings = OAuthSettings {
+            issuer: issuer.clone(),
+            access_token_ttl_secs: config.access_token_ttl_secs,
+            refresh_token_ttl_secs: config.refresh_token_ttl_secs,
+            code_ttl_secs: config.code_ttl_secs,
+            refresh_reuse_grace_secs: config.refresh_reuse_grace_secs,
+            token_endpoint: format!("{issuer}{}", http::paths::TOKEN),
+            device_code_ttl_secs: config.device_code_ttl_secs,
+            device_poll_interval_secs: 5,
+        };
+        let core = Arc::new(OAuthCore::new(store, Arc::new(keys), clock, settings));
+        let cookie_key = match &config.cookie_key_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading cookie key {}", path.display()))?;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(text.trim())
+                    .context("cookie key must be base64")?;
+                Key::try_from(bytes.as_slice()).context("cookie key must be at least 64 bytes")?
+            }
+            None => Key::generate(),
+        };
+        tracing::info!(%issuer, %http_addr, %grpc_addr, "authorization server ready");
+        Ok(Self {
+            http_listener,
+            grpc_listener,
+            http_addr,
+            grpc_addr,
+            issuer,
+            core,
+            cookie_key,
+            key_check: std::time::Duration::from_secs(config.key_check_secs.max(1)),
+            tls,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The protocol core, for embedding and tests (e.g. rotating keys on demand).
+    pub fn core(&self) -> Arc<OAuthCore<SqlStore>> {
+        self.core.clone()
+    }
+
+    /// Serves until `shutdown` resolves. Health turns NOT_SERVING first, then both
+    /// listeners stop accepting and let in-flight requests finish.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter.set_serving::<TokenServiceServer<grpc::TokenGrpc>>().await;
+        health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+        let reflection = tollgate_service_kit::reflection()?;
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let reporter = health_reporter.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+            reporter.set_not_serving::<TokenServiceServer<grpc::TokenGrpc>>().await;
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+
+        // Keys: re-read (other replicas, the admin command) and rotated on schedule.
+        let core = self.core.clone();
+        let key_check = self.key_check;
+        let keys_task = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(key_check);
+            loop {
+                ticker.tick().await;
+                if let Err(err) = core.signer().rotate_if_due(core.store(), core.now()).await {
+                    tracing::error!(error = %err, "signing key check failed");
+                }
+            }
+        });
+
+        let router =
+            http::router(http::HttpState { core: self.core.clone(), cookie_key: self.cookie_key });
+        let http_stopped = stopped(stop_rx.clone());
+        let http = async move {
+            match self.tls {
+                Some(tls) => tls::serve(self.http_listener, tls, router, http_stopped).await,
+                None => {
+                    axum::serve(self.http_listener, router)
+                        .with_graceful_shutdown(http_stopped)
+                        .await
+                }
+            }
+        };
+        let grpc = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection.0)
+            .add_service(reflection.1)
+            .add_service(TokenServiceServer::new(grpc::TokenGrpc::new(self.core.clone())))
+            .add_service(RevocationListServiceServer::new(grpc::TokenGrpc::new(self.core)))
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(self.grpc_listener),
+                stopped(stop_rx),
+            );
+        let (http, grpc) = tokio::join!(http, grpc);
+        keys_task.abort();
+        http.context("HTTP server")?;
+        grpc.context("gRPC server")?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_issuer;
+
+    #[test]
+    fn the_issuer_must_be_a_bare_origin() {
+        assert!(check_issuer("https://auth.example.com").is_ok());
+        assert!(check_issuer("http://127.0.0.1:8080").is_ok());
+        for bad in [
+            "https://auth.example.com/",
+            "https://auth.example.com/tenant",
+            "https://auth.example.com?x=1",
+            "https://auth.example.com#f",
+            "ftp://auth.example.com",
+            "auth.example.com",
+        ] {
+            assert!(check_issuer(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! Administrative commands: register clients and users without a bootstrap file.
+
+use anyhow::Context as _;
+use tollgate_token::Clock;
+
+use crate::bootstrap::{ClientSpec, client_from_spec, register_client, register_user};
+use crate::config::Config;
+use crate::domain::keys::KeyRing;
+use crate::domain::model::User;
+use crate::domain::secrets;
+use crate::storage::SqlStore;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AdminCommand {
+    /// Registers (or replaces) a client. A confidential client gets a newly
+    /// generated secret, printed once: only its hash is stored.
+    AddClient {
+        #[arg(long)]
+        client_id: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// A public client (native or browser app): no secret, PKCE only.
+        #[arg(long)]
+        public: bool,
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+        #[arg(long = "grant-type", required = true)]
+        grant_types: Vec<String>,
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        #[arg(long)]
+        audience: Option<String>,
+        /// An audience this client may exchange a subject's token for (RFC 8693);
+        /// needs `--grant-type urn:ietf:params:oauth:grant-type:token-exchange`.
+        #[arg(long = "exchange-audience")]
+        exchange_audiences: Vec<String>,
+    },
+    /// Registers (or updates) a resource owner. The password is read from the
+    /// first line of standard input, so it never appears in the process list.
+    AddUser {
+        #[arg(long)]
+        username: String,
+        /// The stable `sub`; defaults to the username.
+        #[arg(long)]
+        subject: Option<String>,
+    },
+    /// Starts a signing-key rotation now: the new key is published at once and
+    /// signs after the propagation delay (--key-propagation-secs). Running
+    /// servers pick it up at their next key check.
+    RotateKeys,
+}
+
+pub async fn run(command: AdminCommand, config: &Config, clock: &dyn Clock) -> anyhow::Result<()> {
+    let store = SqlStore::connect(&config.database_url()?).await.context("opening the database")?;
+    match command {
+        AdminCommand::AddClient {
+            client_id,
+            name,
+            public,
+            redirect_uris,
+            grant_types,
+            scopes,
+            audience,
+            exchange_audiences,
+        } => {
+            let secret = (!public).then(secrets::generate_secret);
+            let spec = ClientSpec {
+                client_id,
+                name,
+                secret: secret.clone(),
+                secret_env: None,
+                public,
+                redirect_uris,
+                grant_types,
+                scopes,
+                audience,
+                token_exchange_audiences: exchange_audiences,
+                jwks: vec![],
+                resources: vec![],
+            };
+            let client = client_from_spec(&spec, &config.default_audience)?;
+            register_client(&store, &client, clock.now()).await?;
+            println!("client_id: {}", client.client_id);
+            if let Some(secret) = secret {
+                println!("client_secret: {secret}");
+                println!("(shown once: only its hash is stored)");
+            }
+        }
+        AdminCommand::AddUser { username, subject } => {
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password).context("reading the password from stdin")?;
+            let password = password.trim_end_matches(['\r', '\n']).to_owned();
+            anyhow::ensure!(!password.is_empty(), "empty password");
+            let subject = subject.unwrap_or_else(|| username.clone());
+            let password_hash = secrets::hash_password(password).await?;
+            register_user(
+                &store,
+                &User { subject: subject.clone(), username, password_hash },
+                clock.now(),
+            )
+            .await?;
+            println!("user {subject} registered");
+        }
+        AdminCommand::RotateKeys => rotate_keys(config, &store, clock.now()).await?,
+    }
+    Ok(())
+}
+
+async fn rotate_keys(config: &Config, store: &SqlStore, now: i64) -> anyhow::Result<()> {
+    let ring =
+        KeyRing::load_or_create(store, config.signing_alg.into(), config.rotation_policy(), now)
+            .await?;
+    let kid = ring.rotate(store, now).await?;
+    println!(
+        "new signing key {kid}: published now, signs from {}",
+        now + config.key_propagation_secs
+    );
+    Ok(())
+}

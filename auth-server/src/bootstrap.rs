@@ -1,0 +1,381 @@
+//! The declarative bootstrap file: clients and users registered at start-up,
+//! idempotently (applying the same file twice changes nothing).
+//!
+//! ```toml
+//! [[clients]]
+//! client_id = "demo-web"
+//! name = "Demo web app"
+//! secret_env = "DEMO_WEB_SECRET"        # or `secret = "…"`, or `public = true`
+//! redirect_uris = ["http://127.0.0.1/callback"]
+//! grant_types = ["authorization_code", "refresh_token"]
+//! scopes = ["profile:read", "notes:read", "notes:write"]
+//! audience = "tollgate-resource"         # optional: the server's default
+//!
+//! [[users]]
+//! username = "alice"
+//! subject = "alice"                      # optional: defaults to the username
+//! password_env = "ALICE_PASSWORD"        # or `password = "…"`, or `password_hash = "$argon2id$…"`
+//! ```
+//!
+//! The full format is documented in `docs/bootstrap.md`.
+
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+use serde::Deserialize;
+use tollgate_token::Scope;
+
+use crate::domain::model::{Client, GrantType, User};
+use crate::domain::secrets;
+use crate::storage::{ClientStore, UserStore};
+
+/// Client secrets given in a bootstrap file must be at least this long: the fast
+/// hash they are stored under is only safe for high-entropy values.
+pub const MIN_SECRET_LEN: usize = 32;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapFile {
+    #[serde(default)]
+    pub clients: Vec<ClientSpec>,
+    #[serde(default)]
+    pub users: Vec<UserSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSpec {
+    pub client_id: String,
+    pub name: Option<String>,
+    pub secret: Option<String>,
+    pub secret_env: Option<String>,
+    #[serde(default)]
+    pub public: bool,
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    pub grant_types: Vec<String>,
+    pub scopes: Vec<String>,
+    pub audience: Option<String>,
+    /// RFC 8693: audiences this client may exchange a subject's token for.
+    #[serde(default)]
+    pub token_exchange_audiences: Vec<String>,
+    /// RFC 8707: resource URIs the client may ask tokens for (absolute, no fragment).
+    #[serde(default)]
+    pub resources: Vec<String>,
+    /// RFC 7523 `private_key_jwt`: the client's public keys (instead of a secret).
+    #[serde(default)]
+    pub jwks: Vec<tollgate_token::Jwk>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSpec {
+    pub username: String,
+    pub subject: Option<String>,
+    pub password: Option<String>,
+    pub password_env: Option<String>,
+    pub password_hash: Option<String>,
+}
+
+/// Secrets and passwords never reach a log through `{:?}`.
+fn redacted(value: &Option<String>) -> Option<&'static str> {
+    value.as_ref().map(|_| "<redacted>")
+}
+
+impl std::fmt::Debug for ClientSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientSpec")
+            .field("client_id", &self.client_id)
+            .field("name", &self.name)
+            .field("secret", &redacted(&self.secret))
+            .field("secret_env", &self.secret_env)
+            .field("public", &self.public)
+            .field("redirect_uris", &self.redirect_uris)
+            .field("grant_types", &self.grant_types)
+            .field("scopes", &self.scopes)
+            .field("audience", &self.audience)
+            .field("token_exchange_audiences", &self.token_exchange_audiences)
+            .field("resources", &self.resources)
+            .field("jwks", &self.jwks.iter().map(|k| &k.kid).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for UserSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserSpec")
+            .field("username", &self.username)
+            .field("subject", &self.subject)
+            .field("password", &redacted(&self.password))
+            .field("password_env", &self.password_env)
+            .field("password_hash", &redacted(&self.password_hash))
+            .finish()
+    }
+}
+
+impl BootstrapFile {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading bootstrap file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing bootstrap file {}", path.display()))
+    }
+}
+
+fn from_env(var: &str) -> anyhow::Result<String> {
+    std::env::var(var).with_context(|| format!("environment variable {var} is not set"))
+}
+
+/// Builds the client record a spec describes, checking what the RFCs require of a
+/// registration.
+pub fn client_from_spec(spec: &ClientSpec, default_audience: &str) -> anyhow::Result<Client> {
+    let id = &spec.client_id;
+    if id.is_empty() || id.contains(':') {
+        bail!("client_id {id:?} must be non-empty and contain no ':' (RFC 6749 §2.3.1)");
+    }
+    let keys = !spec.jwks.is_empty();
+    if keys && (spec.public || spec.secret.is_some() || spec.secret_env.is_some()) {
+        bail!("client {id}: a client with jwks (private_key_jwt) has no secret and is not public");
+    }
+    for jwk in &spec.jwks {
+        if jwk.algorithm().is_none() || jwk.kid.is_empty() {
+            bail!("client {id}: each JWK needs a kid and alg EdDSA or ES256");
+        }
+        if tollgate_token::KeySet::from_jwks(&tollgate_token::JwkSet { keys: vec![jwk.clone()] })
+            .is_empty()
+        {
+            bail!("client {id}: JWK {} is not a usable public key", jwk.kid);
+        }
+    }
+    let secret = match (&spec.secret, &spec.secret_env, spec.public) {
+        (None, None, _) if keys => None,
+        (None, None, true) => None,
+        (Some(s), None, false) => Some(s.clone()),
+        (None, Some(var), false) => Some(from_env(var)?),
+        (_, _, true) => bail!("client {id}: a public client has no secret"),
+        _ => bail!("client {id}: give exactly one of secret, secret_env, or public = true"),
+    };
+    if let Some(secret) = &secret
+        && secret.len() < MIN_SECRET_LEN
+    {
+        bail!("client {id}: secret must be at least {MIN_SECRET_LEN} characters of random data");
+    }
+    let grant_types = spec
+        .grant_types
+        .iter()
+        .map(|g| {
+            GrantType::parse(g).with_context(|| format!("client {id}: unknown grant type {g}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if spec.public && grant_types.contains(&GrantType::ClientCredentials) {
+        bail!("client {id}: a public client cannot use client_credentials");
+    }
+    if spec.public && grant_types.contains(&GrantType::TokenExchange) {
+        bail!("client {id}: a public client cannot use token exchange");
+    }
+    let exchanges = grant_types.contains(&GrantType::TokenExchange);
+    let has_audiences = !spec.token_exchange_audiences.is_empty();
+    if exchanges != has_audiences {
+        bail!("client {id}: token exchange needs both the grant type and token_exchange_audiences");
+    }
+    if grant_types.contains(&GrantType::AuthorizationCode) && spec.redirect_uris.is_empty() {
+        bail!("client {id}: the authorization_code grant needs at least one redirect URI");
+    }
+    for uri in &spec.redirect_uris {
+        let parsed =
+            url::Url::parse(uri).with_context(|| format!("client {id}: redirect URI {uri}"))?;
+        // RFC 6749 §3.1.2: absolute, no fragment.
+        if parsed.fragment().is_some() {
+            bail!("client {id}: redirect URI {uri} must not have a fragment");
+        }
+        // RFC 9700 §2.6 / RFC 8252 §8.3: the code travels over TLS, except to a
+        // native app's loopback listener, which never leaves the machine.
+        let loopback = matches!(parsed.host(), Some(url::Host::Ipv4(ip)) if ip.is_loopback())
+            || matches!(parsed.host(), Some(url::Host::Ipv6(ip)) if ip.is_loopback());
+        if parsed.scheme() == "http" && !loopback {
+            bail!(
+                "client {id}: redirect URI {uri} must use https (plain http only to a loopback IP)"
+            );
+        }
+    }
+    for resource in &spec.resources {
+        if !crate::domain::resource::is_valid_resource(resource) {
+            bail!(
+                "client {id}: resource {resource} must be an absolute URI without a fragment (RFC 8707 §2)"
+            );
+        }
+    }
+    let scope =
+        Scope::parse(&spec.scopes.join(" ")).with_context(|| format!("client {id}: scopes"))?;
+    Ok(Client {
+        client_id: id.clone(),
+        name: spec.name.clone().unwrap_or_else(|| id.clone()),
+        secret_hash: secret.as_deref().map(secrets::hash_secret),
+        redirect_uris: spec.redirect_uris.clone(),
+        grant_types,
+        scope,
+        audience: spec.audience.clone().unwrap_or_else(|| default_audience.to_owned()),
+        exchange_audiences: spec.token_exchange_audiences.clone(),
+        jwks: keys.then(|| spec.jwks.clone()),
+        resources: spec.resources.clone(),
+    })
+}
+
+/// Stores a client, refusing an id that is some user's subject: the client's
+/// own tokens carry its id as `sub` (RFC 9068 §2.2) and must never be mistaken
+/// for that user's.
+pub async fn register_client(
+    store: &(impl ClientStore + UserStore),
+    client: &Client,
+    now: i64,
+) -> anyhow::Result<()> {
+    if store.subject_exists(&client.client_id).await? {
+        bail!("client_id {} is already a user's subject; choose another", client.client_id);
+    }
+    store.upsert_client(client, now).await?;
+    Ok(())
+}
+
+/// Stores a user, refusing a subject that is some client's id (see
+/// [`register_client`]).
+pub async fn register_user(
+    store: &(impl ClientStore + UserStore),
+    user: &User,
+    now: i64,
+) -> anyhow::Result<()> {
+    if store.client(&user.subject).await?.is_some() {
+        bail!("subject {} is already a client's id; choose another", user.subject);
+    }
+    store.upsert_user(user, now).await?;
+    Ok(())
+}
+
+/// Applies the file: upserts every client and user. Passwords are only re-hashed
+/// when they changed (an unchanged one costs one argon2 verification per user).
+pub async fn apply(
+    file: &BootstrapFile,
+    store: &(impl ClientStore + UserStore),
+    default_audience: &str,
+    now: i64,
+) -> anyhow::Result<()> {
+    for spec in &file.clients {
+        let client = client_from_spec(spec, default_audience)?;
+        register_client(store, &client, now).await?;
+        tracing::info!(client_id = %client.client_id, public = client.is_public(), "client registered");
+    }
+    for spec in &file.users {
+        let subject = spec.subject.clone().unwrap_or_else(|| spec.username.clone());
+        let password_hash = match (&spec.password, &spec.password_env, &spec.password_hash) {
+            (None, None, Some(hash)) if secrets::is_password_hash(hash) => hash.clone(),
+            (None, None, Some(_)) => {
+                bail!("user {}: password_hash must be an argon2 PHC string", spec.username)
+            }
+            (Some(_), None, None) | (None, Some(_), None) => {
+                let password = match (&spec.password, &spec.password_env) {
+                    (Some(p), _) => p.clone(),
+                    (None, Some(var)) => from_env(var)?,
+                    (None, None) => unreachable!("matched above"),
+                };
+                let existing = store.user_by_username(&spec.username).await?;
+                match existing {
+                    Some(user)
+                        if user.subject == subject
+                            && secrets::verify_password(
+                                password.clone(),
+                                Some(user.password_hash.clone()),
+                            )
+                            .await =>
+                    {
+                        user.password_hash
+                    }
+                    _ => secrets::hash_password(password).await?,
+                }
+            }
+            _ => bail!(
+                "user {}: give exactly one of password, password_env, password_hash",
+                spec.username
+            ),
+        };
+        register_user(
+            store,
+            &User { subject: subject.clone(), username: spec.username.clone(), password_hash },
+            now,
+        )
+        .await?;
+        tracing::info!(subject = %subject, "user registered");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ClientSpec {
+        ClientSpec {
+            client_id: "web".into(),
+            name: None,
+            secret: Some("s".repeat(32)),
+            secret_env: None,
+            public: false,
+            redirect_uris: vec!["https://app.example/cb".into()],
+            grant_types: vec!["authorization_code".into()],
+            scopes: vec!["notes:read".into()],
+            audience: None,
+            token_exchange_audiences: vec![],
+            jwks: vec![],
+            resources: vec![],
+        }
+    }
+
+    #[test]
+    fn debug_output_hides_secrets_and_passwords() {
+        let file: BootstrapFile = toml::from_str(
+            r#"
+            [[clients]]
+            client_id = "c"
+            secret = "s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t"
+            grant_types = ["client_credentials"]
+            scopes = ["a"]
+            [[users]]
+            username = "u"
+            password = "hunter2-password"
+            "#,
+        )
+        .unwrap();
+        let shown = format!("{file:?}");
+        assert!(!shown.contains("s3cr3t") && !shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn stores_only_the_hash_of_the_secret() {
+        let client = client_from_spec(&spec(), "aud").unwrap();
+        assert_eq!(client.secret_hash, Some(secrets::hash_secret(&"s".repeat(32))));
+        assert_eq!(client.audience, "aud");
+    }
+
+    #[test]
+    fn refuses_unsafe_registrations() {
+        let mut short = spec();
+        short.secret = Some("short".into());
+        assert!(client_from_spec(&short, "aud").is_err());
+        let mut fragment = spec();
+        fragment.redirect_uris = vec!["https://app.example/cb#x".into()];
+        assert!(client_from_spec(&fragment, "aud").is_err());
+        let mut public_cc = spec();
+        public_cc.secret = None;
+        public_cc.public = true;
+        public_cc.grant_types = vec!["client_credentials".into()];
+        assert!(client_from_spec(&public_cc, "aud").is_err());
+        let mut password = spec();
+        password.grant_types = vec!["password".into()];
+        assert!(client_from_spec(&password, "aud").is_err());
+        // Plain http only to a loopback IP (RFC 9700 §2.6, RFC 8252 §8.3).
+        let mut cleartext = spec();
+        cleartext.redirect_uris = vec!["http://app.example/cb".into()];
+        let err = client_from_spec(&cleartext, "aud").unwrap_err().to_string();
+        assert!(err.contains("must use https"), "{err}");
+        let mut loopback = spec();
+        loopback.redirect_uris = vec!["http://127.0.0.1/cb".into(), "http://[::1]/cb".into()];
+        assert!(client_from_spec(&loopback, "aud").is_ok());
+    }
+}

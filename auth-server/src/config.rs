@@ -1,0 +1,165 @@
+//! The authorization server's configuration: read once at start-up (flags or
+//! environment), typed, and passed down. Nothing reads the environment later.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use tollgate_service_kit::telemetry::LogFormat;
+use tollgate_token::KeyAlgorithm;
+
+/// The signature algorithm for access tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SigningAlg {
+    /// Ed25519 (RFC 8037): small, fast, deterministic. The default.
+    #[value(name = "EdDSA")]
+    EdDsa,
+    /// ECDSA P-256 (RFC 7518 §3.4), for verifiers without Ed25519.
+    #[value(name = "ES256")]
+    Es256,
+}
+
+impl From<SigningAlg> for KeyAlgorithm {
+    fn from(alg: SigningAlg) -> Self {
+        match alg {
+            SigningAlg::EdDsa => KeyAlgorithm::EdDSA,
+            SigningAlg::Es256 => KeyAlgorithm::ES256,
+        }
+    }
+}
+
+pub const DEFAULT_AUDIENCE: &str = "tollgate-resource";
+pub const DEFAULT_ACCESS_TOKEN_TTL: i64 = 300;
+pub const DEFAULT_REFRESH_TOKEN_TTL: i64 = 30 * 24 * 3600;
+/// RFC 6749 §4.1.2 allows up to ten minutes; a minute is plenty for a redirect.
+pub const DEFAULT_CODE_TTL: i64 = 60;
+/// Long enough for two requests racing from one client, short enough that a
+/// stolen token replayed later is caught.
+pub const DEFAULT_REFRESH_REUSE_GRACE: i64 = 2;
+/// RFC 8628 §3.2: ten minutes to find another device and approve.
+pub const DEFAULT_DEVICE_CODE_TTL: i64 = 600;
+/// Scheduled signing-key rotation: every 30 days.
+pub const DEFAULT_KEY_ROTATION: i64 = 30 * 24 * 3600;
+/// A new key is published an hour before it signs: far longer than resource
+/// servers take to refetch the JWKS (5 minutes by default).
+pub const DEFAULT_KEY_PROPAGATION: i64 = 3600;
+/// How often the server re-reads its keys and checks whether rotation is due.
+pub const DEFAULT_KEY_CHECK: u64 = 60;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Address of the HTTP listener (authorization, token, metadata, JWKS). Port 0 picks a free port.
+    #[arg(long, env = "AUTH_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    pub http_addr: SocketAddr,
+    /// Address of the gRPC listener (token service, health, reflection).
+    #[arg(long, env = "AUTH_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: SocketAddr,
+    /// The issuer identifier (RFC 8414): the public base URL of the HTTP listener.
+    /// Defaults to `http://<bound HTTP address>`.
+    #[arg(long, env = "AUTH_ISSUER")]
+    pub issuer: Option<String>,
+    /// Where the embedded SQLite database lives (created if missing).
+    #[arg(long, env = "AUTH_DATA_DIR", default_value = "data/auth-server")]
+    pub data_dir: PathBuf,
+    /// A database URL (`sqlite://…` or `postgres://…`); overrides --data-dir.
+    #[arg(long, env = "AUTH_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// A bootstrap file registering clients and users at start (see docs/bootstrap.md).
+    #[arg(long, env = "AUTH_BOOTSTRAP")]
+    pub bootstrap: Option<PathBuf>,
+    /// Signature algorithm of access tokens.
+    #[arg(long, env = "AUTH_SIGNING_ALG", value_enum, default_value = "EdDSA")]
+    pub signing_alg: SigningAlg,
+    /// The `aud` of access tokens for clients that do not name their own.
+    #[arg(long, env = "AUTH_DEFAULT_AUDIENCE", default_value = DEFAULT_AUDIENCE)]
+    pub default_audience: String,
+    /// Access-token lifetime, seconds.
+    #[arg(long, env = "AUTH_ACCESS_TOKEN_TTL", default_value_t = DEFAULT_ACCESS_TOKEN_TTL)]
+    pub access_token_ttl_secs: i64,
+    /// Refresh-token lifetime, seconds.
+    #[arg(long, env = "AUTH_REFRESH_TOKEN_TTL", default_value_t = DEFAULT_REFRESH_TOKEN_TTL)]
+    pub refresh_token_ttl_secs: i64,
+    /// Authorization-code lifetime, seconds.
+    #[arg(long, env = "AUTH_CODE_TTL", default_value_t = DEFAULT_CODE_TTL)]
+    pub code_ttl_secs: i64,
+    /// A spent refresh token presented again within this many seconds is only
+    /// refused (a concurrent refresh); later, its whole grant is revoked.
+    #[arg(long, env = "AUTH_REFRESH_REUSE_GRACE", default_value_t = DEFAULT_REFRESH_REUSE_GRACE)]
+    pub refresh_reuse_grace_secs: i64,
+    /// Device-code lifetime (RFC 8628), seconds.
+    #[arg(long, env = "AUTH_DEVICE_CODE_TTL", default_value_t = DEFAULT_DEVICE_CODE_TTL)]
+    pub device_code_ttl_secs: i64,
+    /// Rotate the signing key when it has signed for this long, seconds (0: never
+    /// on a schedule; `admin rotate-keys` still works).
+    #[arg(long, env = "AUTH_KEY_ROTATION", default_value_t = DEFAULT_KEY_ROTATION)]
+    pub key_rotation_secs: i64,
+    /// How long a new key is published before it signs, seconds. Must exceed the
+    /// resource servers' JWKS refresh interval.
+    #[arg(long, env = "AUTH_KEY_PROPAGATION", default_value_t = DEFAULT_KEY_PROPAGATION)]
+    pub key_propagation_secs: i64,
+    /// How often keys are re-read from the database and rotation checked, seconds.
+    #[arg(long, env = "AUTH_KEY_CHECK", default_value_t = DEFAULT_KEY_CHECK)]
+    pub key_check_secs: u64,
+    /// A file with at least 64 random bytes, base64-encoded, that encrypts session
+    /// cookies. Without it a key is generated at start (sign-ins end on restart).
+    #[arg(long, env = "AUTH_COOKIE_KEY_FILE")]
+    pub cookie_key_file: Option<PathBuf>,
+    /// PEM certificate chain for TLS on the HTTP listener (with --tls-key).
+    /// Without it the server speaks plain HTTP: for local development only.
+    #[arg(long, env = "AUTH_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "AUTH_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, env = "AUTH_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// The defaults, with the data under `data_dir` and both listeners on free
+    /// loopback ports. For tests and embedding: built here, not parsed, so no
+    /// `AUTH_*` variable in the environment can change it.
+    pub fn local(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            issuer: None,
+            data_dir: data_dir.into(),
+            database_url: None,
+            bootstrap: None,
+            signing_alg: SigningAlg::EdDsa,
+            default_audience: DEFAULT_AUDIENCE.into(),
+            access_token_ttl_secs: DEFAULT_ACCESS_TOKEN_TTL,
+            refresh_token_ttl_secs: DEFAULT_REFRESH_TOKEN_TTL,
+            code_ttl_secs: DEFAULT_CODE_TTL,
+            refresh_reuse_grace_secs: DEFAULT_REFRESH_REUSE_GRACE,
+            device_code_ttl_secs: DEFAULT_DEVICE_CODE_TTL,
+            key_rotation_secs: DEFAULT_KEY_ROTATION,
+            key_propagation_secs: DEFAULT_KEY_PROPAGATION,
+            key_check_secs: DEFAULT_KEY_CHECK,
+            cookie_key_file: None,
+            tls_cert: None,
+            tls_key: None,
+            log_format: LogFormat::Text,
+        }
+    }
+
+    /// The database to open; the embedded default's directory is created here.
+    /// When keys change. A replaced key stays published for an access-token
+    /// lifetime plus five minutes (more than any verifier's leeway).
+    pub fn rotation_policy(&self) -> crate::domain::keys::RotationPolicy {
+        crate::domain::keys::RotationPolicy {
+            propagation_secs: self.key_propagation_secs,
+            retire_after_secs: self.access_token_ttl_secs + 300,
+            rotate_every_secs: self.key_rotation_secs,
+        }
+    }
+
+    pub fn database_url(&self) -> std::io::Result<String> {
+        tollgate_service_kit::db::database_url(
+            self.database_url.as_deref(),
+            &self.data_dir,
+            "auth.db",
+        )
+    }
+}

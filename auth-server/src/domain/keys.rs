@@ -1,0 +1,296 @@
+//! The authorization server's signing keys: generated, stored, parsed once per
+//! load, published as a JWKS (RFC 7517), and rotated without a flag day.
+//!
+//! Rotation (RFC 7517 §5, RFC 8725 §3.1's advice to plan for key change): a new
+//! key is stored with an `activate_at` in the future and published at once; it
+//! signs only from `activate_at` on, by which time every resource server has
+//! refetched the JWKS. The key it replaces stays published until every token it
+//! signed has expired (`retire_after` past the successor's activation). Which
+//! key signs is a function of the clock, so replicas sharing the database agree.
+
+use std::sync::{Arc, RwLock};
+
+use base64::Engine as _;
+use jsonwebtoken::{EncodingKey, Header};
+use ring::rand::SystemRandom;
+use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
+use sha2::{Digest, Sha256};
+use tollgate_token::{AccessTokenClaims, JWT_ACCESS_TOKEN_TYPE, Jwk, JwkSet, KeyAlgorithm, KeySet};
+
+use super::model::StoredKey;
+use crate::storage::{KeyStore, StorageError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("key generation failed")]
+    Generation,
+    #[error("stored key {0} cannot be used")]
+    BadKey(String),
+}
+
+/// When keys change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RotationPolicy {
+    /// How long a new key is published before it signs: longer than resource
+    /// servers take to refetch the JWKS.
+    pub propagation_secs: i64,
+    /// How long a replaced key stays published after its successor starts
+    /// signing: at least the access-token lifetime plus verifiers' leeway.
+    pub retire_after_secs: i64,
+    /// The scheduled rotation period (age of the signing key); 0 turns it off.
+    pub rotate_every_secs: i64,
+}
+
+/// One stored key, parsed once.
+struct LoadedKey {
+    kid: String,
+    activate_at: i64,
+    encoding: EncodingKey,
+    jwk: Jwk,
+}
+
+/// Every key of the configured algorithm, oldest activation first.
+struct Ring {
+    keys: Vec<LoadedKey>,
+    /// All of them, for recognising our own tokens (introspection, revocation).
+    verification: Arc<KeySet>,
+}
+
+/// Signs access tokens with the key that is active now and publishes the keys
+/// verifiers need now. Cheap to share; reloaded from storage on demand.
+pub struct KeyRing {
+    alg: KeyAlgorithm,
+    policy: RotationPolicy,
+    ring: RwLock<Arc<Ring>>,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRing").field("alg", &self.alg).field("policy", &self.policy).finish()
+    }
+}
+
+impl KeyRing {
+    /// Loads the stored keys of `alg`, generating (and storing) a first one,
+    /// active at once, if there is none.
+    pub async fn load_or_create(
+        store: &impl KeyStore,
+        alg: KeyAlgorithm,
+        policy: RotationPolicy,
+        now: i64,
+    ) -> Result<Self, KeyError> {
+        let keys = store.signing_keys().await?;
+        if !keys.iter().any(|k| k.alg == alg) {
+            let key = generate(alg, now, now)?;
+            store.insert_signing_key(&key).await?;
+            tracing::info!(kid = %key.kid, alg = alg.as_str(), "generated the first signing key");
+        }
+        let ring = Self { alg, policy, ring: RwLock::new(Arc::new(Ring::empty())) };
+        ring.reload(store).await?;
+        Ok(ring)
+    }
+
+    /// Re-reads the keys from storage (another replica or the admin command may
+    /// have added one).
+    pub async fn reload(&self, store: &impl KeyStore) -> Result<(), KeyError> {
+        let mut keys = Vec::new();
+        for key in store.signing_keys().await?.into_iter().filter(|k| k.alg == self.alg) {
+            let encoding = match self.alg {
+                KeyAlgorithm::EdDSA => EncodingKey::from_ed_der(&key.private_pkcs8),
+                KeyAlgorithm::ES256 => EncodingKey::from_ec_der(&key.private_pkcs8),
+            };
+            keys.push(LoadedKey {
+                kid: key.kid,
+                activate_at: key.activate_at,
+                encoding,
+                jwk: key.public_jwk,
+            });
+        }
+        keys.sort_by(|a, b| (a.activate_at, &a.kid).cmp(&(b.activate_at, &b.kid)));
+        let verification = Arc::new(KeySet::from_jwks(&JwkSet {
+            keys: keys.iter().map(|k| k.jwk.clone()).collect(),
+        }));
+        let ring = Arc::new(Ring { keys, verification });
+        *self.ring.write().unwrap_or_else(std::sync::PoisonError::into_inner) = ring;
+        Ok(())
+    }
+
+    fn current(&self) -> Arc<Ring> {
+        self.ring.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Adds a key that signs from `now + propagation` on, and loads it. Returns its kid.
+    pub async fn rotate(&self, store: &impl KeyStore, now: i64) -> Result<String, KeyError> {
+        let key = generate(self.alg, now, now + self.policy.propagation_secs)?;
+        store.insert_signing_key(&key).await?;
+        tracing::info!(kid = %key.kid, activate_at = key.activate_at, "signing key rotation started");
+        self.reload(store).await?;
+        Ok(key.kid)
+    }
+
+    /// Scheduled rotation: rotates when the signing key is older than the
+    /// period and no successor is waiting. Returns the new kid, if any.
+    pub async fn rotate_if_due(
+        &self,
+        store: &impl KeyStore,
+        now: i64,
+    ) -> Result<Option<String>, KeyError> {
+        self.reload(store).await?;
+        if self.policy.rotate_every_secs <= 0 {
+            return Ok(None);
+        }
+        let ring = self.current();
+        let pending = ring.keys.iter().any(|k| k.activate_at > now);
+        let active_since = ring.active(now).map(|k| k.activate_at);
+        match active_since {
+            Some(since) if !pending && now - since >= self.policy.rotate_every_secs => {
+                self.rotate(store, now).await.map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Signs an RFC 9068 access token with the key active at `now`.
+    pub fn sign(
+        &self,
+        claims: &AccessTokenClaims,
+        now: i64,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let ring = self.current();
+        let key = ring.active(now).ok_or_else(|| {
+            jsonwebtoken::errors::Error::from(jsonwebtoken::errors::ErrorKind::InvalidKeyFormat)
+        })?;
+        let mut header = Header::new(match self.alg {
+            KeyAlgorithm::EdDSA => jsonwebtoken::Algorithm::EdDSA,
+            KeyAlgorithm::ES256 => jsonwebtoken::Algorithm::ES256,
+        });
+        header.typ = Some(JWT_ACCESS_TOKEN_TYPE.into());
+        header.kid = Some(key.kid.clone());
+        jsonwebtoken::encode(&header, claims, &key.encoding)
+    }
+
+    /// The keys verifiers need at `now`: the active one, any successor waiting to
+    /// activate, and predecessors whose tokens may still be unexpired.
+    pub fn jwks(&self, now: i64) -> JwkSet {
+        let ring = self.current();
+        let keys = ring
+            .keys
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| {
+                // Superseded when the next key activated; retired a while later.
+                match ring.keys.get(i + 1) {
+                    Some(next) if next.activate_at <= now => {
+                        now < next.activate_at + self.policy.retire_after_secs
+                    }
+                    _ => true,
+                }
+            })
+            .map(|(_, k)| k.jwk.clone())
+            .collect();
+        JwkSet { keys }
+    }
+
+    /// Every loaded key, parsed once: to recognise our own tokens.
+    pub fn verification_keys(&self) -> Arc<KeySet> {
+        self.current().verification.clone()
+    }
+
+    /// The kid that signs at `now`.
+    pub fn active_kid(&self, now: i64) -> Option<String> {
+        self.current().active(now).map(|k| k.kid.clone())
+    }
+
+    pub fn algorithm(&self) -> KeyAlgorithm {
+        self.alg
+    }
+}
+
+impl Ring {
+    fn empty() -> Self {
+        Self {
+            keys: Vec::new(),
+            verification: Arc::new(KeySet::from_jwks(&JwkSet { keys: Vec::new() })),
+        }
+    }
+
+    /// The newest key already active at `now`.
+    fn active(&self, now: i64) -> Option<&LoadedKey> {
+        self.keys.iter().rev().find(|k| k.activate_at <= now)
+    }
+}
+
+/// Generates a key pair that signs from `activate_at`; its `kid` is its RFC 7638
+/// JWK thumbprint.
+pub fn generate(alg: KeyAlgorithm, now: i64, activate_at: i64) -> Result<StoredKey, KeyError> {
+    let rng = SystemRandom::new();
+    let (pkcs8, public_jwk) = match alg {
+        KeyAlgorithm::EdDSA => {
+            let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| KeyError::Generation)?;
+            let pair =
+                Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| KeyError::Generation)?;
+            (pkcs8.as_ref().to_vec(), Jwk::ed25519("", pair.public_key().as_ref()))
+        }
+        KeyAlgorithm::ES256 => {
+            let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                .map_err(|_| KeyError::Generation)?;
+            let pair =
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+                    .map_err(|_| KeyError::Generation)?;
+            let jwk = Jwk::p256("", pair.public_key().as_ref()).ok_or(KeyError::Generation)?;
+            (pkcs8.as_ref().to_vec(), jwk)
+        }
+    };
+    let kid = thumbprint(&public_jwk);
+    Ok(StoredKey {
+        kid: kid.clone(),
+        alg,
+        private_pkcs8: pkcs8,
+        public_jwk: Jwk { kid, ..public_jwk },
+        created_at: now,
+        activate_at,
+    })
+}
+
+/// RFC 7638 §3: SHA-256 over the required members in lexicographic order.
+fn thumbprint(jwk: &Jwk) -> String {
+    let canonical = match &jwk.y {
+        Some(y) => {
+            format!(r#"{{"crv":"{}","kty":"{}","x":"{}","y":"{}"}}"#, jwk.crv, jwk.kty, jwk.x, y)
+        }
+        None => format!(r#"{{"crv":"{}","kty":"{}","x":"{}"}}"#, jwk.crv, jwk.kty, jwk.x),
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc_8037_appendix_a3_thumbprint() {
+        let jwk = Jwk {
+            kty: "OKP".into(),
+            crv: "Ed25519".into(),
+            x: "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo".into(),
+            y: None,
+            kid: String::new(),
+            alg: "EdDSA".into(),
+            use_: "sig".into(),
+        };
+        assert_eq!(thumbprint(&jwk), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
+    }
+
+    #[test]
+    fn generated_keys_publish_only_public_parts() {
+        for alg in [KeyAlgorithm::EdDSA, KeyAlgorithm::ES256] {
+            let key = generate(alg, 1, 1).unwrap();
+            assert_eq!(key.public_jwk.algorithm(), Some(alg));
+            assert_eq!(key.public_jwk.kid, key.kid);
+            let json = serde_json::to_value(&key.public_jwk).unwrap();
+            assert!(json.get("d").is_none());
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! After issuance: introspection (RFC 7662), revocation (RFC 7009), and the
+//! denylist resource servers fetch so revoked access tokens stop working without
+//! a call per request.
+
+use tollgate_token::{AccessTokenClaims, OAuthError};
+
+use super::model::{Client, RefreshTokenRecord};
+use super::{ClientAuth, OAuthCore, secrets, storage_failure};
+use crate::storage::Store;
+
+/// RFC 7009 §2.1 / RFC 7662 §2.1 `token_type_hint`: where to look first. An
+/// unknown hint is ignored and both kinds are searched, as both RFCs require.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenTypeHint {
+    AccessToken,
+    RefreshToken,
+}
+
+impl TokenTypeHint {
+    pub fn parse(hint: Option<&str>) -> Option<Self> {
+        match hint {
+            Some("access_token") => Some(Self::AccessToken),
+            Some("refresh_token") => Some(Self::RefreshToken),
+            _ => None,
+        }
+    }
+}
+
+/// What introspection may say about an active token (RFC 7662 §2.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveToken {
+    pub scope: String,
+    pub client_id: String,
+    pub sub: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub nbf: Option<i64>,
+    pub aud: Vec<String>,
+    pub iss: String,
+    /// `Bearer` for access tokens; absent for refresh tokens.
+    pub token_type: Option<&'static str>,
+    pub jti: Option<String>,
+}
+
+/// A token found by its value, before anyone is told anything about it.
+enum Found {
+    Access(AccessTokenClaims),
+    Refresh(RefreshTokenRecord),
+}
+
+impl<S: Store> OAuthCore<S> {
+    /// A confidential client's identity, proven (introspection and the denylist
+    /// are for services that can keep a secret).
+    async fn confidential_client(&self, auth: &ClientAuth) -> Result<Client, OAuthError> {
+        let client = self.authenticate_client(auth).await?;
+        if client.is_public() {
+            return Err(OAuthError::invalid_client("this endpoint needs client authentication"));
+        }
+        Ok(client)
+    }
+
+    /// Looks a token up: refresh tokens by hash, access tokens by signature (our
+    /// own keys, any audience). Expired, malformed or unknown is `None`.
+    async fn find(
+        &self,
+        token: &str,
+        hint: Option<TokenTypeHint>,
+    ) -> Result<Option<Found>, OAuthError> {
+        let keys = self.signer.verification_keys();
+        let as_access = || self.own_tokens.verify_any_audience(&keys, token, self.clock.now()).ok();
+        // The hinted kind first; each kind is tried once.
+        let access_first = hint == Some(TokenTypeHint::AccessToken);
+        if access_first && let Some(claims) = as_access() {
+            return Ok(Some(Found::Access(claims)));
+        }
+        let refresh = self
+            .store
+            .refresh_token(&secrets::hash_secret(token))
+            .await
+            .map_err(storage_failure)?;
+        if let Some(record) = refresh {
+            return Ok(Some(Found::Refresh(record)));
+        }
+        Ok(if access_first { None } else { as_access().map(Found::Access) })
+    }
+
+    /// RFC 7662: tells an authenticated confidential client about a token that
+    /// was issued to it or is meant for it (its client id is in `aud`). Anything
+    /// else, and every inactive token, is just `None` (`{"active": false}`), so
+    /// the answer never says why (RFC 7662 §2.2, §4).
+    #[tracing::instrument(name = "introspect", skip_all, fields(client_id = %auth.client_id()))]
+    pub async fn introspect(
+        &self,
+        auth: &ClientAuth,
+        token: &str,
+        hint: Option<TokenTypeHint>,
+    ) -> Result<Option<ActiveToken>, OAuthError> {
+        let caller = self.confidential_client(auth).await?;
+        let now = self.clock.now();
+        let active = match self.find(token, hint).await? {
+            Some(Found::Access(claims)) => {
+                let revoked = self
+                    .store
+                    .is_access_token_revoked(&claims.jti)
+                    .await
+                    .map_err(storage_failure)?;
+                let visible =
+                    claims.client_id == caller.client_id || claims.aud.contains(&caller.client_id);
+                (!revoked && visible).then(|| ActiveToken {
+                    scope: claims.scope.clone().unwrap_or_default(),
+                    client_id: claims.client_id.clone(),
+                    sub: claims.sub.clone(),
+                    exp: claims.exp,
+                    iat: claims.iat,
+                    nbf: claims.nbf,
+                    aud: claims.aud.iter().map(str::to_owned).collect(),
+                    iss: claims.iss.clone(),
+                    token_type: Some("Bearer"),
+                    jti: Some(claims.jti),
+                })
+            }
+            Some(Found::Refresh(record)) => {
+                let visible = record.client_id == caller.client_id;
+                (visible && record.is_active(now)).then(|| ActiveToken {
+                    scope: record.scope.to_string(),
+                    client_id: record.client_id.clone(),
+                    sub: record.grant.subject.clone(),
+                    exp: record.expires_at,
+                    iat: record.issued_at,
+                    nbf: None,
+                    aud: vec![record.grant.audience.clone()],
+                    iss: self.settings.issuer.clone(),
+                    token_type: None,
+                    jti: None,
+                })
+            }
+            None => None,
+        };
+        tracing::info!(active = active.is_some(), "token introspected");
+        Ok(active)
+    }
+
+    /// RFC 7009: the client revokes one of its own tokens. A refresh token takes
+    /// its whole grant with it (every refresh and access token descended from
+    /// it); an access token goes on the denylist. An unknown or expired token is
+    /// not an error (§2.2), but another client's token is refused: the request
+    /// must not look successful while the token stays valid.
+    #[tracing::instrument(name = "revoke", skip_all, fields(client_id = %auth.client_id()))]
+    pub async fn revoke(
+        &self,
+        auth: &ClientAuth,
+        token: &str,
+        hint: Option<TokenTypeHint>,
+    ) -> Result<(), OAuthError> {
+        let caller = self.authenticate_client(auth).await?;
+        let now = self.clock.now();
+        let not_yours =
+            || OAuthError::unauthorized_client("the token was not issued to this client");
+        match self.find(token, hint).await? {
+            Some(Found::Refresh(record)) => {
+                if record.client_id != caller.client_id {
+                    return Err(not_yours());
+                }
+                self.store
+                    .revoke_grant(&record.grant.grant_id, now)
+                    .await
+                    .map_err(storage_failure)?;
+                tracing::info!(kind = "refresh_token", "grant revoked");
+            }
+            Some(Found::Access(claims)) => {
+                if claims.client_id != caller.client_id {
+                    return Err(not_yours());
+                }
+                self.store
+                    .revoke_access_token(&claims.jti, claims.exp, now)
+                    .await
+                    .map_err(storage_failure)?;
+                tracing::info!(kind = "access_token", "access token revoked");
+            }
+            None => tracing::info!("revocation of an unknown or expired token"),
+        }
+        Ok(())
+    }
+
+    /// The denylist for resource servers: revoked access tokens that have not
+    /// expired, as `(jti, exp)`. For authenticated confidential clients.
+    pub async fn revoked_access_tokens(
+        &self,
+        auth: &ClientAuth,
+    ) -> Result<Vec<(String, i64)>, OAuthError> {
+        self.confidential_client(auth).await?;
+        self.store.revoked_access_tokens(self.clock.now()).await.map_err(storage_failure)
+    }
+}

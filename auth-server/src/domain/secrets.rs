@@ -1,0 +1,124 @@
+//! Generating, hashing and comparing secrets.
+//!
+//! Two kinds of secret, two kinds of hash:
+//! - **Generated** values (client secrets, refresh tokens, authorization codes)
+//!   carry 256 bits of entropy. Guessing one from its hash is as hard as guessing
+//!   it outright, so a fast hash (SHA-256) is the right tool: a slow hash would
+//!   only slow down every token request.
+//! - **Passwords** are chosen by people and have little entropy, so they get
+//!   argon2id, which makes each guess expensive. It is CPU-heavy, so it runs on
+//!   the blocking pool, never on the async threads.
+//!
+//! Every comparison of a presented secret with a stored hash is constant-time.
+
+use std::sync::OnceLock;
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use base64::Engine as _;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// A fresh 256-bit random value, base64url-encoded (43 characters).
+pub fn generate_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The SHA-256 (hex) of a generated secret: what is stored instead of it.
+pub fn hash_secret(secret: &str) -> String {
+    let digest = Sha256::digest(secret.as_bytes());
+    let mut hex = String::with_capacity(64);
+    for byte in digest {
+        use std::fmt::Write as _;
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
+}
+
+/// Whether `presented` hashes to `stored_hash`, compared in constant time.
+pub fn verify_secret(presented: &str, stored_hash: &str) -> bool {
+    hash_secret(presented).as_bytes().ct_eq(stored_hash.as_bytes()).into()
+}
+
+fn argon2() -> Argon2<'static> {
+    // OWASP's argon2id baseline: 19 MiB, 2 passes, 1 lane.
+    let params = Params::new(19 * 1024, 2, 1, None).unwrap_or_default();
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+/// Hashes a password with argon2id, on the blocking pool.
+pub async fn hash_password(password: String) -> anyhow::Result<String> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        argon2()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| anyhow::anyhow!("hashing password: {e}"))
+    })
+    .await?
+}
+
+/// Verifies a password against a PHC string, on the blocking pool. `None` as the
+/// hash (an unknown user) still spends the time of a real check, so the answer
+/// time does not reveal whether the user exists.
+pub async fn verify_password(password: String, phc: Option<String>) -> bool {
+    tokio::task::spawn_blocking(move || {
+        let phc = phc.as_deref().unwrap_or_else(|| dummy_hash());
+        let Ok(parsed) = PasswordHash::new(phc) else { return false };
+        argon2().verify_password(password.as_bytes(), &parsed).is_ok()
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// Whether a string is an argon2 PHC hash we can verify against.
+pub fn is_password_hash(phc: &str) -> bool {
+    PasswordHash::new(phc).is_ok_and(|h| h.algorithm.as_str().starts_with("argon2"))
+}
+
+fn dummy_hash() -> &'static str {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    DUMMY.get_or_init(|| {
+        let salt = SaltString::generate(&mut OsRng);
+        argon2()
+            .hash_password(generate_secret().as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .unwrap_or_default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_secrets_are_256_bits_and_distinct() {
+        let a = generate_secret();
+        assert_eq!(a.len(), 43);
+        assert_ne!(a, generate_secret());
+    }
+
+    #[test]
+    fn secret_hash_verifies_only_the_same_secret() {
+        let secret = generate_secret();
+        let hash = hash_secret(&secret);
+        assert_eq!(hash.len(), 64);
+        assert!(verify_secret(&secret, &hash));
+        assert!(!verify_secret(&generate_secret(), &hash));
+        assert!(!verify_secret(&secret, ""));
+    }
+
+    #[tokio::test]
+    async fn passwords_verify_with_argon2id() {
+        let hash = hash_password("correct horse".into()).await.unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(is_password_hash(&hash));
+        assert!(verify_password("correct horse".into(), Some(hash.clone())).await);
+        assert!(!verify_password("wrong".into(), Some(hash)).await);
+        assert!(!verify_password("anything".into(), None).await);
+    }
+}

@@ -1,0 +1,52 @@
+//! RFC 8414 metadata and the JWKS (RFC 7517).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+
+use super::{HttpState, paths};
+
+/// `GET /.well-known/oauth-authorization-server`. Lists exactly what is
+/// implemented; `issuer` is the configured issuer byte for byte (RFC 8414 §3.3).
+pub async fn metadata(State(state): State<HttpState>) -> Response {
+    let issuer = &state.core.settings().issuer;
+    let body = serde_json::json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}{}", paths::AUTHORIZE),
+        "token_endpoint": format!("{issuer}{}", paths::TOKEN),
+        "jwks_uri": format!("{issuer}{}", paths::JWKS),
+        "introspection_endpoint": format!("{issuer}{}", paths::INTROSPECT),
+        "introspection_endpoint_auth_methods_supported":
+            ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "revocation_endpoint": format!("{issuer}{}", paths::REVOKE),
+        "revocation_endpoint_auth_methods_supported":
+            ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": [
+            "authorization_code",
+            "client_credentials",
+            "refresh_token",
+            crate::domain::model::TOKEN_EXCHANGE,
+            crate::domain::model::DEVICE_CODE,
+        ],
+        "device_authorization_endpoint": format!("{issuer}{}", paths::DEVICE_AUTHORIZATION),
+        "token_endpoint_auth_methods_supported":
+            ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
+        "token_endpoint_auth_signing_alg_values_supported": ["EdDSA", "ES256"],
+        "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": true,
+    });
+    let mut response = Json(body).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
+    response
+}
+
+/// `GET /jwks.json`: public keys only.
+pub async fn jwks(State(state): State<HttpState>) -> Response {
+    let mut response = Json(state.core.signer().jwks(state.core.now())).into_response();
+    // Short, so a newly published key reaches caches quickly.
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
+    response
+}

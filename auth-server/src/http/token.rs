@@ -1,0 +1,192 @@
+//! `POST /token` (RFC 6749 §3.2): form-encoded in, JSON out.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use tollgate_token::OAuthError;
+
+use super::{HttpError, HttpState, parse_pairs, unique_params};
+use crate::domain::assertion::assertion_subject;
+use crate::domain::exchange::ExchangeRequest;
+use crate::domain::model::{DEVICE_CODE, JWT_BEARER_ASSERTION, TOKEN_EXCHANGE};
+use crate::domain::{ClientAuth, Grant, TokenResponse};
+
+pub async fn token(State(state): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
+    match handle(&state, &headers, &body).await {
+        Ok(response) => success(response),
+        Err(err) => HttpError(err).into_response(),
+    }
+}
+
+async fn handle(
+    state: &HttpState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<TokenResponse, OAuthError> {
+    let pairs = form_pairs(headers, body)?;
+    let params = unique_params(&pairs).map_err(OAuthError::invalid_request)?;
+    let auth = client_auth(headers, &params)?;
+    let grant = grant(&params)?;
+    state.core.token(&auth, grant).await
+}
+
+/// The body of a client's POST to the token, introspection or revocation
+/// endpoint (RFC 6749 §3.2, RFC 7662 §2.1, RFC 7009 §2.1): form-encoded only.
+pub(super) fn form_pairs(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Vec<(String, String)>, OAuthError> {
+    let form_encoded = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+    if !form_encoded {
+        return Err(OAuthError::invalid_request("body must be application/x-www-form-urlencoded"));
+    }
+    Ok(parse_pairs(body))
+}
+
+/// RFC 6749 §2.3: exactly one authentication method per request.
+pub(super) fn client_auth(
+    headers: &HeaderMap,
+    params: &std::collections::HashMap<&str, &str>,
+) -> Result<ClientAuth, OAuthError> {
+    let body_id = params.get("client_id").map(|s| (*s).to_owned());
+    let body_secret = params.get("client_secret").map(|s| (*s).to_owned());
+    // RFC 7521 §4.2: a client assertion, alone.
+    if let Some(assertion_type) = params.get("client_assertion_type") {
+        if *assertion_type != JWT_BEARER_ASSERTION {
+            return Err(OAuthError::invalid_client("unsupported client_assertion_type"));
+        }
+        if headers.contains_key(header::AUTHORIZATION) || body_secret.is_some() {
+            return Err(OAuthError::invalid_request(
+                "use one client authentication method, not two",
+            ));
+        }
+        let assertion = params
+            .get("client_assertion")
+            .ok_or_else(|| OAuthError::invalid_request("client_assertion is missing"))?;
+        let client_id = match (body_id, assertion_subject(assertion)) {
+            (Some(id), Some(sub)) if id != sub => {
+                return Err(OAuthError::invalid_client("client_id differs from the assertion"));
+            }
+            (Some(id), _) | (None, Some(id)) => id,
+            (None, None) => return Err(OAuthError::invalid_client("client assertion is invalid")),
+        };
+        return Ok(ClientAuth::PrivateKeyJwt { client_id, assertion: (*assertion).to_owned() });
+    }
+    let Some(authorization) = headers.get(header::AUTHORIZATION) else {
+        return match (body_id, body_secret) {
+            (Some(client_id), Some(secret)) => Ok(ClientAuth::SecretPost { client_id, secret }),
+            (Some(client_id), None) => Ok(ClientAuth::None { client_id }),
+            (None, _) => Err(OAuthError::invalid_client("client authentication required")),
+        };
+    };
+    let (client_id, secret) = basic_credentials(authorization)
+        .ok_or_else(|| OAuthError::invalid_client("malformed HTTP Basic credentials"))?;
+    if body_secret.is_some() {
+        return Err(OAuthError::invalid_request("use one client authentication method, not two"));
+    }
+    if body_id.is_some_and(|id| id != client_id) {
+        return Err(OAuthError::invalid_request("client_id differs from the authenticated client"));
+    }
+    Ok(ClientAuth::SecretBasic { client_id, secret })
+}
+
+/// RFC 6749 §2.3.1: Basic credentials whose id and secret are each
+/// form-urlencoded before being joined with `:` and base64-encoded.
+fn basic_credentials(value: &HeaderValue) -> Option<(String, String)> {
+    let value = value.to_str().ok()?;
+    let (scheme, encoded) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (id, secret) = decoded.split_once(':')?;
+    let unescape = |s: &str| -> String {
+        form_urlencoded::parse(format!("v={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    let id = unescape(id);
+    (!id.is_empty()).then(|| (id, unescape(secret)))
+}
+
+fn grant(params: &std::collections::HashMap<&str, &str>) -> Result<Grant, OAuthError> {
+    let owned = |key: &str| params.get(key).map(|s| (*s).to_owned());
+    let required = |key: &'static str| {
+        owned(key).ok_or_else(|| OAuthError::invalid_request(format!("{key} is missing")))
+    };
+    match params.get("grant_type").copied() {
+        Some("authorization_code") => Ok(Grant::AuthorizationCode {
+            code: required("code")?,
+            redirect_uri: owned("redirect_uri"),
+            code_verifier: owned("code_verifier"),
+            resource: owned("resource"),
+        }),
+        Some("client_credentials") => {
+            Ok(Grant::ClientCredentials { scope: owned("scope"), resource: owned("resource") })
+        }
+        Some("refresh_token") => Ok(Grant::RefreshToken {
+            refresh_token: required("refresh_token")?,
+            scope: owned("scope"),
+            resource: owned("resource"),
+        }),
+        Some(DEVICE_CODE) => Ok(Grant::DeviceCode { device_code: required("device_code")? }),
+        Some(TOKEN_EXCHANGE) => Ok(Grant::TokenExchange(ExchangeRequest {
+            subject_token: required("subject_token")?,
+            subject_token_type: required("subject_token_type")?,
+            audience: owned("audience"),
+            resource: owned("resource"),
+            scope: owned("scope"),
+            requested_token_type: owned("requested_token_type"),
+            actor_token: owned("actor_token"),
+        })),
+        // RFC 9700 §2.4: the resource owner password grant is not offered.
+        Some(other) => Err(OAuthError::UnsupportedGrantType(
+            format!("grant_type {other} is not supported").into(),
+        )),
+        None => Err(OAuthError::invalid_request("grant_type is missing")),
+    }
+}
+
+fn success(response: TokenResponse) -> Response {
+    let mut body = serde_json::json!({
+        "access_token": response.access_token,
+        "token_type": "Bearer",
+        "expires_in": response.expires_in,
+        "scope": response.scope.to_string(),
+    });
+    if let Some(refresh_token) = response.refresh_token {
+        body["refresh_token"] = refresh_token.into();
+    }
+    if let Some(issued) = response.issued_token_type {
+        body["issued_token_type"] = issued.into();
+    }
+    let mut http = Json(body).into_response();
+    // RFC 6749 §5.1.
+    http.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    http.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    http
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_credentials_are_form_decoded() {
+        // RFC 6749 §2.3.1: "a b" and "s:%" are encoded before joining.
+        let raw = base64::engine::general_purpose::STANDARD.encode("a+b:s%3A%25");
+        let value = HeaderValue::from_str(&format!("Basic {raw}")).unwrap();
+        assert_eq!(basic_credentials(&value), Some(("a b".into(), "s:%".into())));
+        assert_eq!(basic_credentials(&HeaderValue::from_static("Bearer x")), None);
+        assert_eq!(basic_credentials(&HeaderValue::from_static("Basic !!!")), None);
+    }
+}

@@ -1,0 +1,304 @@
+//! Storage behind narrow traits.
+//!
+//! The protocol core asks for exactly what it needs through these traits and
+//! never sees SQL. Each method's doc comment is its contract; the atomic ones
+//! (code redemption, refresh rotation) are what keep a code single-use and a
+//! refresh token spent under concurrency, so any new backend must keep them
+//! atomic too. [`SqlStore`] implements them all over sqlx.
+
+mod sql;
+
+use std::future::Future;
+
+use tollgate_token::Scope;
+
+pub use sql::SqlStore;
+
+use crate::domain::model::{
+    AuthorizationCode, Client, DeviceCode, GrantRecord, IssuedAccessToken, NewRefreshToken,
+    RefreshTokenRecord, RotatedRefresh, StoredKey, User,
+};
+
+/// A storage failure. Never shown to callers: the adapters log it and answer
+/// `server_error` (or `temporarily_unavailable` when the database is unreachable).
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for StorageError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                Self::Unavailable(err)
+            }
+            other => Self::Database(other),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// Registered clients.
+pub trait ClientStore: Send + Sync {
+    /// The client with this id, if registered.
+    fn client(&self, client_id: &str) -> impl Future<Output = Result<Option<Client>>> + Send;
+    /// Inserts the client, or replaces every field of an existing one (idempotent
+    /// bootstrap).
+    fn upsert_client(&self, client: &Client, now: i64) -> impl Future<Output = Result<()>> + Send;
+
+    /// Records a client assertion's `jti` until it expires (RFC 7523 §3 item 7);
+    /// `false` if this client used it before: a replay.
+    fn use_assertion_jti(
+        &self,
+        client_id: &str,
+        jti: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> impl Future<Output = Result<bool>> + Send;
+}
+
+/// Resource owners.
+pub trait UserStore: Send + Sync {
+    fn user_by_username(&self, username: &str)
+    -> impl Future<Output = Result<Option<User>>> + Send;
+    /// Whether a user has this subject (client ids and subjects must not meet:
+    /// a client-credentials token's `sub` is its client id, RFC 9068 §2.2).
+    fn subject_exists(&self, subject: &str) -> impl Future<Output = Result<bool>> + Send;
+    /// Inserts the user, or replaces the username and password hash of the user
+    /// with the same subject.
+    fn upsert_user(&self, user: &User, now: i64) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Authorization codes, grants and refresh tokens.
+pub trait GrantStore: Send + Sync {
+    /// Stores a new, unredeemed authorization code.
+    fn insert_code(&self, code: &AuthorizationCode) -> impl Future<Output = Result<()>> + Send;
+
+    /// Atomically marks the code redeemed if it is unredeemed and unexpired at
+    /// `now`, and returns it. Of two concurrent calls for one code at most one
+    /// sees [`RedeemOutcome::Redeemed`] (RFC 6749 §4.1.2: a code is single-use). A
+    /// redeemed code stays spent whatever the caller decides next. A code that was
+    /// already redeemed is [`RedeemOutcome::Replayed`], and is marked so that a
+    /// grant still being written for it is born revoked.
+    fn redeem_code(
+        &self,
+        code_hash: &str,
+        now: i64,
+    ) -> impl Future<Output = Result<RedeemOutcome>> + Send;
+
+    /// Atomically stores a new grant, its first refresh token (if any), its first
+    /// access token and, for a grant born of an authorization code, the link from
+    /// that code to the grant. Either all of it is written or none. If the code
+    /// was replayed meanwhile the grant is stored revoked and `false` returned.
+    fn create_grant(
+        &self,
+        grant: &GrantRecord,
+        refresh: Option<&NewRefreshToken>,
+        access: &IssuedAccessToken,
+        from_code_hash: Option<&str>,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Atomically: spends the refresh token if it belongs to `client_id`, is
+    /// unspent and unexpired at `now`, its grant is not revoked, and `narrow_to`
+    /// (if any) lies within its scope; then stores `next` (the rotated token, same
+    /// grant and scope) and records `access` under the grant. Otherwise nothing
+    /// changes. Of two concurrent calls for one token at most one sees
+    /// [`RotateOutcome::Rotated`]; a token already spent is [`RotateOutcome::Reused`].
+    fn rotate_refresh_token(
+        &self,
+        token_hash: &str,
+        client_id: &str,
+        now: i64,
+        narrow_to: Option<&Scope>,
+        next: &NewRefreshToken,
+        access: &IssuedAccessToken,
+    ) -> impl Future<Output = Result<RotateOutcome>> + Send;
+}
+
+/// What [`GrantStore::redeem_code`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedeemOutcome {
+    Redeemed(AuthorizationCode),
+    /// Redeemed before: the grant it produced, if written yet.
+    Replayed {
+        grant_id: Option<String>,
+    },
+    /// Unknown or expired.
+    Invalid,
+}
+
+/// Revocation (RFC 7009) and what resource servers must deny.
+pub trait RevocationStore: Send + Sync {
+    /// Records a token derived (by exchange) from the access token `subject_jti`
+    /// under the same grant, if that token belongs to one.
+    fn record_derived_token(
+        &self,
+        subject_jti: &str,
+        access: &IssuedAccessToken,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Revokes a grant and every refresh and access token descended from it:
+    /// its refresh tokens stop rotating, its unexpired access tokens join the
+    /// denylist. `false` if it was already revoked or does not exist.
+    fn revoke_grant(&self, grant_id: &str, now: i64) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Puts one access token on the denylist until it expires.
+    fn revoke_access_token(
+        &self,
+        jti: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    fn is_access_token_revoked(&self, jti: &str) -> impl Future<Output = Result<bool>> + Send;
+
+    /// The denylist: revoked access tokens not yet expired at `now`, as `(jti, exp)`.
+    fn revoked_access_tokens(
+        &self,
+        now: i64,
+    ) -> impl Future<Output = Result<Vec<(String, i64)>>> + Send;
+
+    /// A refresh token by hash, spent or not.
+    fn refresh_token(
+        &self,
+        token_hash: &str,
+    ) -> impl Future<Output = Result<Option<RefreshTokenRecord>>> + Send;
+}
+
+/// What [`GrantStore::rotate_refresh_token`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotateOutcome {
+    Rotated(RotatedRefresh),
+    /// Unknown, spent, expired, another client's, or its grant is revoked.
+    Invalid,
+    /// The narrowed scope asks for more than the token carries; nothing spent.
+    ScopeExceeded,
+    /// This client's token, spent before at `used_at`: a replay, or a
+    /// concurrent refresh (RFC 9700 §4.14.2).
+    Reused {
+        grant_id: String,
+        used_at: i64,
+    },
+}
+
+/// The authorization server's signing keys.
+pub trait KeyStore: Send + Sync {
+    fn signing_keys(&self) -> impl Future<Output = Result<Vec<StoredKey>>> + Send;
+    fn insert_signing_key(&self, key: &StoredKey) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Remembered consent.
+pub trait ConsentStore: Send + Sync {
+    /// The scope `subject` has approved for `client_id`, if any.
+    fn consent(
+        &self,
+        subject: &str,
+        client_id: &str,
+    ) -> impl Future<Output = Result<Option<Scope>>> + Send;
+
+    /// Records (replaces) the approved scope.
+    fn save_consent(
+        &self,
+        subject: &str,
+        client_id: &str,
+        scope: &Scope,
+        now: i64,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Every approval `subject` gave: `(client_id, client name, scope, granted_at)`.
+    fn consents_of(
+        &self,
+        subject: &str,
+    ) -> impl Future<Output = Result<Vec<(String, String, Scope, i64)>>> + Send;
+
+    /// Atomically forgets the approval and revokes every grant `subject` gave
+    /// `client_id` (their refresh tokens stop, their access tokens are denied).
+    /// `false` if there was no approval.
+    fn withdraw_consent(
+        &self,
+        subject: &str,
+        client_id: &str,
+        now: i64,
+    ) -> impl Future<Output = Result<bool>> + Send;
+}
+
+/// Device authorizations (RFC 8628).
+pub trait DeviceStore: Send + Sync {
+    fn insert_device_code(&self, code: &DeviceCode) -> impl Future<Output = Result<()>> + Send;
+
+    /// A pending, unexpired authorization by its user code.
+    fn pending_device_code(
+        &self,
+        user_code: &str,
+        now: i64,
+    ) -> impl Future<Output = Result<Option<DeviceCode>>> + Send;
+
+    /// Atomically records the user's decision on a pending, unexpired code.
+    /// `false` if it was no longer pending (decided, expired, unknown).
+    fn decide_device_code(
+        &self,
+        user_code: &str,
+        subject: &str,
+        approve: bool,
+        now: i64,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// One poll by the device (RFC 8628 §3.4–3.5), atomically: enforces the
+    /// interval, and hands out an approved authorization exactly once.
+    fn poll_device_code(
+        &self,
+        device_code_hash: &str,
+        client_id: &str,
+        now: i64,
+    ) -> impl Future<Output = Result<DevicePoll>> + Send;
+}
+
+/// What a device's poll finds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DevicePoll {
+    /// Unknown, or another client's.
+    Unknown,
+    Expired,
+    /// Polled before the interval passed; the interval has grown.
+    SlowDown,
+    Pending,
+    Denied,
+    /// Approved: handed out now, never again.
+    Approved(DeviceCode),
+    /// Handed out before.
+    Redeemed,
+}
+
+/// Everything the authorization server stores.
+pub trait Store:
+    ClientStore
+    + UserStore
+    + GrantStore
+    + RevocationStore
+    + DeviceStore
+    + ConsentStore
+    + KeyStore
+    + Clone
+    + 'static
+{
+}
+impl<T> Store for T where
+    T: ClientStore
+        + UserStore
+        + GrantStore
+        + RevocationStore
+        + DeviceStore
+        + ConsentStore
+        + KeyStore
+        + Clone
+        + 'static
+{
+}

@@ -1,0 +1,465 @@
+//! The storage contract the protocol core relies on, checked against the real
+//! database. Written over the `Store` traits so every backend runs the same suite.
+
+// In tests a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use tollgate_auth_server::bootstrap::{BootstrapFile, apply};
+use tollgate_auth_server::domain::keys::{KeyRing, RotationPolicy};
+use tollgate_auth_server::domain::model::{
+    AuthorizationCode, GrantRecord, IssuedAccessToken, NewRefreshToken,
+};
+use tollgate_auth_server::storage::{
+    ClientStore, GrantStore, RedeemOutcome, RevocationStore, RotateOutcome, SqlStore, UserStore,
+};
+use tollgate_token::{KeyAlgorithm, Scope};
+
+const NOW: i64 = 1_800_000_000;
+
+/// The clients and user the records below refer to (the schema's foreign keys
+/// insist on them).
+async fn with_fixtures(store: SqlStore) -> SqlStore {
+    let file: BootstrapFile = toml::from_str(BOOTSTRAP).unwrap();
+    apply(&file, &store, "tollgate-resource", NOW).await.unwrap();
+    store
+}
+
+/// A fresh SQLite store in a temporary directory.
+async fn sqlite() -> (SqlStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = tollgate_service_kit::db::sqlite_url(dir.path(), "auth.db");
+    (with_fixtures(SqlStore::connect(&url).await.unwrap()).await, dir)
+}
+
+/// A fresh PostgreSQL database, if the test run has a server (see
+/// [`tollgate_service_kit::db::fresh_postgres_database`]).
+async fn postgres() -> Option<SqlStore> {
+    let url = tollgate_service_kit::db::fresh_postgres_database().await?;
+    Some(with_fixtures(SqlStore::connect(&url).await.unwrap()).await)
+}
+
+/// Runs each storage case on SQLite and on PostgreSQL: the same contract, both
+/// backends.
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let (store, _dir) = super::sqlite().await;
+                    super::$case(store).await;
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    if let Some(store) = super::postgres().await {
+                        super::$case(store).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+fn scope(s: &str) -> Scope {
+    Scope::parse(s).unwrap()
+}
+
+fn code(hash: &str, expires_at: i64) -> AuthorizationCode {
+    AuthorizationCode {
+        code_hash: hash.into(),
+        client_id: "cli".into(),
+        subject: "alice".into(),
+        redirect_uri: "http://127.0.0.1/callback".into(),
+        scope: scope("notes:read"),
+        code_challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into(),
+        issued_at: NOW,
+        expires_at,
+        audience: "tollgate-resource".into(),
+    }
+}
+
+fn grant(id: &str) -> GrantRecord {
+    GrantRecord {
+        grant_id: id.into(),
+        client_id: "cli".into(),
+        subject: "alice".into(),
+        scope: scope("notes:read notes:write"),
+        audience: "tollgate-resource".into(),
+        created_at: NOW,
+    }
+}
+
+fn access(jti: &str) -> IssuedAccessToken {
+    IssuedAccessToken { jti: jti.into(), issued_at: NOW, expires_at: NOW + 300 }
+}
+
+fn refresh(hash: &str, grant_id: &str, expires_at: i64) -> NewRefreshToken {
+    NewRefreshToken {
+        token_hash: hash.into(),
+        grant_id: grant_id.into(),
+        client_id: "cli".into(),
+        scope: scope("notes:read notes:write"),
+        issued_at: NOW,
+        expires_at,
+    }
+}
+
+async fn a_code_is_redeemed_once_and_not_after_expiry(store: SqlStore) {
+    store.insert_code(&code("c1", NOW + 60)).await.unwrap();
+    store.insert_code(&code("c2", NOW + 60)).await.unwrap();
+    let RedeemOutcome::Redeemed(redeemed) = store.redeem_code("c1", NOW + 10).await.unwrap() else {
+        panic!("the first redemption succeeds")
+    };
+    assert_eq!(
+        (redeemed.subject.as_str(), redeemed.scope.to_string()),
+        ("alice", "notes:read".into())
+    );
+    assert_eq!(
+        store.redeem_code("c1", NOW + 11).await.unwrap(),
+        RedeemOutcome::Replayed { grant_id: None },
+        "second redemption"
+    );
+    assert_eq!(store.redeem_code("c2", NOW + 60).await.unwrap(), RedeemOutcome::Invalid);
+    assert_eq!(store.redeem_code("unknown", NOW).await.unwrap(), RedeemOutcome::Invalid);
+}
+
+async fn concurrent_redemptions_of_one_code_yield_exactly_one_success(store: SqlStore) {
+    store.insert_code(&code("race", NOW + 60)).await.unwrap();
+    let store = Arc::new(store);
+    let attempts: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.redeem_code("race", NOW + 1).await })
+        })
+        .collect();
+    let mut successes = 0;
+    for attempt in attempts {
+        if matches!(attempt.await.unwrap().unwrap(), RedeemOutcome::Redeemed(_)) {
+            successes += 1;
+        }
+    }
+    assert_eq!(successes, 1);
+}
+
+async fn a_refresh_token_rotates_once_and_only_for_its_client(store: SqlStore) {
+    store
+        .create_grant(&grant("g1"), Some(&refresh("r1", "g1", NOW + 3600)), &access("a1"), None)
+        .await
+        .unwrap();
+
+    // Another client presenting it: refused, and it is not spent.
+    let outcome = store
+        .rotate_refresh_token(
+            "r1",
+            "web",
+            NOW,
+            None,
+            &refresh("x", "g1", NOW + 3600),
+            &access("rot1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, RotateOutcome::Invalid);
+    // Asking for more than it carries: refused, not spent.
+    let wider = scope("notes:read notes:write profile:read");
+    let outcome = store
+        .rotate_refresh_token(
+            "r1",
+            "cli",
+            NOW,
+            Some(&wider),
+            &refresh("x", "g1", NOW + 3600),
+            &access("rot2"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, RotateOutcome::ScopeExceeded);
+
+    let outcome = store
+        .rotate_refresh_token(
+            "r1",
+            "cli",
+            NOW,
+            None,
+            &refresh("r2", "g1", NOW + 3600),
+            &access("rot3"),
+        )
+        .await
+        .unwrap();
+    let RotateOutcome::Rotated(rotated) = outcome else {
+        panic!("expected rotation, got {outcome:?}")
+    };
+    assert_eq!(rotated.grant, grant("g1"));
+    // Spent: presenting it again is a reuse, reported with when it was spent.
+    let outcome = store
+        .rotate_refresh_token(
+            "r1",
+            "cli",
+            NOW,
+            None,
+            &refresh("r3", "g1", NOW + 3600),
+            &access("rot4"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, RotateOutcome::Reused { grant_id: "g1".into(), used_at: NOW });
+    // Its successor works, and expires.
+    let outcome = store
+        .rotate_refresh_token(
+            "r2",
+            "cli",
+            NOW + 3600,
+            None,
+            &refresh("r4", "g1", NOW + 7200),
+            &access("rot5"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, RotateOutcome::Invalid, "expired at expires_at");
+}
+
+async fn concurrent_rotations_of_one_refresh_token_yield_exactly_one_success(store: SqlStore) {
+    store
+        .create_grant(&grant("g1"), Some(&refresh("r1", "g1", NOW + 3600)), &access("a2"), None)
+        .await
+        .unwrap();
+    let store = Arc::new(store);
+    let attempts: Vec<_> = (0..16)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let next = refresh(&format!("next-{i}"), "g1", NOW + 3600);
+                let access = access(&format!("access-{i}"));
+                store.rotate_refresh_token("r1", "cli", NOW, None, &next, &access).await
+            })
+        })
+        .collect();
+    let mut rotated = 0;
+    for attempt in attempts {
+        if matches!(attempt.await.unwrap().unwrap(), RotateOutcome::Rotated(_)) {
+            rotated += 1;
+        }
+    }
+    assert_eq!(rotated, 1);
+}
+
+async fn a_failed_grant_write_leaves_nothing_behind(store: SqlStore) {
+    store
+        .create_grant(&grant("g1"), Some(&refresh("r1", "g1", NOW + 3600)), &access("a3"), None)
+        .await
+        .unwrap();
+    // A second grant whose refresh token collides: the whole write must fail...
+    assert!(
+        store
+            .create_grant(&grant("g2"), Some(&refresh("r1", "g2", NOW + 3600)), &access("a4"), None)
+            .await
+            .is_err()
+    );
+    // ...so grant g2 does not exist: a token naming it cannot be rotated into it.
+    store
+        .create_grant(&grant("g3"), Some(&refresh("r3", "g2", NOW + 3600)), &access("a5"), None)
+        .await
+        .expect_err(
+            "a refresh token for a grant that was never written must be refused by the schema",
+        );
+}
+
+async fn revoking_a_grant_denies_its_unexpired_access_tokens_and_stops_its_refresh_tokens(
+    store: SqlStore,
+) {
+    store
+        .create_grant(&grant("g1"), Some(&refresh("r1", "g1", NOW + 3600)), &access("a1"), None)
+        .await
+        .unwrap();
+    let short = IssuedAccessToken { jti: "a2".into(), issued_at: NOW, expires_at: NOW + 5 };
+    let outcome = store
+        .rotate_refresh_token("r1", "cli", NOW, None, &refresh("r2", "g1", NOW + 3600), &short)
+        .await
+        .unwrap();
+    assert!(matches!(outcome, RotateOutcome::Rotated(_)));
+    store.create_grant(&grant("other"), None, &access("b1"), None).await.unwrap();
+
+    assert!(store.revoke_grant("g1", NOW + 10).await.unwrap());
+    assert!(!store.revoke_grant("g1", NOW + 11).await.unwrap(), "already revoked");
+    // a2 had expired by then: nothing to deny. b1 belongs to another grant.
+    assert_eq!(
+        store.revoked_access_tokens(NOW + 10).await.unwrap(),
+        vec![("a1".to_owned(), NOW + 300)]
+    );
+    assert!(store.is_access_token_revoked("a1").await.unwrap());
+    assert!(!store.is_access_token_revoked("b1").await.unwrap());
+    let outcome = store
+        .rotate_refresh_token(
+            "r2",
+            "cli",
+            NOW + 12,
+            None,
+            &refresh("r3", "g1", NOW + 3600),
+            &access("a3"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, RotateOutcome::Invalid, "a revoked grant's refresh token is dead");
+    let record = store.refresh_token("r2").await.unwrap().unwrap();
+    assert!(record.grant_revoked && !record.is_active(NOW + 12));
+    // The denylist forgets tokens once they have expired.
+    assert!(store.revoked_access_tokens(NOW + 300).await.unwrap().is_empty());
+}
+
+async fn a_code_replayed_before_its_grant_is_written_gives_a_grant_born_revoked(store: SqlStore) {
+    store.insert_code(&code("c1", NOW + 60)).await.unwrap();
+    assert!(matches!(store.redeem_code("c1", NOW).await.unwrap(), RedeemOutcome::Redeemed(_)));
+    // The replay lands while the first redemption is still issuing.
+    assert_eq!(
+        store.redeem_code("c1", NOW + 1).await.unwrap(),
+        RedeemOutcome::Replayed { grant_id: None }
+    );
+    let live = store
+        .create_grant(
+            &grant("g1"),
+            Some(&refresh("r1", "g1", NOW + 3600)),
+            &access("a1"),
+            Some("c1"),
+        )
+        .await
+        .unwrap();
+    assert!(!live);
+    assert!(store.refresh_token("r1").await.unwrap().unwrap().grant_revoked);
+    // A later replay names the grant, for revocation.
+    assert_eq!(
+        store.redeem_code("c1", NOW + 2).await.unwrap(),
+        RedeemOutcome::Replayed { grant_id: Some("g1".into()) }
+    );
+}
+
+const BOOTSTRAP: &str = r#"
+[[clients]]
+client_id = "cli"
+public = true
+redirect_uris = ["http://127.0.0.1/callback"]
+grant_types = ["authorization_code", "refresh_token"]
+scopes = ["notes:read"]
+
+[[clients]]
+client_id = "reporter"
+secret = "0123456789abcdef0123456789abcdef-reporter"
+grant_types = ["client_credentials"]
+scopes = ["reports:read"]
+
+[[clients]]
+client_id = "web"
+secret = "0123456789abcdef0123456789abcdef-web"
+redirect_uris = ["https://web.example/callback"]
+grant_types = ["authorization_code", "refresh_token"]
+scopes = ["notes:read"]
+
+[[users]]
+username = "alice"
+password = "alice-password"
+"#;
+
+async fn the_bootstrap_file_is_idempotent(store: SqlStore) {
+    let file: BootstrapFile = toml::from_str(BOOTSTRAP).unwrap();
+    let first_hash = store.user_by_username("alice").await.unwrap().unwrap().password_hash;
+    let reporter = store.client("reporter").await.unwrap().unwrap();
+    assert_ne!(reporter.secret_hash.as_deref(), Some("0123456789abcdef0123456789abcdef-reporter"));
+
+    apply(&file, &store, "tollgate-resource", NOW + 10).await.unwrap();
+    let user = store.user_by_username("alice").await.unwrap().unwrap();
+    // Unchanged password: not re-hashed (a restart costs no argon2 work).
+    assert_eq!(user.password_hash, first_hash);
+    assert_eq!(store.client("reporter").await.unwrap().unwrap(), reporter);
+    assert!(store.client("cli").await.unwrap().unwrap().secret_hash.is_none());
+}
+
+async fn a_client_id_and_a_user_subject_never_coincide(store: SqlStore) {
+    // "alice" is a user: a client of that id would mint tokens with sub=alice.
+    let clash: BootstrapFile = toml::from_str(
+        r#"
+        [[clients]]
+        client_id = "alice"
+        secret = "0123456789abcdef0123456789abcdef-alice"
+        grant_types = ["client_credentials"]
+        scopes = ["notes:read"]
+        "#,
+    )
+    .unwrap();
+    let err = apply(&clash, &store, "tollgate-resource", NOW).await.unwrap_err();
+    assert!(err.to_string().contains("already a user's subject"), "{err}");
+    assert!(store.client("alice").await.unwrap().is_none());
+    // And the other way round: a user whose subject is a client's id.
+    let clash: BootstrapFile = toml::from_str(
+        r#"
+        [[users]]
+        username = "mallory"
+        subject = "reporter"
+        password = "mallory-password"
+        "#,
+    )
+    .unwrap();
+    let err = apply(&clash, &store, "tollgate-resource", NOW).await.unwrap_err();
+    assert!(err.to_string().contains("already a client's id"), "{err}");
+    assert!(store.user_by_username("mallory").await.unwrap().is_none());
+}
+
+const POLICY: RotationPolicy =
+    RotationPolicy { propagation_secs: 100, retire_after_secs: 600, rotate_every_secs: 1000 };
+
+async fn a_rotated_key_is_published_before_it_signs_and_retired_after_its_tokens_expire(
+    store: SqlStore,
+) {
+    let ring = KeyRing::load_or_create(&store, KeyAlgorithm::EdDSA, POLICY, NOW).await.unwrap();
+    let old = ring.active_kid(NOW).unwrap();
+    let kids = |now| ring.jwks(now).keys.into_iter().map(|k| k.kid).collect::<Vec<_>>();
+
+    let new = ring.rotate(&store, NOW + 10).await.unwrap();
+    // Published at once, signing only after the propagation delay.
+    assert_eq!(kids(NOW + 10), [old.clone(), new.clone()]);
+    assert_eq!(ring.active_kid(NOW + 109).as_deref(), Some(old.as_str()));
+    assert_eq!(ring.active_kid(NOW + 110).as_deref(), Some(new.as_str()));
+    // The old key stays published while its tokens may be unexpired.
+    assert_eq!(kids(NOW + 110 + 599), [old.clone(), new.clone()]);
+    assert_eq!(kids(NOW + 110 + 600), std::slice::from_ref(&new));
+    // Another replica (a fresh load) agrees.
+    let replica = KeyRing::load_or_create(&store, KeyAlgorithm::EdDSA, POLICY, NOW).await.unwrap();
+    assert_eq!(replica.active_kid(NOW + 110), Some(new));
+}
+
+async fn scheduled_rotation_happens_when_the_key_is_old_and_only_once(store: SqlStore) {
+    let ring = KeyRing::load_or_create(&store, KeyAlgorithm::EdDSA, POLICY, NOW).await.unwrap();
+    assert_eq!(ring.rotate_if_due(&store, NOW + 999).await.unwrap(), None);
+    let new = ring.rotate_if_due(&store, NOW + 1000).await.unwrap().expect("due");
+    // A successor is waiting: no second rotation.
+    assert_eq!(ring.rotate_if_due(&store, NOW + 1050).await.unwrap(), None);
+    assert_eq!(ring.active_kid(NOW + 1100), Some(new));
+    assert_eq!(ring.rotate_if_due(&store, NOW + 1101).await.unwrap(), None);
+}
+
+async fn the_signing_key_survives_a_restart(store: SqlStore) {
+    let first = KeyRing::load_or_create(&store, KeyAlgorithm::EdDSA, POLICY, NOW).await.unwrap();
+    let again =
+        KeyRing::load_or_create(&store, KeyAlgorithm::EdDSA, POLICY, NOW + 100).await.unwrap();
+    assert_eq!(first.jwks(NOW), again.jwks(NOW + 100));
+    assert_eq!(first.jwks(NOW).keys.len(), 1);
+}
+
+on_both_backends!(
+    a_code_is_redeemed_once_and_not_after_expiry,
+    concurrent_redemptions_of_one_code_yield_exactly_one_success,
+    a_refresh_token_rotates_once_and_only_for_its_client,
+    concurrent_rotations_of_one_refresh_token_yield_exactly_one_success,
+    a_failed_grant_write_leaves_nothing_behind,
+    revoking_a_grant_denies_its_unexpired_access_tokens_and_stops_its_refresh_tokens,
+    a_code_replayed_before_its_grant_is_written_gives_a_grant_born_revoked,
+    the_bootstrap_file_is_idempotent,
+    a_client_id_and_a_user_subject_never_coincide,
+    a_rotated_key_is_published_before_it_signs_and_retired_after_its_tokens_expire,
+    scheduled_rotation_happens_when_the_key_is_old_and_only_once,
+    the_signing_key_survives_a_restart,
+);
