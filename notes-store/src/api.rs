@@ -1,0 +1,119 @@
+//! The handlers. The auth layer has checked the token (audience: this service)
+//! and the method's scope; here the rule is who may act for whom: a user's
+//! notes are reached only by a trusted service acting for that user.
+
+use std::sync::Arc;
+
+use tollgate_proto::notes::v1::note_store_server::NoteStore;
+use tollgate_proto::notes::v1::{
+    CountNotesRequest, CountNotesResponse, CreateNoteRequest, DeleteNoteRequest,
+    DeleteNoteResponse, ListNotesRequest, ListNotesResponse, Note,
+};
+use tollgate_service_kit::auth::{AuthContext, auth_context};
+use tollgate_service_kit::status::to_status;
+use tollgate_token::{Clock, OAuthError};
+use tonic::{Request, Response, Status};
+
+use crate::storage::NoteStorage;
+
+const MAX_TITLE: usize = 200;
+const MAX_BODY: usize = 10_000;
+
+#[derive(Debug, Clone)]
+pub struct Api {
+    storage: NoteStorage,
+    clock: Arc<dyn Clock>,
+    trusted_actors: Arc<Vec<String>>,
+}
+
+impl Api {
+    pub fn new(storage: NoteStorage, clock: Arc<dyn Clock>, trusted_actors: Vec<String>) -> Self {
+        Self { storage, clock, trusted_actors: Arc::new(trusted_actors) }
+    }
+
+    /// The owner a call acts for, and the service acting: only a trusted service
+    /// (RFC 8693 `act`) acting for a user. A token without `act` is someone
+    /// calling in person, which this internal service does not serve.
+    fn acting_for<'a, T>(
+        &self,
+        request: &'a Request<T>,
+    ) -> Result<(&'a AuthContext, &'a str), Status> {
+        let caller = auth_context(request)?;
+        match caller.actor.as_deref() {
+            Some(actor) if self.trusted_actors.iter().any(|a| a == actor) => Ok((caller, actor)),
+            Some(actor) => {
+                tracing::warn!(actor, subject = %caller.subject, "untrusted actor refused");
+                Err(to_status(&OAuthError::AccessDenied(
+                    "this service does not trust the acting party".into(),
+                )))
+            }
+            None => Err(to_status(&OAuthError::AccessDenied(
+                "calls must come through a trusted service acting for the owner".into(),
+            ))),
+        }
+    }
+}
+
+fn storage_failure(err: sqlx::Error) -> Status {
+    tracing::error!(error = %err, "storage failure");
+    Status::unavailable("storage is unavailable, try again")
+}
+
+#[tonic::async_trait]
+impl NoteStore for Api {
+    async fn list_notes(
+        &self,
+        request: Request<ListNotesRequest>,
+    ) -> Result<Response<ListNotesResponse>, Status> {
+        let (caller, _) = self.acting_for(&request)?;
+        let notes = self.storage.notes(&caller.subject).await.map_err(storage_failure)?;
+        Ok(Response::new(ListNotesResponse { notes }))
+    }
+
+    async fn create_note(
+        &self,
+        request: Request<CreateNoteRequest>,
+    ) -> Result<Response<Note>, Status> {
+        let (caller, actor) = self.acting_for(&request)?;
+        let CreateNoteRequest { title, body } = request.get_ref();
+        if title.trim().is_empty() {
+            return Err(Status::invalid_argument("title is required"));
+        }
+        if title.chars().count() > MAX_TITLE || body.chars().count() > MAX_BODY {
+            return Err(Status::invalid_argument(format!(
+                "title is limited to {MAX_TITLE} and body to {MAX_BODY} characters"
+            )));
+        }
+        let note = self
+            .storage
+            .create(&caller.subject, title, body, actor, self.clock.now())
+            .await
+            .map_err(storage_failure)?;
+        Ok(Response::new(note))
+    }
+
+    async fn delete_note(
+        &self,
+        request: Request<DeleteNoteRequest>,
+    ) -> Result<Response<DeleteNoteResponse>, Status> {
+        let (caller, _) = self.acting_for(&request)?;
+        if self
+            .storage
+            .delete(&caller.subject, &request.get_ref().id)
+            .await
+            .map_err(storage_failure)?
+        {
+            Ok(Response::new(DeleteNoteResponse {}))
+        } else {
+            Err(Status::not_found("no such note"))
+        }
+    }
+
+    async fn count_notes(
+        &self,
+        _request: Request<CountNotesRequest>,
+    ) -> Result<Response<CountNotesResponse>, Status> {
+        let (notes, owners) = self.storage.counts().await.map_err(storage_failure)?;
+        Ok(Response::new(CountNotesResponse { notes, owners }))
+    }
+}

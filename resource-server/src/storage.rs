@@ -1,0 +1,59 @@
+//! The resource owners' profiles, over sqlx's `Any` driver (SQLite or PostgreSQL).
+//! Every query is scoped by `owner`: there is no way to ask this store for
+//! someone's data without saying whose. (Notes live in the notes store.)
+
+use sqlx::{AnyPool, Row};
+use tollgate_proto::resource::v1::Profile;
+
+static MIGRATIONS: tollgate_service_kit::db::Migrations =
+    tollgate_service_kit::db::Migrations { sqlite: &SQLITE, postgres: &POSTGRES };
+static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Debug, Clone)]
+pub struct ResourceStore {
+    pool: AnyPool,
+}
+
+impl ResourceStore {
+    pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
+        Ok(Self { pool: tollgate_service_kit::db::connect(url, &MIGRATIONS).await? })
+    }
+
+    /// The owner's profile; an owner who never wrote one has an empty profile.
+    pub async fn profile(&self, owner: &str) -> Result<Profile, sqlx::Error> {
+        let row = sqlx::query("SELECT display_name, email FROM profiles WHERE owner = $1")
+            .bind(owner)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(row) => Profile {
+                owner: owner.to_owned(),
+                display_name: row.try_get("display_name")?,
+                email: row.try_get("email")?,
+            },
+            None => Profile { owner: owner.to_owned(), ..Profile::default() },
+        })
+    }
+
+    pub async fn put_profile(&self, profile: &Profile, now: i64) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO profiles (owner, display_name, email, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (owner) DO UPDATE SET display_name = excluded.display_name, \
+             email = excluded.email, updated_at = excluded.updated_at",
+        )
+        .bind(&profile.owner)
+        .bind(&profile.display_name)
+        .bind(&profile.email)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The owners with a profile: a count, never contents.
+    pub async fn profile_owners(&self) -> Result<Vec<String>, sqlx::Error> {
+        let rows = sqlx::query("SELECT owner FROM profiles").fetch_all(&self.pool).await?;
+        rows.iter().map(|row| row.try_get("owner")).collect()
+    }
+}

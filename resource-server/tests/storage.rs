@@ -1,0 +1,32 @@
+//! The resource server's storage on both backends.
+
+// In tests a panic is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use tollgate_proto::resource::v1::Profile;
+use tollgate_resource_server::storage::ResourceStore;
+
+async fn profiles_are_per_owner(store: ResourceStore) {
+    assert_eq!(store.profile("alice").await.unwrap().display_name, "");
+    let profile =
+        Profile { owner: "alice".into(), display_name: "Alice".into(), email: "a@x".into() };
+    store.put_profile(&profile, 1).await.unwrap();
+    store.put_profile(&Profile { display_name: "Alice L.".into(), ..profile }, 2).await.unwrap();
+    assert_eq!(store.profile("alice").await.unwrap().display_name, "Alice L.");
+    assert_eq!(store.profile("bob").await.unwrap().display_name, "");
+    assert_eq!(store.profile_owners().await.unwrap(), ["alice"]);
+}
+
+#[tokio::test]
+async fn on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = tollgate_service_kit::db::sqlite_url(dir.path(), "resource.db");
+    profiles_are_per_owner(ResourceStore::connect(&url).await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn on_postgres() {
+    if let Some(url) = tollgate_service_kit::db::fresh_postgres_database().await {
+        profiles_are_per_owner(ResourceStore::connect(&url).await.unwrap()).await;
+    }
+}
