@@ -1,0 +1,238 @@
+//! `client-app demo`: the whole protocol, start to finish, narrated.
+//!
+//! It plays both people in the story: the client (this app) and, through
+//! [`ScriptedOwner`], the resource owner at the authorization server's real
+//! login and consent pages. Every request and response that matters is printed,
+//! secrets shortened so that the output itself leaks nothing usable.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use tollgate_token::Clock;
+
+use crate::discovery::discover;
+use crate::loopback::LoopbackRedirect;
+use crate::oauth::{ClientIdentity, OAuthClient};
+use crate::owner::ScriptedOwner;
+use crate::resource::ResourceClient;
+use crate::tokens::{TokenSet, redact};
+use crate::{ClientError, claims};
+
+/// What the demo runs against, and as whom.
+#[derive(Clone)]
+pub struct DemoOptions {
+    pub issuer: String,
+    pub resource_url: String,
+    /// The client that acts for the resource owner (authorization code + PKCE).
+    pub client: ClientIdentity,
+    pub scopes: Vec<String>,
+    pub username: String,
+    pub password: String,
+    /// A machine client for the client-credentials part, if any.
+    pub machine_client: Option<ClientIdentity>,
+    pub machine_scopes: Vec<String>,
+}
+
+impl std::fmt::Debug for DemoOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DemoOptions")
+            .field("issuer", &self.issuer)
+            .field("resource_url", &self.resource_url)
+            .field("client", &self.client)
+            .field("scopes", &self.scopes)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("machine_client", &self.machine_client)
+            .field("machine_scopes", &self.machine_scopes)
+            .finish()
+    }
+}
+
+struct Narrator<'a> {
+    out: &'a mut (dyn Write + Send),
+    step: usize,
+}
+
+impl Narrator<'_> {
+    fn step(&mut self, title: &str) -> std::io::Result<()> {
+        self.step += 1;
+        writeln!(self.out, "\n── {}. {title}", self.step)
+    }
+
+    fn say(&mut self, text: impl std::fmt::Display) -> std::io::Result<()> {
+        writeln!(self.out, "   {text}")
+    }
+
+    fn tokens(&mut self, tokens: &TokenSet, clock: &dyn Clock) -> Result<(), ClientError> {
+        self.say(format!("access_token  = {}", redact(&tokens.access_token)))?;
+        if let Some(refresh) = &tokens.refresh_token {
+            self.say(format!("refresh_token = {}", redact(refresh)))?;
+        }
+        self.say(format!("expires_in    = {}s", tokens.expires_at - clock.now()))?;
+        self.say(format!("scope         = {}", tokens.scope))?;
+        let (header, claims) = claims::decode_unverified(&tokens.access_token)?;
+        self.say(format!("JWT header    = {header}"))?;
+        let pretty = serde_json::to_string_pretty(&claims).unwrap_or_default();
+        self.say("JWT claims    =")?;
+        for line in pretty.lines() {
+            self.say(format!("  {line}"))?;
+        }
+        Ok(())
+    }
+}
+
+fn status_line(status: &tonic::Status) -> String {
+    let code = oauth_error(status);
+    format!("{:?} ({code}): {}", status.code(), status.message())
+}
+
+fn oauth_error(status: &tonic::Status) -> &str {
+    status.metadata().get("oauth-error").and_then(|v| v.to_str().ok()).unwrap_or("-")
+}
+
+/// Runs the whole story. Any step that does not go as the protocol says is an error.
+pub async fn run(
+    options: &DemoOptions,
+    clock: Arc<dyn Clock>,
+    out: &mut (dyn Write + Send),
+) -> Result<(), ClientError> {
+    let mut n = Narrator { out, step: 0 };
+    let http = reqwest::Client::new();
+
+    n.step("Client discovers the authorization server (RFC 8414)")?;
+    let metadata = discover(&http, &options.issuer).await?;
+    n.say(format!("GET {}", crate::discovery::metadata_url(&options.issuer)?))?;
+    n.say(format!("issuer                 = {}", metadata.issuer))?;
+    n.say(format!("authorization_endpoint = {}", metadata.authorization_endpoint))?;
+    n.say(format!("token_endpoint         = {}", metadata.token_endpoint))?;
+    n.say(format!("jwks_uri               = {}", metadata.jwks_uri))?;
+    let client = OAuthClient::new(metadata, options.client.clone(), clock.clone())?;
+
+    n.step("Client starts an authorization request with PKCE (RFC 6749 §4.1.1, RFC 7636)")?;
+    let loopback = LoopbackRedirect::bind().await?;
+    let redirect_uri = loopback.redirect_uri();
+    let pending = client.authorization_url(&options.scopes, &redirect_uri)?;
+    n.say(format!("redirect_uri = {redirect_uri}  (loopback listener, RFC 8252 §7.3)"))?;
+    for (key, value) in pending.url.query_pairs() {
+        let shown = if key == "state" { redact(&value) } else { value.into_owned() };
+        n.say(format!("  {key} = {shown}"))?;
+    }
+    let waiting = tokio::spawn(loopback.wait());
+
+    n.step(format!("Resource owner {:?} opens the URL in a browser", options.username).as_str())?;
+    let mut browser = ScriptedOwner::new()?;
+    let login = browser.get(&pending.url).await?;
+    n.say(format!("GET /authorize → {} sign-in page", login.status))?;
+    n.say(format!(
+        "  cookies set: {:?} (encrypted, HttpOnly, SameSite=Lax)",
+        browser.cookie_names()
+    ))?;
+    n.say(format!("  X-Frame-Options: {}", login.header("x-frame-options").unwrap_or("-")))?;
+    if login.field("csrf_token").is_none() {
+        return Err(ClientError::Protocol(format!("no sign-in form at {}", login.url)));
+    }
+
+    n.step("Resource owner signs in")?;
+    let signed_in = browser
+        .submit(
+            &login,
+            "/authorize/login",
+            &[("username", &options.username), ("password", &options.password)],
+        )
+        .await?;
+    n.say(format!(
+        "POST /authorize/login (username, password, csrf_token) → {}",
+        signed_in.status
+    ))?;
+    if !signed_in.status.is_redirection() {
+        return Err(ClientError::Protocol(format!("sign-in failed: {}", signed_in.status)));
+    }
+    let consent = browser.follow(&signed_in).await?;
+    n.say(format!("GET /authorize → {} consent page", consent.status))?;
+    n.say("  the page lists the requested scopes; the owner clicks Allow")?;
+
+    n.step("Authorization server redirects back with code, state and iss (RFC 9207)")?;
+    let approved =
+        browser.submit(&consent, "/authorize/consent", &[("decision", "approve")]).await?;
+    let back = approved
+        .location()
+        .ok_or_else(|| ClientError::Protocol(format!("consent answered {}", approved.status)))?;
+    n.say(format!("POST /authorize/consent → {} Location: {}", approved.status, back.path()))?;
+    for (key, value) in back.query_pairs() {
+        let shown =
+            if key == "code" || key == "state" { redact(&value) } else { value.into_owned() };
+        n.say(format!("  {key} = {shown}"))?;
+    }
+    // The browser follows the redirect to the client's loopback listener.
+    browser.get(&back).await?;
+    let callback =
+        waiting.await.map_err(|e| ClientError::Protocol(format!("loopback listener: {e}")))??;
+
+    n.step("Client checks state and iss, then redeems the code with its PKCE verifier")?;
+    let tokens = client.finish_authorization(pending, &callback).await?;
+    n.say("POST /token grant_type=authorization_code, code, redirect_uri, code_verifier → 200")?;
+    n.tokens(&tokens, clock.as_ref())?;
+
+    n.step("Client calls the resource server with the access token")?;
+    let api = ResourceClient::connect(&options.resource_url).await?;
+    let display = format!("{} (via Tollgate demo)", options.username);
+    let email = format!("{}@example.com", options.username);
+    let profile = api.update_profile(&tokens.access_token, "me", &display, &email).await?;
+    n.say(format!("UpdateProfile(owner=me) [profile:write] → {profile:?}"))?;
+    let note = api
+        .create_note(&tokens.access_token, "me", "First note", "Written with an access token.")
+        .await?;
+    n.say(format!("CreateNote(owner=me) [notes:write] → id {}", note.id))?;
+    let notes = api.list_notes(&tokens.access_token, "me").await?;
+    n.say(format!("ListNotes(owner=me) [notes:read] → {} note(s)", notes.len()))?;
+    match api.list_notes(&tokens.access_token, "someone-else").await {
+        Err(status) => {
+            n.say(format!("ListNotes(owner=someone-else) → refused: {}", status_line(&status)))?
+        }
+        Ok(_) => return Err(ClientError::Protocol("another owner's notes were readable".into())),
+    }
+
+    n.step("Client refreshes; the server rotates the refresh token (RFC 9700 §4.14)")?;
+    let refreshed = client.refresh(&tokens).await?;
+    n.say("POST /token grant_type=refresh_token → 200, new access and refresh tokens")?;
+    n.tokens(&refreshed, clock.as_ref())?;
+    match client.refresh(&tokens).await {
+        Err(ClientError::Refused { error, description }) => {
+            n.say(format!("the old refresh token again → refused: {error} ({description})"))?
+        }
+        Err(other) => return Err(other),
+        Ok(_) => return Err(ClientError::Protocol("a spent refresh token was accepted".into())),
+    }
+
+    if let Some(machine) = &options.machine_client {
+        n.step(
+            format!(
+                "Machine client {:?} gets its own token (client_credentials, RFC 6749 §4.4)",
+                machine.client_id
+            )
+            .as_str(),
+        )?;
+        let machine_metadata = client.metadata().clone();
+        let machine = OAuthClient::new(machine_metadata, machine.clone(), clock.clone())?;
+        let token = machine.client_credentials(&options.machine_scopes).await?;
+        n.say(
+            "POST /token grant_type=client_credentials (HTTP Basic client authentication) → 200",
+        )?;
+        n.tokens(&token, clock.as_ref())?;
+        let report = api.usage_report(&token.access_token).await?;
+        n.say(format!(
+            "GetUsageReport [reports:read] → owners={} notes={}",
+            report.owners, report.notes
+        ))?;
+        match api.list_notes(&token.access_token, "me").await {
+            Err(status) => n.say(format!(
+                "ListNotes with the machine token → refused: {}",
+                status_line(&status)
+            ))?,
+            Ok(_) => return Err(ClientError::Protocol("a machine token read notes".into())),
+        }
+    }
+
+    n.step("Done: every step followed the protocol")?;
+    Ok(())
+}
