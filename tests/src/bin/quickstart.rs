@@ -1,1 +1,97 @@
-fn main() {}
+//! `cargo run --bin quickstart`: the whole platform on one machine, with nothing
+//! but the Rust toolchain. Starts the authorization server, the resource server
+//! and the notes store behind it on SQLite with the demo clients and users, runs
+//! the client's full flow (narrated), and exits 0 if every step went as the
+//! protocol says.
+//!
+//! `--serve` keeps the services up afterwards, on fixed ports, so you can sign in
+//! with a real browser and use `client-app` against them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use clap::Parser;
+use tollgate_client_app::demo::{self, DemoOptions};
+use tollgate_e2e::{StackOptions, TestStack, password_of};
+use tollgate_token::{Clock, SystemClock};
+
+#[derive(Parser)]
+#[command(name = "quickstart", about = "Run the Tollgate platform and its full OAuth flow")]
+struct Args {
+    /// Keep the services running after the demo (Ctrl-C stops them).
+    #[arg(long)]
+    serve: bool,
+    /// HTTP address of the authorization server with --serve.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    auth_http: SocketAddr,
+    /// gRPC address of the authorization server with --serve.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    auth_grpc: SocketAddr,
+    /// gRPC address of the resource server with --serve.
+    #[arg(long, default_value = "127.0.0.1:50052")]
+    resource_grpc: SocketAddr,
+    /// gRPC address of the notes store with --serve.
+    #[arg(long, default_value = "127.0.0.1:50053")]
+    notes_grpc: SocketAddr,
+    /// Show the services' logs.
+    #[arg(long)]
+    verbose: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let _telemetry = tollgate_service_kit::telemetry::init(
+        tollgate_service_kit::telemetry::LogFormat::Text,
+        if args.verbose { "info,sqlx=warn" } else { "error" },
+    );
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let (serve, auth_http, auth_grpc, resource_grpc, notes_grpc) =
+        (args.serve, args.auth_http, args.auth_grpc, args.resource_grpc, args.notes_grpc);
+    let options =
+        StackOptions { clock: clock.clone(), manual_clock: None, ..StackOptions::default() }.tweak(
+            move |config| {
+                if serve {
+                    config.auth.http_addr = auth_http;
+                    config.auth.grpc_addr = auth_grpc;
+                    config.resource.grpc_addr = resource_grpc;
+                    config.notes.grpc_addr = notes_grpc;
+                }
+            },
+        );
+    let stack = TestStack::start_with(options).await?;
+    println!("Tollgate quickstart: SQLite in a temporary directory, demo clients and users.");
+    println!("  authorization server  {} (gRPC {})", stack.issuer, stack.auth_grpc);
+    println!("  resource server       {} (gRPC)", stack.resource_url());
+    println!("  notes store           {} (gRPC, internal)", stack.notes_url());
+
+    let options = DemoOptions {
+        issuer: stack.issuer.clone(),
+        resource_url: stack.resource_url(),
+        client: stack.cli_client(),
+        scopes: ["profile:read", "profile:write", "notes:read", "notes:write"]
+            .map(String::from)
+            .to_vec(),
+        username: "alice".into(),
+        password: password_of("alice")?.into(),
+        machine_client: Some(stack.reporter_client()),
+        machine_scopes: vec!["reports:read".into()],
+    };
+    demo::run(&options, clock, &mut std::io::stdout()).await?;
+
+    if serve {
+        println!(
+            "\nThe services stay up (Ctrl-C to stop). Demo users: alice / alice-demo-password, bob / bob-demo-password."
+        );
+        println!("Sign in with a browser through the client app:");
+        println!("  cargo run --bin client-app -- login --open");
+        println!("  cargo run --bin client-app -- call notes");
+        println!("Machine client (secret generated for this run only):");
+        println!(
+            "  CLIENT_ID=tollgate-reporter CLIENT_SECRET={} cargo run --bin client-app -- client-credentials",
+            stack.secrets.reporter
+        );
+        tollgate_service_kit::shutdown::signal().await;
+    }
+    stack.shutdown().await
+}

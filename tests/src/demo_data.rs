@@ -1,0 +1,193 @@
+//! The demo clients and users: what the quickstart and the tests register.
+//!
+//! Passwords are fixed so a person can sign in with a real browser; client
+//! secrets are generated per run, as a real deployment's would be.
+
+use tollgate_client_app::oauth::{ClientAuthMethod, ClientIdentity};
+
+/// Demo resource owners and their passwords. Demo only: never reuse these.
+pub const PASSWORDS: &[(&str, &str)] =
+    &[("alice", "alice-demo-password"), ("bob", "bob-demo-password")];
+
+pub const CLI_CLIENT: &str = "tollgate-cli";
+pub const WEB_CLIENT: &str = "tollgate-web";
+pub const REPORTER_CLIENT: &str = "tollgate-reporter";
+pub const OTHER_API_CLIENT: &str = "other-api-client";
+pub const BACKUP_CLIENT: &str = "backup-job";
+/// The resource server's own identity at the authorization server (it fetches
+/// the revocation denylist and introspects tokens meant for it).
+pub const RESOURCE_SERVER_CLIENT: &str = "tollgate-resource";
+/// The notes store's identity at the authorization server (for the denylist).
+pub const NOTES_STORE_CLIENT: &str = "tollgate-notes-store";
+
+/// The confidential clients' secrets for one run.
+#[derive(Clone)]
+pub struct DemoSecrets {
+    pub web: String,
+    pub reporter: String,
+    pub other_api: String,
+    pub backup: String,
+    pub resource_server: String,
+    pub notes_store: String,
+}
+
+impl std::fmt::Debug for DemoSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DemoSecrets(<redacted>)")
+    }
+}
+
+fn random_secret() -> String {
+    use base64::Engine as _;
+    use rand::RngCore as _;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+impl DemoSecrets {
+    pub fn generate() -> Self {
+        Self {
+            web: random_secret(),
+            reporter: random_secret(),
+            other_api: random_secret(),
+            backup: random_secret(),
+            resource_server: random_secret(),
+            notes_store: random_secret(),
+        }
+    }
+}
+
+/// The bootstrap file (docs/bootstrap.md) registering the demo clients and users.
+pub fn bootstrap_toml(secrets: &DemoSecrets) -> String {
+    let users: String = PASSWORDS
+        .iter()
+        .map(|(name, password)| {
+            format!("[[users]]\nusername = \"{name}\"\npassword = \"{password}\"\n\n")
+        })
+        .collect();
+    format!(
+        r#"# Demo clients and users, generated for this run.
+
+# A native app (RFC 8252): public, proves itself with PKCE, redirects to a
+# loopback listener on any port.
+[[clients]]
+client_id = "{CLI_CLIENT}"
+name = "Tollgate CLI"
+public = true
+redirect_uris = ["http://127.0.0.1/callback"]
+grant_types = ["authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:device_code"]
+scopes = ["profile:read", "profile:write", "notes:read", "notes:write"]
+
+# A confidential web app: a secret and PKCE.
+[[clients]]
+client_id = "{WEB_CLIENT}"
+name = "Tollgate Web"
+secret = "{web}"
+redirect_uris = ["http://127.0.0.1/callback", "https://web.example/callback"]
+grant_types = ["authorization_code", "refresh_token"]
+scopes = ["profile:read", "notes:read"]
+
+# A machine client: acts for itself, reads aggregate reports.
+[[clients]]
+client_id = "{REPORTER_CLIENT}"
+name = "Usage reporter"
+secret = "{reporter}"
+grant_types = ["client_credentials"]
+scopes = ["reports:read"]
+
+# A machine client of another API: its tokens are not for the resource server.
+[[clients]]
+client_id = "{OTHER_API_CLIENT}"
+name = "Other API client"
+secret = "{other_api}"
+grant_types = ["client_credentials"]
+scopes = ["notes:read", "reports:read"]
+audience = "other-api"
+
+# A machine client given an owner's scope (a misconfiguration): its own
+# tokens still reach no owner's data.
+[[clients]]
+client_id = "{BACKUP_CLIENT}"
+name = "Backup job"
+secret = "{backup}"
+grant_types = ["client_credentials"]
+scopes = ["notes:read"]
+
+# The resource server itself: a confidential client whose id is the audience
+# of the tokens it accepts. It exchanges those tokens for tokens to the notes
+# store (RFC 8693), and counts notes with its own token.
+[[clients]]
+client_id = "{RESOURCE_SERVER_CLIENT}"
+name = "Tollgate resource server"
+secret = "{resource_server}"
+grant_types = ["client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"]
+scopes = ["notes:count"]
+audience = "{NOTES_STORE_CLIENT}"
+token_exchange_audiences = ["{NOTES_STORE_CLIENT}"]
+
+# The notes store: identified only to fetch the revocation denylist.
+[[clients]]
+client_id = "{NOTES_STORE_CLIENT}"
+name = "Tollgate notes store"
+secret = "{notes_store}"
+grant_types = []
+scopes = []
+
+{users}"#,
+        web = secrets.web,
+        reporter = secrets.reporter,
+        other_api = secrets.other_api,
+        backup = secrets.backup,
+        resource_server = secrets.resource_server,
+        notes_store = secrets.notes_store,
+    )
+}
+
+pub fn cli_client() -> ClientIdentity {
+    ClientIdentity {
+        client_id: CLI_CLIENT.into(),
+        client_secret: None,
+        auth_method: ClientAuthMethod::ClientSecretBasic,
+    }
+}
+
+pub fn web_client(secrets: &DemoSecrets) -> ClientIdentity {
+    ClientIdentity {
+        client_id: WEB_CLIENT.into(),
+        client_secret: Some(secrets.web.clone()),
+        auth_method: ClientAuthMethod::ClientSecretBasic,
+    }
+}
+
+pub fn reporter_client(secrets: &DemoSecrets) -> ClientIdentity {
+    ClientIdentity {
+        client_id: REPORTER_CLIENT.into(),
+        client_secret: Some(secrets.reporter.clone()),
+        auth_method: ClientAuthMethod::ClientSecretBasic,
+    }
+}
+
+pub fn other_api_client(secrets: &DemoSecrets) -> ClientIdentity {
+    ClientIdentity {
+        client_id: OTHER_API_CLIENT.into(),
+        client_secret: Some(secrets.other_api.clone()),
+        auth_method: ClientAuthMethod::ClientSecretBasic,
+    }
+}
+
+pub fn backup_client(secrets: &DemoSecrets) -> ClientIdentity {
+    ClientIdentity {
+        client_id: BACKUP_CLIENT.into(),
+        client_secret: Some(secrets.backup.clone()),
+        auth_method: ClientAuthMethod::ClientSecretBasic,
+    }
+}
+
+pub fn resource_server_client(secrets: &DemoSecrets) -> ClientIdentity {
+    ClientIdentity {
+        client_id: RESOURCE_SERVER_CLIENT.into(),
+        client_secret: Some(secrets.resource_server.clone()),
+        auth_method: ClientAuthMethod::ClientSecretBasic,
+    }
+}

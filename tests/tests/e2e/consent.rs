@@ -1,0 +1,112 @@
+//! Remembered consent, and the owner's page to see and withdraw approvals.
+
+use tollgate_client_app::owner::ScriptedOwner;
+use tollgate_e2e::{TestStack, approve, sign_in, sign_in_to_consent};
+
+use crate::support::{CHALLENGE, LOOPBACK_REDIRECT, authorization_url, query_param};
+
+fn authz(stack: &TestStack, scope: &str) -> url::Url {
+    authorization_url(stack, "tollgate-cli", LOOPBACK_REDIRECT, scope, Some((CHALLENGE, "S256")))
+}
+
+#[tokio::test]
+async fn an_approval_is_not_asked_for_again_unless_more_is_asked() {
+    let stack = TestStack::start().await.unwrap();
+    let mut owner = ScriptedOwner::new().unwrap();
+    // First time: the consent page.
+    let answer = approve(&mut owner, &authz(&stack, "notes:read"), "alice", "alice-demo-password")
+        .await
+        .unwrap();
+    assert!(query_param(&answer.location().unwrap(), "code").is_some());
+    // Same browser, same scopes: straight back to the client with a code.
+    let again = owner.get(&authz(&stack, "notes:read")).await.unwrap();
+    assert_eq!(again.status, 303);
+    let back = again.location().unwrap();
+    assert!(back.as_str().starts_with(LOOPBACK_REDIRECT));
+    assert!(query_param(&back, "code").is_some());
+    assert_eq!(query_param(&back, "state").as_deref(), Some("xyz-state"));
+    // A new browser session, after signing in: still not asked.
+    let (_, next) = sign_in(
+        &mut ScriptedOwner::new().unwrap(),
+        &authz(&stack, "notes:read"),
+        "alice",
+        "alice-demo-password",
+    )
+    .await
+    .unwrap();
+    assert_eq!(next.status, 303);
+    // More than was approved: asked again, listing what is asked.
+    let more = owner.get(&authz(&stack, "notes:read notes:write")).await.unwrap();
+    assert_eq!(more.status, 200);
+    assert!(more.body.contains("notes:write"));
+    // Another user is asked for their own consent.
+    let (_, bob) = sign_in_to_consent(
+        &mut ScriptedOwner::new().unwrap(),
+        &authz(&stack, "notes:read"),
+        "bob",
+        "bob-demo-password",
+    )
+    .await
+    .unwrap();
+    assert_eq!(bob.status, 200);
+}
+
+#[tokio::test]
+async fn withdrawing_an_approval_forgets_it_and_revokes_the_clients_tokens() {
+    let stack = TestStack::start().await.unwrap();
+    let tokens = stack.sign_in(&stack.cli_client(), "alice", &["notes:read"]).await.unwrap();
+    let client = stack.client(&stack.cli_client()).await.unwrap();
+
+    let mut owner = ScriptedOwner::new().unwrap();
+    let account = owner.get(&stack.url("/account")).await.unwrap();
+    assert_eq!(account.header("x-frame-options"), Some("DENY"));
+    let signed_in = owner
+        .submit(
+            &account,
+            "/account/login",
+            &[("username", "alice"), ("password", "alice-demo-password")],
+        )
+        .await
+        .unwrap();
+    let page = owner.follow(&signed_in).await.unwrap();
+    assert!(
+        page.body.contains("Tollgate CLI") && page.body.contains("notes:read"),
+        "{}",
+        page.body
+    );
+
+    // A forged withdrawal (no CSRF token) does nothing.
+    let forged = owner
+        .post(&stack.url("/account/withdraw"), &[("client_id".into(), "tollgate-cli".into())])
+        .await
+        .unwrap();
+    assert_eq!(forged.status, 403);
+    assert!(client.refresh(&tokens).await.is_ok_and(|t| !t.access_token.is_empty()));
+
+    let tokens = stack.sign_in(&stack.cli_client(), "alice", &["notes:read"]).await.unwrap();
+    // The page's withdraw form for this client (each approval has its own form).
+    let withdraw = [
+        ("csrf_token".to_owned(), page.field("csrf_token").unwrap()),
+        ("client_id".to_owned(), "tollgate-cli".to_owned()),
+    ];
+    let withdrawn = owner.post(&stack.url("/account/withdraw"), &withdraw).await.unwrap();
+    assert_eq!(withdrawn.status, 303, "{}", withdrawn.body);
+    let after = owner.follow(&withdrawn).await.unwrap();
+    assert!(after.body.contains("You have not approved any application."), "{}", after.body);
+
+    // The client's tokens for alice are revoked...
+    assert!(client.refresh(&tokens).await.is_err());
+    let jti =
+        tollgate_client_app::claims::decode_unverified(&tokens.access_token).unwrap().1["jti"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    stack.wait_until_denied(&jti).await;
+    let status =
+        stack.resource().await.unwrap().list_notes(&tokens.access_token, "me").await.unwrap_err();
+    assert_eq!(status.message(), "token has been revoked");
+    // ...and the next authorization asks again.
+    let asked = owner.get(&authz(&stack, "notes:read")).await.unwrap();
+    assert_eq!(asked.status, 200);
+    assert!(asked.body.contains("approve"));
+}

@@ -1,0 +1,179 @@
+//! Raw protocol helpers for tests that need to step outside a well-behaved client:
+//! replaying a code, sending a wrong verifier, posting a form by hand.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use oauth2::PkceCodeChallenge;
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use ring::signature::Ed25519KeyPair;
+use tollgate_auth_server::bootstrap::{ClientSpec, client_from_spec, register_client};
+use tollgate_client_app::oauth::{ClientAuthMethod, ClientIdentity};
+use tollgate_client_app::owner::ScriptedOwner;
+use tollgate_e2e::{TestStack, approve, password_of};
+
+/// A code obtained through the real pages, with what is needed to redeem it.
+pub struct Code {
+    pub code: String,
+    pub verifier: String,
+    pub redirect_uri: String,
+    /// The query of the redirect back to the client.
+    pub callback: url::Url,
+}
+
+pub const LOOPBACK_REDIRECT: &str = "http://127.0.0.1:43210/callback";
+
+/// A well-formed S256 challenge (RFC 7636 Appendix B), for requests whose code
+/// is never redeemed.
+pub const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+/// An authorization URL for `client_id`, built by hand.
+pub fn authorization_url(
+    stack: &TestStack,
+    client_id: &str,
+    redirect_uri: &str,
+    scope: &str,
+    challenge: Option<(&str, &str)>,
+) -> url::Url {
+    let mut url = stack.url("/authorize");
+    {
+        let mut query = url.query_pairs_mut();
+        query
+            .append_pair("response_type", "code")
+            .append_pair("client_id", client_id)
+            .append_pair("redirect_uri", redirect_uri)
+            .append_pair("scope", scope)
+            .append_pair("state", "xyz-state");
+        if let Some((challenge, method)) = challenge {
+            query
+                .append_pair("code_challenge", challenge)
+                .append_pair("code_challenge_method", method);
+        }
+    }
+    url
+}
+
+/// Has `username` approve `client_id` and returns the code from the redirect
+/// (the redirect itself is not followed: nobody listens at the redirect URI).
+pub async fn obtain_code(stack: &TestStack, client_id: &str, username: &str, scope: &str) -> Code {
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let url = authorization_url(
+        stack,
+        client_id,
+        LOOPBACK_REDIRECT,
+        scope,
+        Some((challenge.as_str(), "S256")),
+    );
+    let mut owner = ScriptedOwner::new().unwrap();
+    let answer = approve(&mut owner, &url, username, password_of(username).unwrap()).await.unwrap();
+    let callback = answer.location().unwrap();
+    let code = query_param(&callback, "code").expect("a code in the redirect");
+    Code {
+        code,
+        verifier: verifier.secret().clone(),
+        redirect_uri: LOOPBACK_REDIRECT.into(),
+        callback,
+    }
+}
+
+pub fn query_param(url: &url::Url, name: &str) -> Option<String> {
+    url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
+/// A token endpoint response.
+#[derive(Debug)]
+pub struct TokenReply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: serde_json::Value,
+}
+
+impl TokenReply {
+    pub fn error(&self) -> &str {
+        self.body["error"].as_str().unwrap_or("<none>")
+    }
+
+    /// Asserts an RFC 6749 §5.2 error response with this code and status.
+    pub fn assert_error(&self, status: u16, error: &str) {
+        assert_eq!((self.status.as_u16(), self.error()), (status, error), "{:?}", self.body);
+        assert_eq!(self.headers["cache-control"], "no-store");
+        assert!(self.body.get("access_token").is_none());
+    }
+}
+
+/// `POST /token` with `form`, authenticating with HTTP Basic when `basic` is given.
+pub async fn post_token(
+    stack: &TestStack,
+    basic: Option<(&str, &str)>,
+    form: &[(&str, &str)],
+) -> TokenReply {
+    post_form(stack, "/token", basic, form).await
+}
+
+/// `POST path` with `form` (token, introspection, revocation endpoints).
+pub async fn post_form(
+    stack: &TestStack,
+    path: &str,
+    basic: Option<(&str, &str)>,
+    form: &[(&str, &str)],
+) -> TokenReply {
+    let mut request = reqwest::Client::new().post(stack.url(path)).form(form);
+    if let Some((id, secret)) = basic {
+        request = request.basic_auth(id, Some(secret));
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.json().await.unwrap_or(serde_json::Value::Null);
+    TokenReply { status, headers, body }
+}
+
+/// Redeems a code as the public CLI client.
+pub async fn redeem(stack: &TestStack, client_id: &str, code: &Code) -> TokenReply {
+    post_token(
+        stack,
+        None,
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", client_id),
+            ("code", &code.code),
+            ("redirect_uri", &code.redirect_uri),
+            ("code_verifier", &code.verifier),
+        ],
+    )
+    .await
+}
+
+/// Registers an extra client directly, as an operator would with the admin command.
+pub async fn register(stack: &TestStack, spec: &str) -> ClientIdentity {
+    let spec: ClientSpec = toml::from_str(spec).unwrap();
+    let client = client_from_spec(&spec, "tollgate-resource").unwrap();
+    let core = &stack.auth_core;
+    register_client(core.store(), &client, core.now()).await.unwrap();
+    ClientIdentity {
+        client_id: spec.client_id.clone(),
+        client_secret: spec.secret.clone(),
+        auth_method: ClientAuthMethod::ClientSecretBasic,
+    }
+}
+
+/// A JWT with `header` and `claims`, signed with the Ed25519 `key`.
+pub fn sign_jwt(
+    header: &serde_json::Value,
+    claims: &serde_json::Value,
+    key: &Ed25519KeyPair,
+) -> String {
+    let signing_input = format!(
+        "{}.{}",
+        B64.encode(serde_json::to_vec(header).unwrap()),
+        B64.encode(serde_json::to_vec(claims).unwrap())
+    );
+    let signature = key.sign(signing_input.as_bytes());
+    format!("{signing_input}.{}", B64.encode(signature.as_ref()))
+}
+
+pub fn new_ed25519_key() -> Ed25519KeyPair {
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
+}
