@@ -110,6 +110,11 @@ pub struct Config {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "AUTH_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// On SIGTERM, seconds to keep serving with health NOT_SERVING before the
+    /// listener closes, so load balancers stop routing here first. Calls in
+    /// flight then finish either way.
+    #[arg(long, env = "SHUTDOWN_DRAIN_SECS", default_value_t = 0)]
+    pub shutdown_drain_secs: u64,
     /// Log format.
     #[arg(long, env = "AUTH_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -141,6 +146,7 @@ impl Config {
             tls_cert: None,
             tls_key: None,
             log_format: LogFormat::Text,
+            shutdown_drain_secs: 0,
         }
     }
 

@@ -25,7 +25,6 @@ use anyhow::Context as _;
 use axum_extra::extract::cookie::Key;
 use base64::Engine as _;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tollgate_proto::auth::v1::revocation_list_service_server::RevocationListServiceServer;
 use tollgate_proto::auth::v1::token_service_server::TokenServiceServer;
@@ -46,6 +45,8 @@ pub struct Application {
     core: Arc<OAuthCore<SqlStore>>,
     cookie_key: Key,
     key_check: std::time::Duration,
+    /// How long to keep serving, health NOT_SERVING, once told to stop.
+    drain: std::time::Duration,
     tls: Option<Arc<rustls::ServerConfig>>,
 }
 
@@ -130,6 +131,7 @@ impl Application {
             core,
             cookie_key,
             key_check: std::time::Duration::from_secs(config.key_check_secs.max(1)),
+            drain: std::time::Duration::from_secs(config.shutdown_drain_secs),
             tls,
         })
     }
@@ -162,17 +164,12 @@ impl Application {
         health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
         let reflection = tollgate_service_kit::reflection()?;
 
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let reporter = health_reporter.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
-            reporter.set_not_serving::<TokenServiceServer<grpc::TokenGrpc>>().await;
-            let _ = stop_tx.send(true);
-        });
-        let stopped = |mut rx: watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        };
+        let stopping = tollgate_service_kit::shutdown::stop_sequence(
+            shutdown,
+            health_reporter,
+            vec![<TokenServiceServer<grpc::TokenGrpc> as tonic::server::NamedService>::NAME],
+            self.drain,
+        );
 
         // Keys: re-read (other replicas, the admin command) and rotated on schedule.
         let core = self.core.clone();
@@ -189,7 +186,7 @@ impl Application {
 
         let router =
             http::router(http::HttpState { core: self.core.clone(), cookie_key: self.cookie_key });
-        let http_stopped = stopped(stop_rx.clone());
+        let http_stopped = stopping.clone().listeners_close();
         let http = async move {
             match self.tls {
                 Some(tls) => tls::serve(self.http_listener, tls, router, http_stopped).await,
@@ -208,7 +205,7 @@ impl Application {
             .add_service(RevocationListServiceServer::new(grpc::TokenGrpc::new(self.core)))
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(self.grpc_listener),
-                stopped(stop_rx),
+                stopping.listeners_close(),
             );
         let (http, grpc) = tokio::join!(http, grpc);
         keys_task.abort();

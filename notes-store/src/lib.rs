@@ -43,7 +43,8 @@ impl Application {
             policy::scope_policy(),
             clock.clone(),
         )
-        .await?;
+        .await?
+        .with_drain(std::time::Duration::from_secs(config.shutdown_drain_secs));
         tracing::info!(addr = %server.addr(), trusted_actors = ?config.trusted_actors, "notes store bound");
         Ok(Self { server, api: api::Api::new(storage, clock, config.trusted_actors) })
     }

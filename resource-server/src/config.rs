@@ -31,6 +31,11 @@ pub struct Config {
     pub notes_store_audience: String,
     #[command(flatten)]
     pub tokens: TokenValidationConfig,
+    /// On SIGTERM, seconds to keep serving with health NOT_SERVING before the
+    /// listener closes, so load balancers stop routing here first. Calls in
+    /// flight then finish either way.
+    #[arg(long, env = "SHUTDOWN_DRAIN_SECS", default_value_t = 0)]
+    pub shutdown_drain_secs: u64,
     /// Log format.
     #[arg(long, env = "RS_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -49,6 +54,7 @@ impl Config {
             notes_store_audience: DEFAULT_NOTES_STORE_AUDIENCE.into(),
             tokens: TokenValidationConfig::new(issuer),
             log_format: LogFormat::Text,
+            shutdown_drain_secs: 0,
         }
     }
 

@@ -47,7 +47,8 @@ impl Application {
             policy::scope_policy(),
             clock.clone(),
         )
-        .await?;
+        .await?
+        .with_drain(std::time::Duration::from_secs(config.shutdown_drain_secs));
         let notes = downstream::NotesBackend::new(
             &config.notes_store_url,
             &config.tokens.auth_grpc_url,

@@ -20,6 +20,7 @@ pub struct ProtectedListener {
     listener: TcpListener,
     addr: std::net::SocketAddr,
     guard: TokenGuard,
+    drain: std::time::Duration,
 }
 
 impl ProtectedListener {
@@ -37,7 +38,7 @@ impl ProtectedListener {
             .context("the authorization server's gRPC URL")?;
         let listener = TcpListener::bind(addr).await.context("binding gRPC")?;
         let addr = listener.local_addr()?;
-        Ok(Self { listener, addr, guard })
+        Ok(Self { listener, addr, guard, drain: std::time::Duration::ZERO })
     }
 
     pub fn addr(&self) -> std::net::SocketAddr {
@@ -49,13 +50,20 @@ impl ProtectedListener {
         &self.guard
     }
 
+    /// How long to keep serving, health NOT_SERVING, once told to stop
+    /// (none by default; see [`crate::shutdown::stop_sequence`]).
+    pub fn with_drain(mut self, drain: std::time::Duration) -> Self {
+        self.drain = drain;
+        self
+    }
+
     /// Serves `routes` until `shutdown` (see [`serve_protected`]).
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
         routes: impl FnOnce(ProtectedRouter) -> ProtectedRouter,
     ) -> anyhow::Result<()> {
-        serve_protected(self.listener, self.guard, shutdown, routes).await
+        serve_protected(self.listener, self.guard, shutdown, self.drain, routes).await
     }
 }
 
@@ -65,11 +73,13 @@ pub type ProtectedRouter = Router<Stack<AuthLayer, Identity>>;
 /// Serves until `shutdown` resolves. Health says NOT_SERVING until the signing
 /// keys have been fetched once (before that every token would be refused) and the
 /// revocation denylist once (before that a revoked token would be accepted), and
-/// again first thing on shutdown, before in-flight calls are drained.
+/// again first thing on shutdown, `drain` before the listener closes and the
+/// calls in flight are finished ([`crate::shutdown::stop_sequence`]).
 pub async fn serve_protected(
     listener: TcpListener,
     guard: TokenGuard,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: std::time::Duration,
     routes: impl FnOnce(ProtectedRouter) -> ProtectedRouter,
 ) -> anyhow::Result<()> {
     let (reporter, health_service) = tonic_health::server::health_reporter();
@@ -86,12 +96,7 @@ pub async fn serve_protected(
         ready_reporter.set_service_status("", ServingStatus::Serving).await;
     });
 
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown.await;
-        reporter.set_service_status("", ServingStatus::NotServing).await;
-        let _ = stop_tx.send(true);
-    });
+    let stopping = crate::shutdown::stop_sequence(shutdown, reporter, vec![], drain);
 
     let router = tonic::transport::Server::builder()
         .layer(guard.layer.clone())
@@ -99,9 +104,7 @@ pub async fn serve_protected(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     let result = routes(router)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            let _ = stop_rx.wait_for(|stop| *stop).await;
-        })
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping.listeners_close())
         .await;
     ready.abort();
     guard.stop();
