@@ -48,6 +48,12 @@ pub enum AdminCommand {
     /// signs after the propagation delay (--key-propagation-secs). Running
     /// servers pick it up at their next key check.
     RotateKeys,
+    /// Prepares the database for servers started without a bootstrap file:
+    /// applies the migrations, the bootstrap file (--bootstrap) if one is given,
+    /// and creates the first signing key. A deployment runs this once, before
+    /// its replicas start, so they never race to apply the same registrations
+    /// or each create a first key (docker-compose.yml's `migrate` job).
+    Init,
 }
 
 pub async fn run(command: AdminCommand, config: &Config, clock: &dyn Clock) -> anyhow::Result<()> {
@@ -102,6 +108,24 @@ pub async fn run(command: AdminCommand, config: &Config, clock: &dyn Clock) -> a
             println!("user {subject} registered");
         }
         AdminCommand::RotateKeys => rotate_keys(config, &store, clock.now()).await?,
+        AdminCommand::Init => {
+            // Opening the store above applied the migrations.
+            if let Some(path) = &config.bootstrap {
+                let file = crate::bootstrap::BootstrapFile::load(path)?;
+                crate::bootstrap::apply(&file, &store, &config.default_audience, clock.now())
+                    .await?;
+                println!("applied {}", path.display());
+            }
+            let ring = KeyRing::load_or_create(
+                &store,
+                config.signing_alg.into(),
+                config.rotation_policy(),
+                clock.now(),
+            )
+            .await?;
+            let kid = ring.active_kid(clock.now()).unwrap_or_default();
+            println!("database ready; signing key {kid}");
+        }
     }
     Ok(())
 }

@@ -48,6 +48,11 @@ impl IntoResponse for HttpError {
                 HeaderValue::from_static("Basic realm=\"tollgate\", charset=\"UTF-8\""),
             );
         }
+        if matches!(err, OAuthError::TemporarilyUnavailable(_)) {
+            // RFC 9110 §10.2.3: tell clients when retrying makes sense, so they
+            // back off instead of hammering a server whose database is away.
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         response
     }
 }

@@ -36,7 +36,19 @@ pub enum StorageError {
 impl From<sqlx::Error> for StorageError {
     fn from(err: sqlx::Error) -> Self {
         match err {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::WorkerCrashed => Self::Unavailable(err),
+            // PostgreSQL going away under a pooled connection: a restart or
+            // failover ("57P01 terminating connection due to administrator
+            // command"), a lost connection (class 08) or no room for one (class
+            // 53). The transaction was rolled back; the request may be retried.
+            sqlx::Error::Database(ref db)
+                if db.code().is_some_and(|code| {
+                    code.starts_with("08") || code.starts_with("57P") || code.starts_with("53")
+                }) =>
+            {
                 Self::Unavailable(err)
             }
             other => Self::Database(other),
