@@ -141,6 +141,18 @@ impl OAuthClient {
         identity: ClientIdentity,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ClientError> {
+        Self::with_http(metadata, identity, clock, reqwest::Client::builder())
+    }
+
+    /// Like [`OAuthClient::new`], with HTTP settings of the caller's (a proxy, a
+    /// CA, a name resolved to one replica in a test). Redirects are switched off
+    /// whatever the builder says.
+    pub fn with_http(
+        metadata: ServerMetadata,
+        identity: ClientIdentity,
+        clock: Arc<dyn Clock>,
+        http: reqwest::ClientBuilder,
+    ) -> Result<Self, ClientError> {
         let bad = |what: &str, e: url::ParseError| {
             ClientError::Discovery(format!("{what} in the metadata is not a URL: {e}"))
         };
@@ -154,7 +166,7 @@ impl OAuthClient {
                     .map_err(|e| bad("token_endpoint", e))?,
             );
         // Never follow redirects from the token endpoint (RFC 9700 §4.11).
-        let http = reqwest::Client::builder()
+        let http = http
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ClientError::Protocol(e.to_string()))?;

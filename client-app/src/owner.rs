@@ -77,7 +77,13 @@ pub struct ScriptedOwner {
 
 impl ScriptedOwner {
     pub fn new() -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
+        Self::with_http(reqwest::Client::builder())
+    }
+
+    /// Like [`ScriptedOwner::new`], with HTTP settings of the caller's. The owner
+    /// follows redirects itself (to see each page), whatever the builder says.
+    pub fn with_http(http: reqwest::ClientBuilder) -> Result<Self, ClientError> {
+        let http = http
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
