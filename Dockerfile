@@ -1,0 +1,50 @@
+# One image for every Tollgate service; the service is chosen by the command
+# (auth-server, resource-server, notes-store, client-app). See docs/deployment.md.
+#
+#   docker build -t tollgate:dev .
+#
+# Machines without a registry (like this project's CI) build the same runtime
+# image from host-compiled binaries instead: scripts/offline-images.sh.
+
+ARG RUST_VERSION=1.95.0
+
+# --- Build stages -------------------------------------------------------------
+# cargo-chef splits the build in two: the dependency graph (recipe.json) changes
+# rarely, so the layer that compiles all dependencies is reused until Cargo.lock
+# changes, and a source edit recompiles only the workspace's own crates.
+FROM rust:${RUST_VERSION}-slim-bookworm AS chef
+RUN cargo install cargo-chef --locked --version 0.1.78
+WORKDIR /src
+
+FROM chef AS planner
+COPY . .
+RUN cargo chef prepare --recipe-path recipe.json
+
+FROM chef AS builder
+COPY --from=planner /src/recipe.json recipe.json
+RUN cargo chef cook --release --locked --recipe-path recipe.json
+COPY . .
+RUN cargo build --release --locked \
+        --bin auth-server --bin resource-server --bin notes-store \
+        --bin client-app --bin grpc-health \
+    && mkdir /out \
+    && cp target/release/auth-server target/release/resource-server \
+          target/release/notes-store target/release/client-app \
+          target/release/grpc-health /out/
+
+# --- Runtime ------------------------------------------------------------------
+# Debian slim with CA certificates only: no compiler, no package caches, no
+# shell tools beyond the base system. Runs as an unprivileged user.
+FROM debian:bookworm-slim AS runtime
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+COPY docker/runtime-setup.sh /tmp/runtime-setup.sh
+RUN sh /tmp/runtime-setup.sh && rm /tmp/runtime-setup.sh
+COPY docker/entrypoint.sh /usr/local/bin/tollgate-entrypoint
+COPY docker/dev-secrets.sh /usr/local/bin/tollgate-dev-secrets
+COPY --from=builder /out/ /usr/local/bin/
+USER tollgate
+WORKDIR /home/tollgate
+ENTRYPOINT ["/usr/local/bin/tollgate-entrypoint"]
+CMD ["auth-server"]
