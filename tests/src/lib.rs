@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod demo_data;
+pub mod forge;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

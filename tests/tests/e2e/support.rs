@@ -1,12 +1,9 @@
 //! Raw protocol helpers for tests that need to step outside a well-behaved client:
 //! replaying a code, sending a wrong verifier, posting a form by hand.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use oauth2::PkceCodeChallenge;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
-use ring::signature::Ed25519KeyPair;
 use tollgate_auth_server::bootstrap::{ClientSpec, client_from_spec, register_client};
 use tollgate_client_app::oauth::{ClientAuthMethod, ClientIdentity};
 use tollgate_client_app::owner::ScriptedOwner;
@@ -157,23 +154,4 @@ pub async fn register(stack: &TestStack, spec: &str) -> ClientIdentity {
     }
 }
 
-/// A JWT with `header` and `claims`, signed with the Ed25519 `key`.
-pub fn sign_jwt(
-    header: &serde_json::Value,
-    claims: &serde_json::Value,
-    key: &Ed25519KeyPair,
-) -> String {
-    let signing_input = format!(
-        "{}.{}",
-        B64.encode(serde_json::to_vec(header).unwrap()),
-        B64.encode(serde_json::to_vec(claims).unwrap())
-    );
-    let signature = key.sign(signing_input.as_bytes());
-    format!("{signing_input}.{}", B64.encode(signature.as_ref()))
-}
-
-pub fn new_ed25519_key() -> Ed25519KeyPair {
-    let rng = ring::rand::SystemRandom::new();
-    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
-    Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
-}
+pub use tollgate_e2e::forge::{new_ed25519_key, sign_jwt};

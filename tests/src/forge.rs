@@ -1,0 +1,43 @@
+//! Tokens an attacker could make: signed JWTs with keys the authorization server
+//! never published. For refusal tests, here and against the compose stack.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use ring::signature::{Ed25519KeyPair, KeyPair as _};
+
+/// A JWT with `header` and `claims`, signed with the Ed25519 `key`.
+pub fn sign_jwt(
+    header: &serde_json::Value,
+    claims: &serde_json::Value,
+    key: &Ed25519KeyPair,
+) -> String {
+    let signing_input =
+        format!("{}.{}", B64.encode(header.to_string()), B64.encode(claims.to_string()));
+    let signature = key.sign(signing_input.as_bytes());
+    format!("{signing_input}.{}", B64.encode(signature.as_ref()))
+}
+
+#[allow(
+    clippy::expect_used,
+    reason = "test support: without a working RNG no test can run, so it stops here"
+)]
+pub fn new_ed25519_key() -> Ed25519KeyPair {
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).expect("a fresh Ed25519 key");
+    Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("the key just made")
+}
+
+/// `token`'s claims, re-signed with a key of the attacker's under a `kid` the
+/// server never published: well-formed, but unverifiable by anyone who trusts
+/// only the server's JWKS.
+pub fn with_unknown_key(token: &str) -> String {
+    let mut parts = token.split('.');
+    let (header, claims) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let decode = |part: &str| -> serde_json::Value {
+        serde_json::from_slice(&B64.decode(part).unwrap_or_default()).unwrap_or_default()
+    };
+    let (mut header, claims) = (decode(header), decode(claims));
+    let attacker = new_ed25519_key();
+    header["kid"] = B64.encode(attacker.public_key().as_ref()).into();
+    sign_jwt(&header, &claims, &attacker)
+}
