@@ -13,6 +13,8 @@
 
 mod stack;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use stack::{auth_replicas, rs_replicas};
@@ -108,11 +110,16 @@ async fn a_postgres_restart_mid_traffic_gives_errors_then_recovers_and_loses_no_
 
     // Traffic through the outage: machine tokens, and one grant's refresh chain
     // (each answer either rotates it or leaves it as it was).
+    let seen: Arc<Mutex<Vec<(u16, String)>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
     let traffic = tokio::spawn({
-        let (a, mut refresh) = (a.clone(), tokens.refresh_token.clone().unwrap());
+        let (a, seen, stop) = (a.clone(), seen.clone(), stop.clone());
+        let mut refresh = tokens.refresh_token.clone().unwrap();
         async move {
-            let mut seen = Vec::new();
             for i in 0.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
                 let reply = if i % 2 == 0 {
                     stack::post_client_credentials(&a, reporter, &reporter_secret).await
                 } else {
@@ -121,20 +128,29 @@ async fn a_postgres_restart_mid_traffic_gives_errors_then_recovers_and_loses_no_
                 if reply.status == 200 && i % 2 == 1 {
                     refresh = reply.body["refresh_token"].as_str().unwrap().to_owned();
                 }
-                seen.push((reply.status, reply.error().to_owned()));
-                let outage_seen = seen.iter().any(|(s, _)| *s == 503);
-                let recovered = outage_seen && seen.iter().rev().take(4).all(|(s, _)| *s == 200);
-                if recovered || seen.len() > 2000 {
-                    return (seen, refresh);
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                seen.lock().unwrap().push((reply.status, reply.error().to_owned()));
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            unreachable!()
+            refresh
         }
     });
-    stack::compose(&["restart", "postgres"]).await;
+    // PostgreSQL goes away under the traffic, long enough to be seen, and comes
+    // back: the auth servers are not touched.
+    stack::compose(&["stop", "postgres"]).await;
+    stack::eventually("the outage to reach the clients", || async {
+        seen.lock().unwrap().iter().any(|(s, _)| *s == 503).then_some(())
+    })
+    .await;
+    stack::compose(&["start", "postgres"]).await;
     stack::wait_healthy("postgres").await;
-    let (seen, refresh) = traffic.await.unwrap();
+    stack::eventually("the auth server to recover by itself", || async {
+        let seen = seen.lock().unwrap();
+        (seen.len() >= 4 && seen.iter().rev().take(4).all(|(s, _)| *s == 200)).then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let refresh = traffic.await.unwrap();
+    let seen = seen.lock().unwrap().clone();
 
     // During the outage: 503 temporarily_unavailable, never a 500 or a refusal
     // that would make a client throw its grant away.
