@@ -30,7 +30,12 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let _telemetry = telemetry::init(cli.config.log_format, "info,sqlx=warn");
+    let _telemetry = telemetry::init(
+        "auth-server",
+        cli.config.log_format,
+        &cli.config.telemetry,
+        "info,sqlx=warn",
+    );
     match cli.command {
         Some(Command::Admin(command)) => admin::run(command, &cli.config, &SystemClock).await,
         Some(Command::Serve) | None => {

@@ -36,6 +36,8 @@ pub struct Config {
     /// flight then finish either way.
     #[arg(long, env = "SHUTDOWN_DRAIN_SECS", default_value_t = 0)]
     pub shutdown_drain_secs: u64,
+    #[command(flatten)]
+    pub telemetry: tollgate_service_kit::telemetry::TelemetryConfig,
     /// Log format.
     #[arg(long, env = "RS_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -55,6 +57,7 @@ impl Config {
             tokens: TokenValidationConfig::new(issuer),
             log_format: LogFormat::Text,
             shutdown_drain_secs: 0,
+            telemetry: Default::default(),
         }
     }
 

@@ -17,7 +17,12 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let _telemetry = telemetry::init(cli.config.log_format, "info,sqlx=warn");
+    let _telemetry = telemetry::init(
+        "resource-server",
+        cli.config.log_format,
+        &cli.config.telemetry,
+        "info,sqlx=warn",
+    );
     let app = Application::build(cli.config, Arc::new(SystemClock)).await?;
     app.run_until_stopped(shutdown::signal()).await
 }

@@ -21,7 +21,8 @@ pub mod revocation;
 pub mod serve;
 pub mod shutdown;
 pub mod status;
-pub mod telemetry;
+/// Logs, traces, metrics and audit events: the shared telemetry crate.
+pub use tollgate_telemetry as telemetry;
 
 /// gRPC server reflection (v1, and v1alpha for older tools such as some grpcurl
 /// builds) over every Tollgate contract and health.

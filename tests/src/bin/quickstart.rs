@@ -42,7 +42,9 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let _telemetry = tollgate_service_kit::telemetry::init(
+        "quickstart",
         tollgate_service_kit::telemetry::LogFormat::Text,
+        &Default::default(),
         if args.verbose { "info,sqlx=warn" } else { "error" },
     );
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
