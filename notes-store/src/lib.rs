@@ -37,6 +37,7 @@ impl Application {
             .await
             .context("opening the database")?;
         let server = ProtectedListener::bind(
+            "notes-store",
             config.grpc_addr,
             &config.tokens,
             config::DEFAULT_AUDIENCE,

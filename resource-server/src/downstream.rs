@@ -136,6 +136,8 @@ impl NotesBackend {
             }),
             grant: Some(grant()),
         };
+        let mut request = tonic::Request::new(request);
+        tollgate_service_kit::telemetry::propagation::inject_grpc(request.metadata_mut());
         let issued = self.tokens.clone().token(request).await.map_err(|status| {
             tracing::warn!(code = ?status.code(), message = status.message(), "token for the notes store refused");
             if status.code() == tonic::Code::Unavailable {
@@ -162,5 +164,7 @@ fn bearer<T>(message: T, token: &str) -> Result<Request<T>, Status> {
         .parse()
         .map_err(|_| Status::internal("an exchanged token is not a header value"))?;
     request.metadata_mut().insert("authorization", value);
+    // The caller's trace continues at the notes store (W3C traceparent).
+    tollgate_service_kit::telemetry::propagation::inject_grpc(request.metadata_mut());
     Ok(request)
 }

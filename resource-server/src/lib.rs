@@ -41,6 +41,7 @@ impl Application {
             .await
             .context("opening the database")?;
         let server = ProtectedListener::bind(
+            "resource-server",
             config.grpc_addr,
             &config.tokens,
             config::DEFAULT_AUDIENCE,

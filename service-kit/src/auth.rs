@@ -136,23 +136,25 @@ struct Shared {
     clock: Arc<dyn Clock>,
     denylist: Denylist,
     access_log: Option<tokio::sync::broadcast::Sender<AuthContext>>,
+    /// Names this service in spans and metrics.
+    service: &'static str,
 }
 
 impl Shared {
-    /// Decides a request from its path and `authorization` header value.
-    fn authorize(&self, path: &str, authorization: Option<&[u8]>) -> Result<Decision, OAuthError> {
-        let scope = match self.policy.requirement(path) {
-            Some(Requirement::Public) => return Ok(Decision::Public),
-            Some(Requirement::Scope(scope)) => scope,
-            None => {
-                return Err(OAuthError::insufficient_scope("method has no access policy"));
-            }
-        };
+    /// Decides a request for a protected method from its `authorization` header
+    /// value. A refusal carries the error and a fixed reason label (metrics,
+    /// spans): never the token.
+    fn authorize(
+        &self,
+        scope: &str,
+        authorization: Option<&[u8]>,
+    ) -> Result<(AuthContext, SubjectToken), (OAuthError, &'static str)> {
         let token = bearer_token(authorization)
-            .ok_or_else(|| OAuthError::invalid_token("missing bearer token"))?;
+            .ok_or((OAuthError::invalid_token("missing bearer token"), "missing_token"))?;
         let Some(snapshot) = self.jwks.current() else {
-            return Err(OAuthError::TemporarilyUnavailable(
-                "signing keys are not loaded yet".into(),
+            return Err((
+                OAuthError::TemporarilyUnavailable("signing keys are not loaded yet".into()),
+                "keys_not_loaded",
             ));
         };
         let now = self.clock.now();
@@ -165,19 +167,23 @@ impl Shared {
                     // valid, so say "try later", not "invalid".
                     if self.jwks.is_stale(&snapshot, now) {
                         tracing::warn!(reason = "keys_stale", "access token not verifiable");
-                        return Err(OAuthError::TemporarilyUnavailable(
-                            "signing keys are stale; try again later".into(),
+                        return Err((
+                            OAuthError::TemporarilyUnavailable(
+                                "signing keys are stale; try again later".into(),
+                            ),
+                            "keys_stale",
                         ));
                     }
                 }
-                tracing::info!(reason = err.reason(), "access token refused");
-                return Err(err.into());
+                let reason = err.reason();
+                tracing::info!(reason, "access token refused");
+                return Err((err.into(), reason));
             }
         };
         // RFC 7009: revoked at the authorization server, learned by the denylist sync.
         if self.denylist.contains(&claims.jti) {
             tracing::info!(reason = "revoked", "access token refused");
-            return Err(OAuthError::invalid_token("token has been revoked"));
+            return Err((OAuthError::invalid_token("token has been revoked"), "revoked"));
         }
         let context = AuthContext::from_claims(&claims);
         if !context.has_scope(scope) {
@@ -185,15 +191,13 @@ impl Shared {
                 subject = %context.subject, client_id = %context.client_id, required = scope,
                 "access token lacks scope"
             );
-            return Err(OAuthError::insufficient_scope(format!("requires scope {scope}")));
+            return Err((
+                OAuthError::insufficient_scope(format!("requires scope {scope}")),
+                "insufficient_scope",
+            ));
         }
-        Ok(Decision::Authenticated(context, SubjectToken(token.to_owned())))
+        Ok((context, SubjectToken(token.to_owned())))
     }
-}
-
-enum Decision {
-    Public,
-    Authenticated(AuthContext, SubjectToken),
 }
 
 /// RFC 6750 §2.1: `Bearer` (case-insensitive scheme, RFC 9110 §11.1), one space,
@@ -220,7 +224,15 @@ impl AuthLayer {
     ) -> Self {
         let denylist = Denylist::fixed([]);
         Self {
-            shared: Arc::new(Shared { verifier, jwks, policy, clock, denylist, access_log: None }),
+            shared: Arc::new(Shared {
+                verifier,
+                jwks,
+                policy,
+                clock,
+                denylist,
+                access_log: None,
+                service: "protected-service",
+            }),
         }
     }
 
@@ -236,6 +248,13 @@ impl AuthLayer {
     pub fn with_access_log(self, log: tokio::sync::broadcast::Sender<AuthContext>) -> Self {
         let mut shared = Arc::unwrap_or_clone(self.shared);
         shared.access_log = Some(log);
+        Self { shared: Arc::new(shared) }
+    }
+
+    /// Names this service in the validation spans and metrics.
+    pub fn with_service(self, service: &'static str) -> Self {
+        let mut shared = Arc::unwrap_or_clone(self.shared);
+        shared.service = service;
         Self { shared: Arc::new(shared) }
     }
 }
@@ -271,30 +290,81 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<ReqBody>) -> Self::Future {
-        let decision = self.shared.authorize(
-            req.uri().path(),
-            req.headers().get(http::header::AUTHORIZATION).map(|v| v.as_bytes()),
-        );
-        match decision {
-            Ok(decision) => {
-                if let Decision::Authenticated(context, token) = decision {
-                    if let Some(log) = &self.shared.access_log {
-                        // No receiver is fine: nobody is listening.
-                        let _ = log.send(context.clone());
-                    }
-                    req.extensions_mut().insert(context);
-                    req.extensions_mut().insert(token);
-                }
-                // The clone that was polled ready is the one that must be called.
-                let clone = self.inner.clone();
-                let mut inner = std::mem::replace(&mut self.inner, clone);
-                Box::pin(inner.call(req))
+        let path = req.uri().path().to_owned();
+        let scope = match self.shared.policy.requirement(&path) {
+            // Health and reflection: no token, no validation span.
+            Some(Requirement::Public) => return self.forward(req),
+            Some(Requirement::Scope(scope)) => scope,
+            None => {
+                let err = OAuthError::insufficient_scope("method has no access policy");
+                tollgate_telemetry::metrics::token_validated(
+                    self.shared.service,
+                    Some("no_policy"),
+                );
+                let response = to_status(&err).into_http();
+                return Box::pin(async move { Ok(response) });
             }
-            Err(err) => {
+        };
+        let span = tracing::info_span!(
+            "token.validate",
+            tollgate.service = self.shared.service,
+            rpc.method = %path.trim_start_matches('/'),
+            required_scope = scope,
+            decision = tracing::field::Empty,
+            reason = tracing::field::Empty,
+            subject = tracing::field::Empty,
+            client_id = tracing::field::Empty,
+            scope = tracing::field::Empty,
+        );
+        let decision = span.in_scope(|| {
+            self.shared.authorize(
+                scope,
+                req.headers().get(http::header::AUTHORIZATION).map(|v| v.as_bytes()),
+            )
+        });
+        match decision {
+            Ok((context, token)) => {
+                span.record("decision", "allowed");
+                span.record("subject", context.subject.as_str());
+                span.record("client_id", context.client_id.as_str());
+                span.record("scope", context.scopes.join(" ").as_str());
+                tollgate_telemetry::metrics::token_validated(self.shared.service, None);
+                if let Some(log) = &self.shared.access_log {
+                    // No receiver is fine: nobody is listening.
+                    let _ = log.send(context.clone());
+                }
+                req.extensions_mut().insert(context);
+                req.extensions_mut().insert(token);
+                self.forward(req)
+            }
+            Err((err, reason)) => {
+                span.record("decision", "refused");
+                span.record("reason", reason);
+                tollgate_telemetry::metrics::token_validated(self.shared.service, Some(reason));
                 let response = to_status(&err).into_http();
                 Box::pin(async move { Ok(response) })
             }
         }
+    }
+}
+
+impl<S> AuthService<S> {
+    /// Calls the inner service: the clone that was polled ready is the one that
+    /// must be called.
+    fn forward<ReqBody, ResBody>(
+        &mut self,
+        req: http::Request<ReqBody>,
+    ) -> BoxFuture<'static, Result<http::Response<ResBody>, S::Error>>
+    where
+        S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(inner.call(req))
     }
 }
 

@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -139,8 +140,20 @@ async fn refresh_loop(
         }
     };
     loop {
-        let wait = match fetch(&http, &config.jwks_uri).await {
+        // Its own trace: a refresh is background work, not part of a request.
+        let span = tracing::info_span!(
+            parent: None,
+            "jwks.refresh",
+            url.full = %config.jwks_uri,
+            outcome = tracing::field::Empty,
+            keys = tracing::field::Empty,
+        );
+        let fetched = fetch(&http, &config.jwks_uri).instrument(span.clone()).await;
+        span.record("outcome", if fetched.is_ok() { "success" } else { "failure" });
+        tollgate_telemetry::metrics::jwks_refreshed(fetched.is_ok());
+        let wait = match fetched {
             Ok(keys) => {
+                span.record("keys", keys.len());
                 tracing::debug!(keys = keys.len(), "JWKS refreshed");
                 tx.send_replace(Some(Arc::new(KeySnapshot { keys, fetched_at: clock.now() })));
                 config.refresh_interval
@@ -163,7 +176,14 @@ async fn refresh_loop(
 }
 
 async fn fetch(http: &reqwest::Client, uri: &str) -> Result<KeySet, FetchError> {
-    let set: JwkSet = http.get(uri).send().await?.error_for_status()?.json().await?;
+    let set: JwkSet = http
+        .get(uri)
+        .headers(tollgate_telemetry::propagation::current_headers())
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
     let keys = KeySet::from_jwks(&set);
     if keys.is_empty() {
         return Err(FetchError::NoKeys);

@@ -137,6 +137,8 @@ pub struct TokenGuard {
     /// Every admitted call's [`AuthContext`] (audit, metrics, tests).
     pub access_log: tokio::sync::broadcast::Sender<AuthContext>,
     tasks: Vec<JoinHandle<()>>,
+    /// The protected service's name (spans, metrics).
+    pub service: &'static str,
 }
 
 impl TokenGuard {
@@ -144,6 +146,7 @@ impl TokenGuard {
     /// the auth layer enforcing `policy` for tokens whose `aud` is the configured
     /// audience or `default_audience`.
     pub fn start(
+        service: &'static str,
         config: &TokenValidationConfig,
         default_audience: &str,
         policy: ScopePolicy,
@@ -173,8 +176,9 @@ impl TokenGuard {
             clock,
         )
         .with_denylist(denylist.clone())
-        .with_access_log(access_log.clone());
-        Ok(Self { layer, jwks, denylist, access_log, tasks })
+        .with_access_log(access_log.clone())
+        .with_service(service);
+        Ok(Self { layer, jwks, denylist, access_log, tasks, service })
     }
 
     /// Stops the background tasks.

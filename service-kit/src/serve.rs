@@ -12,6 +12,7 @@ use tower::layer::util::{Identity, Stack};
 
 use crate::auth::{AuthLayer, ScopePolicy};
 use crate::protect::{TokenGuard, TokenValidationConfig};
+use tollgate_telemetry::propagation::{Protocol, TraceLayer};
 
 /// A protected API's listener, bound, with its token guard started: what every
 /// protected service builds before serving its routes.
@@ -27,6 +28,7 @@ impl ProtectedListener {
     /// Starts the token guard (`policy`, tokens for `default_audience` unless
     /// configured otherwise) and binds `addr` (port 0 picks a free port).
     pub async fn bind(
+        service: &'static str,
         addr: std::net::SocketAddr,
         tokens: &TokenValidationConfig,
         default_audience: &str,
@@ -34,7 +36,7 @@ impl ProtectedListener {
         clock: std::sync::Arc<dyn tollgate_token::Clock>,
     ) -> anyhow::Result<Self> {
         use anyhow::Context as _;
-        let guard = TokenGuard::start(tokens, default_audience, policy, clock)
+        let guard = TokenGuard::start(service, tokens, default_audience, policy, clock)
             .context("the authorization server's gRPC URL")?;
         let listener = TcpListener::bind(addr).await.context("binding gRPC")?;
         let addr = listener.local_addr()?;
@@ -68,7 +70,7 @@ impl ProtectedListener {
 }
 
 /// The router type the services add their routes to.
-pub type ProtectedRouter = Router<Stack<AuthLayer, Identity>>;
+pub type ProtectedRouter = Router<Stack<AuthLayer, Stack<TraceLayer, Identity>>>;
 
 /// Serves until `shutdown` resolves. Health says NOT_SERVING until the signing
 /// keys have been fetched once (before that every token would be refused) and the
@@ -98,7 +100,10 @@ pub async fn serve_protected(
 
     let stopping = crate::shutdown::stop_sequence(shutdown, reporter, vec![], drain);
 
+    // Outermost the trace (the caller's context, the server span, latency), then
+    // the token check, whose span nests inside it.
     let router = tonic::transport::Server::builder()
+        .layer(TraceLayer::new(guard.service, Protocol::Grpc))
         .layer(guard.layer.clone())
         .add_service(health_service)
         .add_service(reflection_v1)
