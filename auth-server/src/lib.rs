@@ -198,6 +198,10 @@ impl Application {
             }
         };
         let grpc = tonic::transport::Server::builder()
+            .layer(tollgate_telemetry::propagation::TraceLayer::new(
+                "auth-server",
+                tollgate_telemetry::propagation::Protocol::Grpc,
+            ))
             .add_service(health_service)
             .add_service(reflection.0)
             .add_service(reflection.1)

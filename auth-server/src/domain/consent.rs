@@ -2,6 +2,7 @@
 //! asked again for those scopes; they can list their approvals and withdraw one,
 //! which also revokes every token the client holds for them.
 
+use tollgate_telemetry::audit::{self, Event, Subject};
 use tollgate_token::{OAuthError, Scope};
 
 use super::{AuthorizationRequest, OAuthCore, storage_failure};
@@ -74,7 +75,17 @@ impl<S: Store> OAuthCore<S> {
             .await
             .map_err(storage_failure)?;
         if withdrawn {
-            tracing::info!(subject, client_id, "consent withdrawn; grants revoked");
+            audit::record(
+                Event::ConsentWithdrawn,
+                Subject {
+                    subject: Some(subject),
+                    client_id: Some(client_id),
+                    reason: Some(
+                        "the owner withdrew the approval; the client's grants are revoked",
+                    ),
+                    ..Subject::default()
+                },
+            );
         }
         Ok(withdrawn)
     }

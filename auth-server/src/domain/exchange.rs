@@ -122,6 +122,8 @@ impl<S: Store> OAuthCore<S> {
             refresh_token: None,
             scope,
             issued_token_type: Some(ACCESS_TOKEN_TYPE),
+            subject: subject.sub,
+            grant_id: None,
         })
     }
 }

@@ -2,6 +2,7 @@
 //! denylist resource servers fetch so revoked access tokens stop working without
 //! a call per request.
 
+use tollgate_telemetry::audit::{self, Event, Subject};
 use tollgate_token::{AccessTokenClaims, OAuthError};
 
 use super::model::{Client, RefreshTokenRecord};
@@ -88,7 +89,7 @@ impl<S: Store> OAuthCore<S> {
     /// was issued to it or is meant for it (its client id is in `aud`). Anything
     /// else, and every inactive token, is just `None` (`{"active": false}`), so
     /// the answer never says why (RFC 7662 §2.2, §4).
-    #[tracing::instrument(name = "introspect", skip_all, fields(client_id = %auth.client_id()))]
+    #[tracing::instrument(name = "oauth.introspect", skip_all, fields(client_id = %auth.client_id(), active))]
     pub async fn introspect(
         &self,
         auth: &ClientAuth,
@@ -136,6 +137,7 @@ impl<S: Store> OAuthCore<S> {
             }
             None => None,
         };
+        tracing::Span::current().record("active", active.is_some());
         tracing::info!(active = active.is_some(), "token introspected");
         Ok(active)
     }
@@ -145,7 +147,7 @@ impl<S: Store> OAuthCore<S> {
     /// it); an access token goes on the denylist. An unknown or expired token is
     /// not an error (§2.2), but another client's token is refused: the request
     /// must not look successful while the token stays valid.
-    #[tracing::instrument(name = "revoke", skip_all, fields(client_id = %auth.client_id()))]
+    #[tracing::instrument(name = "oauth.revoke", skip_all, fields(client_id = %auth.client_id()))]
     pub async fn revoke(
         &self,
         auth: &ClientAuth,
@@ -165,7 +167,16 @@ impl<S: Store> OAuthCore<S> {
                     .revoke_grant(&record.grant.grant_id, now)
                     .await
                     .map_err(storage_failure)?;
-                tracing::info!(kind = "refresh_token", "grant revoked");
+                audit::record(
+                    Event::GrantRevoked,
+                    Subject {
+                        subject: Some(&record.grant.subject),
+                        client_id: Some(&caller.client_id),
+                        grant_id: Some(&record.grant.grant_id),
+                        reason: Some("the client revoked its refresh token (RFC 7009)"),
+                        ..Subject::default()
+                    },
+                );
             }
             Some(Found::Access(claims)) => {
                 if claims.client_id != caller.client_id {
@@ -175,7 +186,15 @@ impl<S: Store> OAuthCore<S> {
                     .revoke_access_token(&claims.jti, claims.exp, now)
                     .await
                     .map_err(storage_failure)?;
-                tracing::info!(kind = "access_token", "access token revoked");
+                audit::record(
+                    Event::TokenRevoked,
+                    Subject {
+                        subject: Some(&claims.sub),
+                        client_id: Some(&caller.client_id),
+                        reason: Some("the client revoked its access token (RFC 7009)"),
+                        ..Subject::default()
+                    },
+                );
             }
             None => tracing::info!("revocation of an unknown or expired token"),
         }

@@ -19,6 +19,7 @@ pub mod secrets;
 
 use std::sync::Arc;
 
+use tollgate_telemetry::audit::{self, Event, Subject};
 use tollgate_token::{
     AccessTokenClaims, Audience, Clock, OAuthError, Scope, Verifier, VerifierConfig,
 };
@@ -148,6 +149,10 @@ pub struct TokenResponse {
     pub scope: Scope,
     /// RFC 8693 §2.2.1, for token exchange only.
     pub issued_token_type: Option<&'static str>,
+    /// Who the token is for (`sub`), and the grant it belongs to: for the audit
+    /// trail and spans, never sent to the client.
+    pub subject: String,
+    pub grant_id: Option<String>,
 }
 
 impl std::fmt::Debug for TokenResponse {
@@ -292,8 +297,53 @@ impl<S: Store> OAuthCore<S> {
 
     /// The token endpoint (RFC 6749 §3.2): authenticates the client, then runs the
     /// grant.
-    #[tracing::instrument(skip_all, fields(client_id = %auth.client_id(), grant_type = %grant.grant_type()))]
+    #[tracing::instrument(
+        name = "oauth.token",
+        skip_all,
+        fields(
+            otel.name = %format_args!("token {}", grant.grant_type()),
+            client_id = %auth.client_id(),
+            grant_type = %grant.grant_type(),
+            scope, subject, decision, reason,
+        )
+    )]
     pub async fn token(
+        &self,
+        auth: &ClientAuth,
+        grant: Grant,
+    ) -> Result<TokenResponse, OAuthError> {
+        let grant_type = grant.grant_type().to_string();
+        let result = self.run_grant(auth, grant).await;
+        let span = tracing::Span::current();
+        match &result {
+            Ok(response) => {
+                let scope = response.scope.to_string();
+                span.record("decision", "issued").record("scope", scope.as_str());
+                span.record("subject", response.subject.as_str());
+                tollgate_telemetry::metrics::token_issued(&grant_type);
+                audit::record(
+                    Event::TokenIssued,
+                    Subject {
+                        subject: Some(&response.subject),
+                        client_id: Some(auth.client_id()),
+                        grant_id: response.grant_id.as_deref(),
+                        grant_type: Some(&grant_type),
+                        scope: Some(&scope),
+                        ..Subject::default()
+                    },
+                );
+            }
+            Err(err) => {
+                span.record("decision", "refused").record("reason", err.code());
+                tollgate_telemetry::metrics::token_refused(&grant_type, err.code());
+                tracing::info!(error = err.code(), "token request refused");
+            }
+        }
+        result
+    }
+
+    /// Authenticates the client and runs the grant (RFC 6749 §3.2, §4, §6).
+    async fn run_grant(
         &self,
         auth: &ClientAuth,
         grant: Grant,
@@ -305,7 +355,7 @@ impl<S: Store> OAuthCore<S> {
                 grant.grant_type()
             )));
         }
-        let result = match grant {
+        match grant {
             Grant::AuthorizationCode { code, redirect_uri, code_verifier, resource } => {
                 self.authorization_code(&client, &code, redirect_uri, code_verifier, resource).await
             }
@@ -319,12 +369,7 @@ impl<S: Store> OAuthCore<S> {
             Grant::DeviceCode { device_code } => {
                 self.device_code_grant(&client, &device_code).await
             }
-        };
-        match &result {
-            Ok(response) => tracing::info!(scope = %response.scope, "token issued"),
-            Err(err) => tracing::info!(error = err.code(), "token request refused"),
         }
-        result
     }
 
     /// RFC 6749 §4.1.3 with PKCE (RFC 7636 §4.6).
@@ -347,7 +392,15 @@ impl<S: Store> OAuthCore<S> {
                 // RFC 6749 §4.1.2: a code used twice may have been stolen; the
                 // tokens issued from it are revoked (or the grant is born revoked
                 // if it is still being written, see the store).
-                tracing::warn!(client_id = %client.client_id, "authorization code replay detected");
+                audit::record(
+                    Event::CodeReplayDetected,
+                    Subject {
+                        client_id: Some(&client.client_id),
+                        grant_id: grant_id.as_deref(),
+                        reason: Some("the code was redeemed before; its tokens are revoked"),
+                        ..Subject::default()
+                    },
+                );
                 if let Some(grant_id) = grant_id {
                     self.store.revoke_grant(&grant_id, now).await.map_err(storage_failure)?;
                 }
@@ -417,6 +470,8 @@ impl<S: Store> OAuthCore<S> {
             refresh_token,
             scope: grant.scope,
             issued_token_type: None,
+            subject: grant.subject,
+            grant_id: Some(grant.grant_id),
         })
     }
 
@@ -446,6 +501,8 @@ impl<S: Store> OAuthCore<S> {
             refresh_token: None,
             scope,
             issued_token_type: None,
+            subject: client.client_id.clone(),
+            grant_id: None,
         })
     }
 
@@ -510,7 +567,17 @@ impl<S: Store> OAuthCore<S> {
                     // RFC 9700 §4.14.2: either the client or an attacker holds a
                     // stolen token; the server cannot tell which, so the whole
                     // family goes.
-                    tracing::warn!(client_id = %client.client_id, "refresh token reuse detected; grant revoked");
+                    audit::record(
+                        Event::RefreshReuseDetected,
+                        Subject {
+                            client_id: Some(&client.client_id),
+                            grant_id: Some(&grant_id),
+                            reason: Some(
+                                "a spent refresh token was presented; the grant is revoked",
+                            ),
+                            ..Subject::default()
+                        },
+                    );
                     self.store.revoke_grant(&grant_id, now).await.map_err(storage_failure)?;
                 }
                 return Err(invalid());
@@ -538,6 +605,8 @@ impl<S: Store> OAuthCore<S> {
             refresh_token: Some(next_token),
             scope,
             issued_token_type: None,
+            subject: rotated.grant.subject.clone(),
+            grant_id: Some(rotated.grant.grant_id.clone()),
         })
     }
 

@@ -12,6 +12,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum_extra::extract::PrivateCookieJar;
+use tollgate_telemetry::audit::{self, Event, Subject};
 use tollgate_token::OAuthError;
 
 use super::session::{self, Session};
@@ -149,7 +150,11 @@ fn consent_page(
 }
 
 /// `GET /authorize`: validates the request, then shows sign-in or consent.
-#[tracing::instrument(name = "authorize", skip_all)]
+#[tracing::instrument(
+    name = "oauth.authorize",
+    skip_all,
+    fields(client_id, scope, subject, decision, reason)
+)]
 pub async fn show(
     State(state): State<HttpState>,
     jar: PrivateCookieJar,
@@ -158,8 +163,17 @@ pub async fn show(
     let authz = query.unwrap_or_default();
     let request = match state.core.validate_authorization(&parse_pairs(authz.as_bytes())).await {
         Ok(request) => request,
-        Err(err) => return refusal(&state, err),
+        Err(err) => {
+            let code = match &err {
+                AuthorizeError::Page(e) | AuthorizeError::Redirect { error: e, .. } => e.code(),
+            };
+            tracing::Span::current().record("decision", "refused").record("reason", code);
+            return refusal(&state, err);
+        }
     };
+    let span = tracing::Span::current();
+    span.record("client_id", request.client.client_id.as_str());
+    span.record("scope", request.scope.to_string());
     tracing::info!(client_id = %request.client.client_id, scope = %request.scope, "authorization request");
     let session = session::load(&jar).unwrap_or_else(Session::anonymous);
     let jar = session::store(jar, &session);
@@ -168,6 +182,7 @@ pub async fn show(
         Some((subject, _))
             if matches!(state.core.has_consented(subject, &request).await, Ok(true)) =>
         {
+            span.record("subject", subject).record("decision", "consent_remembered");
             tracing::info!(client_id = %request.client.client_id, subject, "consent remembered");
             code_redirect(&state, &request, subject).await
         }
@@ -222,13 +237,30 @@ pub(super) async fn sign_in_with(
 ) -> Result<Option<Session>, OAuthError> {
     let username = form.fields.get("username").map(String::as_str).unwrap_or("");
     let password = form.fields.get("password").map(String::as_str).unwrap_or("");
+    let span = tracing::Span::current();
     Ok(match state.core.authenticate_user(username, password).await? {
         Some(user) => {
-            tracing::info!(subject = %user.subject, "login succeeded");
+            span.record("decision", "allowed");
+            span.record("subject", user.subject.as_str());
+            audit::record(
+                Event::LoginSucceeded,
+                Subject { subject: Some(&user.subject), ..Subject::default() },
+            );
             Some(Session::signed_in(user.subject, user.username, state.core.now()))
         }
         None => {
-            tracing::info!("login failed");
+            span.record("decision", "refused");
+            span.record("reason", "bad_credentials");
+            tollgate_telemetry::metrics::login_failed();
+            // The name typed, not the password: operators see guessing.
+            audit::record(
+                Event::LoginFailed,
+                Subject {
+                    username: Some(username),
+                    reason: Some("bad_credentials"),
+                    ..Subject::default()
+                },
+            );
             None
         }
     })
@@ -239,7 +271,7 @@ fn back_to_authorize(authz: &str) -> Response {
 }
 
 /// `POST /authorize/login`: checks the resource owner's credentials.
-#[tracing::instrument(name = "login", skip_all)]
+#[tracing::instrument(name = "oauth.login", skip_all, fields(client_id, subject, decision, reason))]
 pub async fn login(State(state): State<HttpState>, jar: PrivateCookieJar, body: Bytes) -> Response {
     let form = match read_form(&jar, &body) {
         Ok(form) => form,
@@ -250,6 +282,7 @@ pub async fn login(State(state): State<HttpState>, jar: PrivateCookieJar, body: 
         Ok(request) => request,
         Err(err) => return refusal(&state, err),
     };
+    tracing::Span::current().record("client_id", request.client.client_id.as_str());
     match sign_in_with(&state, &form).await {
         Ok(Some(session)) => {
             (session::store(jar, &session), back_to_authorize(&form.authz)).into_response()
@@ -271,7 +304,11 @@ pub async fn login(State(state): State<HttpState>, jar: PrivateCookieJar, body: 
 }
 
 /// `POST /authorize/consent`: the resource owner's decision.
-#[tracing::instrument(name = "consent", skip_all)]
+#[tracing::instrument(
+    name = "oauth.consent",
+    skip_all,
+    fields(client_id, subject, scope, decision)
+)]
 pub async fn consent(
     State(state): State<HttpState>,
     jar: PrivateCookieJar,
@@ -290,15 +327,28 @@ pub async fn consent(
         Ok(request) => request,
         Err(err) => return refusal(&state, err),
     };
+    let span = tracing::Span::current();
+    span.record("client_id", request.client.client_id.as_str());
+    span.record("subject", subject).record("scope", request.scope.to_string());
     match form.fields.get("decision").map(String::as_str) {
         Some("approve") => {
             if let Err(err) = state.core.remember_consent(subject, &request).await {
                 return error_page(&err);
             }
-            tracing::info!(client_id = %request.client.client_id, subject, scope = %request.scope, "consent granted");
+            span.record("decision", "approved");
+            audit::record(
+                Event::ConsentGranted,
+                Subject {
+                    subject: Some(subject),
+                    client_id: Some(&request.client.client_id),
+                    scope: Some(&request.scope.to_string()),
+                    ..Subject::default()
+                },
+            );
             code_redirect(&state, &request, subject).await
         }
         Some("deny") => {
+            span.record("decision", "denied");
             tracing::info!(client_id = %request.client.client_id, subject, "consent denied");
             redirect_back(
                 &state,

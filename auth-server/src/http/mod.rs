@@ -13,6 +13,7 @@ mod token;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use tollgate_telemetry::propagation::{Protocol, TraceLayer};
 
 use axum::Router;
 use axum::extract::FromRef;
@@ -103,6 +104,9 @@ pub fn router(state: HttpState) -> Router {
             HeaderName::from_static("x-content-type-options"),
             HeaderValue::from_static("nosniff"),
         ))
+        // Outermost: continue the caller's trace (W3C traceparent), one server
+        // span per request, latency per route.
+        .layer(TraceLayer::new("auth-server", Protocol::Http))
         .with_state(state)
 }
 
