@@ -40,7 +40,11 @@ pub fn metadata_url(issuer: &str) -> Result<url::Url, ClientError> {
 /// be the issuer it was fetched for, or it is not to be used.
 pub async fn discover(http: &reqwest::Client, issuer: &str) -> Result<ServerMetadata, ClientError> {
     let url = metadata_url(issuer)?;
-    let response = http.get(url.clone()).send().await?;
+    let response = http
+        .get(url.clone())
+        .headers(tollgate_telemetry::propagation::current_headers())
+        .send()
+        .await?;
     if !response.status().is_success() {
         return Err(ClientError::Discovery(format!("{url} answered {}", response.status())));
     }

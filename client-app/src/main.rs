@@ -12,7 +12,9 @@ use tollgate_client_app::loopback::LoopbackRedirect;
 use tollgate_client_app::oauth::{ClientAuthMethod, ClientIdentity, OAuthClient};
 use tollgate_client_app::resource::ResourceClient;
 use tollgate_client_app::tokens::{TokenFile, TokenSet, redact};
+use tollgate_telemetry::{self as telemetry, LogFormat, TelemetryConfig};
 use tollgate_token::{Clock, SystemClock};
+use tracing::Instrument as _;
 
 #[derive(Parser)]
 #[command(name = "client-app", version, about = "The Tollgate OAuth 2.0 client")]
@@ -44,6 +46,8 @@ struct Cli {
         global = true
     )]
     token_file: PathBuf,
+    #[command(flatten)]
+    telemetry: TelemetryConfig,
     #[command(subcommand)]
     command: Command,
 }
@@ -189,6 +193,14 @@ async fn fresh_tokens(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Output is for the person at the terminal; logs (stderr) only for trouble.
+    let _telemetry = telemetry::init("client-app", LogFormat::Text, &cli.telemetry, "warn");
+    // One root span per command: its trace continues at every server it calls.
+    let span = tracing::info_span!("client-app", otel.kind = "client");
+    run(cli).instrument(span).await
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let file = TokenFile::new(&cli.token_file);
     match &cli.command {

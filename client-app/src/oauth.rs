@@ -86,11 +86,27 @@ pub struct PendingAuthorization {
     redirect_uri: RedirectUrl,
 }
 
+/// The HTTP client the oauth2 crate sends through: reqwest, with the caller's
+/// trace context added to every request (W3C `traceparent`), so a whole flow is
+/// one trace at the authorization server too.
+#[derive(Debug, Clone)]
+struct TracedHttp(reqwest::Client);
+
+impl<'c> oauth2::AsyncHttpClient<'c> for TracedHttp {
+    type Error = <reqwest::Client as oauth2::AsyncHttpClient<'c>>::Error;
+    type Future = <reqwest::Client as oauth2::AsyncHttpClient<'c>>::Future;
+
+    fn call(&'c self, mut request: oauth2::HttpRequest) -> Self::Future {
+        tollgate_telemetry::propagation::inject(request.headers_mut());
+        self.0.call(request)
+    }
+}
+
 /// The client, bound to one authorization server.
 #[derive(Debug, Clone)]
 pub struct OAuthClient {
     inner: Oauth2Client,
-    http: reqwest::Client,
+    http: TracedHttp,
     metadata: ServerMetadata,
     identity: ClientIdentity,
     clock: Arc<dyn Clock>,
@@ -170,7 +186,7 @@ impl OAuthClient {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        Ok(Self { inner, http, metadata, identity, clock })
+        Ok(Self { inner, http: TracedHttp(http), metadata, identity, clock })
     }
 
     pub fn metadata(&self) -> &ServerMetadata {

@@ -144,6 +144,9 @@ impl ScriptedOwner {
         request: reqwest::RequestBuilder,
         url: &url::Url,
     ) -> reqwest::RequestBuilder {
+        // The browser's requests belong to the client's trace (a real browser
+        // would not send it; the scripted owner stands in for one in the flow).
+        let request = request.headers(tollgate_telemetry::propagation::current_headers());
         let same_origin = self.origin.as_ref() == Some(&url.origin());
         if !same_origin || self.cookies.is_empty() {
             return request;

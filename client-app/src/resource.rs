@@ -20,6 +20,8 @@ pub fn bearer<T>(message: T, access_token: &str) -> Result<Request<T>, Status> {
         .parse()
         .map_err(|_| Status::invalid_argument("the access token is not a valid header value"))?;
     request.metadata_mut().insert("authorization", value);
+    // The client's trace continues at the resource server (W3C traceparent).
+    tollgate_telemetry::propagation::inject_grpc(request.metadata_mut());
     Ok(request)
 }
 
