@@ -30,7 +30,8 @@ RUN cargo build --release --locked \
     && mkdir /out \
     && cp target/release/auth-server target/release/resource-server \
           target/release/notes-store target/release/client-app \
-          target/release/grpc-health /out/
+          target/release/grpc-health /out/ \
+    && strip /out/*
 
 # --- Runtime ------------------------------------------------------------------
 # Debian slim with CA certificates only: no compiler, no package caches, no
