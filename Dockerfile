@@ -39,7 +39,7 @@ RUN cargo build --release --locked \
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
-    && rm -rf /var/lib/apt/lists/*
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb
 COPY docker/runtime-setup.sh /tmp/runtime-setup.sh
 RUN sh /tmp/runtime-setup.sh && rm /tmp/runtime-setup.sh
 COPY docker/entrypoint.sh /usr/local/bin/tollgate-entrypoint
