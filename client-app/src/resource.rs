@@ -8,6 +8,7 @@ use tollgate_proto::resource::v1::{
     CreateNoteRequest, DeleteNoteRequest, GetProfileRequest, GetUsageReportRequest,
     ListNotesRequest, Note, Profile, UpdateProfileRequest, UsageReport,
 };
+use tollgate_telemetry::propagation::{Propagating, traced};
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 
@@ -20,15 +21,14 @@ pub fn bearer<T>(message: T, access_token: &str) -> Result<Request<T>, Status> {
         .parse()
         .map_err(|_| Status::invalid_argument("the access token is not a valid header value"))?;
     request.metadata_mut().insert("authorization", value);
-    // The client's trace continues at the resource server (W3C traceparent).
-    tollgate_telemetry::propagation::inject_grpc(request.metadata_mut());
     Ok(request)
 }
 
 /// A connection to the resource server's API.
 #[derive(Debug, Clone)]
 pub struct ResourceClient {
-    channel: Channel,
+    /// Every call carries the client's trace on (W3C traceparent).
+    channel: Propagating<Channel>,
 }
 
 impl ResourceClient {
@@ -37,7 +37,7 @@ impl ResourceClient {
             .map_err(|e| ClientError::Protocol(format!("resource URL {url:?}: {e}")))?
             .connect()
             .await?;
-        Ok(Self { channel })
+        Ok(Self { channel: traced(channel) })
     }
 
     pub async fn get_profile(&self, token: &str, owner: &str) -> Result<Profile, Status> {

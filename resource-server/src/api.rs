@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::downstream::TracedChannel;
 use tollgate_proto::notes::v1 as store;
 use tollgate_proto::notes::v1::note_store_client::NoteStoreClient;
 use tollgate_proto::resource::v1::{
@@ -15,7 +16,6 @@ use tollgate_proto::resource::v1::{
 use tollgate_service_kit::auth::{SubjectToken, auth_context};
 use tollgate_service_kit::status::to_status;
 use tollgate_token::{Clock, OAuthError};
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::downstream::NotesBackend;
@@ -153,7 +153,7 @@ impl Api {
         owner: &str,
         scope: &str,
         message: M,
-    ) -> Result<(NoteStoreClient<Channel>, Request<M>), Status> {
+    ) -> Result<(NoteStoreClient<TracedChannel>, Request<M>), Status> {
         owner_of(request, owner)?;
         let caller = auth_context(request)?;
         // The authorization server will not exchange a token past its `exp`

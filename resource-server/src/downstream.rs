@@ -17,8 +17,12 @@ use tollgate_proto::auth::v1::{
 };
 use tollgate_proto::notes::v1::note_store_client::NoteStoreClient;
 use tollgate_service_kit::auth::{AuthContext, SubjectToken};
+use tollgate_service_kit::telemetry::propagation::{Propagating, traced};
 use tollgate_token::Clock;
 use tonic::transport::Channel;
+
+/// A channel whose calls carry the caller's trace context.
+pub type TracedChannel = Propagating<Channel>;
 use tonic::{Request, Status};
 
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -31,8 +35,8 @@ type TokenCache = HashMap<(String, String), (String, i64)>;
 /// The notes store, reached with exchanged tokens.
 #[derive(Clone)]
 pub struct NotesBackend {
-    notes: NoteStoreClient<Channel>,
-    tokens: TokenServiceClient<Channel>,
+    notes: NoteStoreClient<TracedChannel>,
+    tokens: TokenServiceClient<TracedChannel>,
     credentials: Option<(String, String)>,
     audience: String,
     clock: Arc<dyn Clock>,
@@ -53,10 +57,13 @@ impl NotesBackend {
         audience: String,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
-        let channel = |url: &str| -> anyhow::Result<Channel> {
-            Ok(Channel::from_shared(url.to_owned())
-                .map_err(|e| anyhow::anyhow!("{url:?} is not a gRPC URL: {e}"))?
-                .connect_lazy())
+        // Every call carries the caller's trace on (W3C traceparent).
+        let channel = |url: &str| -> anyhow::Result<TracedChannel> {
+            Ok(traced(
+                Channel::from_shared(url.to_owned())
+                    .map_err(|e| anyhow::anyhow!("{url:?} is not a gRPC URL: {e}"))?
+                    .connect_lazy(),
+            ))
         };
         let notes = channel(notes_url)?;
         let tokens = channel(auth_grpc_url)?;
@@ -78,7 +85,7 @@ impl NotesBackend {
         subject: &SubjectToken,
         scope: &str,
         message: T,
-    ) -> Result<(NoteStoreClient<Channel>, Request<T>), Status> {
+    ) -> Result<(NoteStoreClient<TracedChannel>, Request<T>), Status> {
         let token = self
             .token(caller.token_id.clone(), scope, || {
                 Grant::TokenExchange(TokenExchangeGrant {
@@ -100,7 +107,7 @@ impl NotesBackend {
         &self,
         scope: &str,
         message: T,
-    ) -> Result<(NoteStoreClient<Channel>, Request<T>), Status> {
+    ) -> Result<(NoteStoreClient<TracedChannel>, Request<T>), Status> {
         let token = self
             .token(String::new(), scope, || {
                 Grant::ClientCredentials(ClientCredentialsGrant {
@@ -136,8 +143,6 @@ impl NotesBackend {
             }),
             grant: Some(grant()),
         };
-        let mut request = tonic::Request::new(request);
-        tollgate_service_kit::telemetry::propagation::inject_grpc(request.metadata_mut());
         let issued = self.tokens.clone().token(request).await.map_err(|status| {
             tracing::warn!(code = ?status.code(), message = status.message(), "token for the notes store refused");
             if status.code() == tonic::Code::Unavailable {
@@ -164,7 +169,5 @@ fn bearer<T>(message: T, token: &str) -> Result<Request<T>, Status> {
         .parse()
         .map_err(|_| Status::internal("an exchanged token is not a header value"))?;
     request.metadata_mut().insert("authorization", value);
-    // The caller's trace continues at the notes store (W3C traceparent).
-    tollgate_service_kit::telemetry::propagation::inject_grpc(request.metadata_mut());
     Ok(request)
 }

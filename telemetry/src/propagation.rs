@@ -1,7 +1,8 @@
 //! W3C trace context (`traceparent`, `tracestate`) across every hop, so one
 //! authorization-code flow or one API call is one trace: injected into outgoing
-//! HTTP requests and gRPC metadata (HTTP/2 headers), extracted by
-//! [`TraceLayer`] on every server, HTTP and gRPC alike.
+//! HTTP requests and, by the client layer [`PropagateLayer`], into gRPC
+//! metadata (HTTP/2 headers); extracted by the server layer [`TraceLayer`] on
+//! every server, HTTP and gRPC alike.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -53,17 +54,47 @@ pub fn current_headers() -> HeaderMap {
     headers
 }
 
-/// Adds the current span's trace context to an outgoing gRPC request.
-pub fn inject_grpc(metadata: &mut tonic::metadata::MetadataMap) {
-    let mut headers = HeaderMap::new();
-    inject(&mut headers);
-    for (name, value) in &headers {
-        if let (Ok(key), Ok(value)) = (
-            tonic::metadata::MetadataKey::from_bytes(name.as_str().as_bytes()),
-            tonic::metadata::MetadataValue::try_from(value.as_bytes()),
-        ) {
-            metadata.insert(key, value);
-        }
+/// The client side of propagation for gRPC: wraps a channel so that every call
+/// made through it carries the calling span's trace context in its metadata
+/// (HTTP/2 headers). `XClient::new(traced(channel))`.
+pub fn traced<S>(channel: S) -> Propagating<S> {
+    Propagating { inner: channel }
+}
+
+/// The client tower layer behind [`traced`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PropagateLayer;
+
+impl<S> tower::Layer<S> for PropagateLayer {
+    type Service = Propagating<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        traced(inner)
+    }
+}
+
+/// A client service that injects the current trace context into each request.
+#[derive(Debug, Clone)]
+pub struct Propagating<S> {
+    inner: S,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Propagating<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        // Called by the generated client in the caller's task and span.
+        inject(request.headers_mut());
+        self.inner.call(request)
     }
 }
 
