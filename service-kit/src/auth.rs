@@ -301,7 +301,10 @@ where
                     self.shared.service,
                     Some("no_policy"),
                 );
-                let response = to_status(&err).into_http();
+                let mut response = to_status(&err).into_http();
+                // Not a method this service serves: its latency is recorded
+                // as `unmatched`, not under the caller's chosen path.
+                response.extensions_mut().insert(tollgate_telemetry::propagation::UnmatchedRoute);
                 return Box::pin(async move { Ok(response) });
             }
         };

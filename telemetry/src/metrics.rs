@@ -110,30 +110,38 @@ pub(crate) fn request_duration(
     protocol: Protocol,
     path: &str,
     status: &str,
+    unmatched: bool,
     started: Instant,
 ) {
+    // The path comes from the caller: a scanner's guesses must not each create
+    // a time series of their own (unbounded label cardinality is a denial of
+    // service on the metrics pipeline). A path nobody serves is "unmatched":
+    // tonic's router answers it UNIMPLEMENTED (12), axum's 404, and the token
+    // layer marks its default-deny with `UnmatchedRoute`. No handler here
+    // answers UNIMPLEMENTED itself, so a real method is never folded in.
+    let unmatched = unmatched
+        || match protocol {
+            Protocol::Grpc => status == "12",
+            Protocol::Http => status == "404",
+        };
+    let route = if unmatched { "unmatched".to_owned() } else { path.to_owned() };
     let elapsed = started.elapsed();
     match protocol {
         Protocol::Grpc => instruments().rpc_duration.record(
             elapsed.as_secs_f64() * 1000.0,
             &[
                 KeyValue::new("tollgate.service", service),
-                KeyValue::new("rpc.method", path.trim_start_matches('/').to_owned()),
+                KeyValue::new("rpc.method", route.trim_start_matches('/').to_owned()),
                 KeyValue::new("rpc.grpc.status_code", status.to_owned()),
             ],
         ),
-        Protocol::Http => {
-            // An unknown path (a scanner's guesses) must not create a time
-            // series of its own.
-            let route = if status == "404" { "unmatched".to_owned() } else { path.to_owned() };
-            instruments().http_duration.record(
-                elapsed.as_secs_f64(),
-                &[
-                    KeyValue::new("tollgate.service", service),
-                    KeyValue::new("http.route", route),
-                    KeyValue::new("http.response.status_code", status.to_owned()),
-                ],
-            );
-        }
+        Protocol::Http => instruments().http_duration.record(
+            elapsed.as_secs_f64(),
+            &[
+                KeyValue::new("tollgate.service", service),
+                KeyValue::new("http.route", route),
+                KeyValue::new("http.response.status_code", status.to_owned()),
+            ],
+        ),
     }
 }

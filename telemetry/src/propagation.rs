@@ -151,6 +151,13 @@ pub struct Traced<S> {
 
 const HEALTH_PREFIX: &str = "/grpc.health.v1.Health/";
 
+/// Put in a response's extensions by a layer below [`TraceLayer`] that refused
+/// a request for a path the service does not serve (the token layer's
+/// default-deny for a method in no policy). The latency histogram then records
+/// it as `unmatched`, not under the caller's path.
+#[derive(Debug, Clone, Copy)]
+pub struct UnmatchedRoute;
+
 impl<S, B, R> tower::Service<http::Request<B>> for Traced<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<R>>,
@@ -207,6 +214,8 @@ where
         Box::pin(
             async move {
                 let result = future.await;
+                let unmatched =
+                    result.as_ref().is_ok_and(|r| r.extensions().get::<UnmatchedRoute>().is_some());
                 let status = match &result {
                     Ok(response) => match protocol {
                         // An error is answered "trailers-only", in the headers;
@@ -227,7 +236,9 @@ where
                     Protocol::Grpc => current.record("rpc.grpc.status_code", status.as_str()),
                     Protocol::Http => current.record("http.response.status_code", status.as_str()),
                 };
-                crate::metrics::request_duration(service, protocol, &path, &status, started);
+                crate::metrics::request_duration(
+                    service, protocol, &path, &status, unmatched, started,
+                );
                 result
             }
             .instrument(span),

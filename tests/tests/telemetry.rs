@@ -209,6 +209,36 @@ fn histogram_count(receiver: &Receiver, name: &str, with: &[(&str, &str)]) -> u6
     latest
 }
 
+/// Every value attribute `key` takes across the data points of metric `name`.
+fn attribute_values(
+    receiver: &Receiver,
+    name: &str,
+    key: &str,
+) -> std::collections::BTreeSet<String> {
+    let mut values = std::collections::BTreeSet::new();
+    for request in receiver.0.metrics.lock().unwrap().iter() {
+        for resource in &request.resource_metrics {
+            for scope in &resource.scope_metrics {
+                for metric in scope.metrics.iter().filter(|m| m.name == name) {
+                    let points: Vec<&[KeyValue]> = match &metric.data {
+                        Some(metric::Data::Histogram(h)) => {
+                            h.data_points.iter().map(|p| p.attributes.as_slice()).collect()
+                        }
+                        Some(metric::Data::Sum(s)) => {
+                            s.data_points.iter().map(|p| p.attributes.as_slice()).collect()
+                        }
+                        _ => Vec::new(),
+                    };
+                    for attrs in points {
+                        values.extend(attributes(attrs).remove(key));
+                    }
+                }
+            }
+        }
+    }
+    values
+}
+
 /// The value of a cookie set by `page`, if it set one.
 fn set_cookie_value(page: &tollgate_client_app::owner::Page) -> Option<String> {
     let header = page.header("set-cookie")?;
@@ -283,6 +313,28 @@ async fn a_flow_is_one_trace_across_the_services_counted_audited_and_free_of_sec
     let forged = tollgate_e2e::forge::with_unknown_key(&tokens.access_token);
     let unknown = api.list_notes(&forged, "me").await.unwrap_err();
     assert_eq!(unknown.code(), tonic::Code::Unauthenticated);
+    // A scanner's made-up methods: refused, and measured under one
+    // `unmatched` label rather than a time series per guess.
+    for (url, path, code) in [
+        (
+            stack.resource_url(),
+            "/tollgate.resource.v1.NotesService/Scan7f3a",
+            tonic::Code::PermissionDenied,
+        ),
+        (stack.auth_grpc_url(), "/tollgate.scan.v1.Probe/Scan9c1e", tonic::Code::Unimplemented),
+    ] {
+        let channel =
+            tonic::transport::Endpoint::from_shared(url).unwrap().connect().await.unwrap();
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.unwrap();
+        let mut request = tonic::Request::new(());
+        let bearer = format!("Bearer {}", tokens.access_token);
+        request.metadata_mut().insert("authorization", bearer.parse().unwrap());
+        let codec = tonic::codec::ProstCodec::<(), ()>::default();
+        let path = http::uri::PathAndQuery::from_static(path);
+        let refused = grpc.unary(request, path, codec).await.unwrap_err();
+        assert_eq!(refused.code(), code, "{refused:?}");
+    }
     let mut stranger = ScriptedOwner::new().unwrap();
     let url = stack
         .client(&stack.cli_client())
@@ -435,6 +487,21 @@ async fn a_flow_is_one_trace_across_the_services_counted_audited_and_free_of_sec
         ),
         1
     );
+
+    for service in ["resource-server", "auth-server"] {
+        assert_eq!(
+            histogram_count(
+                &receiver,
+                "rpc.server.duration",
+                &[("tollgate.service", service), ("rpc.method", "unmatched")]
+            ),
+            1,
+            "{service}"
+        );
+    }
+    let methods = attribute_values(&receiver, "rpc.server.duration", "rpc.method");
+    assert!(!methods.iter().any(|m| m.contains("Scan")), "{methods:?}");
+    assert!(methods.contains("tollgate.resource.v1.NotesService/ListNotes"), "{methods:?}");
 
     // --- Audit events, and no secret anywhere -------------------------------
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
