@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::domain::keys::KeyRing;
 use crate::domain::model::User;
 use crate::domain::secrets;
-use crate::storage::SqlStore;
+use crate::storage::{Housekeeping as _, SqlStore};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum AdminCommand {
@@ -54,6 +54,10 @@ pub enum AdminCommand {
     /// its replicas start, so they never race to apply the same registrations
     /// or each create a first key (docker-compose.yml's `migrate` job).
     Init,
+    /// Deletes the codes, tokens and grants that expired more than
+    /// --purge-retention seconds ago, as running servers do every
+    /// --purge-interval seconds.
+    Purge,
 }
 
 pub async fn run(command: AdminCommand, config: &Config, clock: &dyn Clock) -> anyhow::Result<()> {
@@ -108,6 +112,11 @@ pub async fn run(command: AdminCommand, config: &Config, clock: &dyn Clock) -> a
             println!("user {subject} registered");
         }
         AdminCommand::RotateKeys => rotate_keys(config, &store, clock.now()).await?,
+        AdminCommand::Purge => {
+            let cutoff = clock.now() - config.purge_retention_secs.max(0);
+            let purged = store.purge_expired(cutoff).await?;
+            println!("purged {} expired records: {purged:?}", purged.total());
+        }
         AdminCommand::Init => {
             // Opening the store above applied the migrations.
             if let Some(path) = &config.bootstrap {

@@ -44,6 +44,11 @@ pub const DEFAULT_KEY_ROTATION: i64 = 30 * 24 * 3600;
 pub const DEFAULT_KEY_PROPAGATION: i64 = 3600;
 /// How often the server re-reads its keys and checks whether rotation is due.
 pub const DEFAULT_KEY_CHECK: u64 = 60;
+/// Expired records are purged hourly...
+pub const DEFAULT_PURGE_INTERVAL: u64 = 3600;
+/// ...once they have been expired for a week: long enough that a late replay
+/// of a spent code or refresh token is still recognised and revokes its grant.
+pub const DEFAULT_PURGE_RETENTION: i64 = 7 * 24 * 3600;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
@@ -99,6 +104,15 @@ pub struct Config {
     /// How often keys are re-read from the database and rotation checked, seconds.
     #[arg(long, env = "AUTH_KEY_CHECK", default_value_t = DEFAULT_KEY_CHECK)]
     pub key_check_secs: u64,
+    /// How often expired codes, tokens and grants are deleted, seconds (0:
+    /// never; `admin purge` still works). Every replica may run it.
+    #[arg(long, env = "AUTH_PURGE_INTERVAL", default_value_t = DEFAULT_PURGE_INTERVAL)]
+    pub purge_interval_secs: u64,
+    /// How long an expired record is kept before the purge deletes it, seconds.
+    /// Until then a replayed code or reused refresh token still revokes its
+    /// grant; after, it is refused as unknown.
+    #[arg(long, env = "AUTH_PURGE_RETENTION", default_value_t = DEFAULT_PURGE_RETENTION)]
+    pub purge_retention_secs: i64,
     /// A file with at least 64 random bytes, base64-encoded, that encrypts session
     /// cookies. Without it a key is generated at start (sign-ins end on restart).
     #[arg(long, env = "AUTH_COOKIE_KEY_FILE")]
@@ -144,6 +158,8 @@ impl Config {
             key_rotation_secs: DEFAULT_KEY_ROTATION,
             key_propagation_secs: DEFAULT_KEY_PROPAGATION,
             key_check_secs: DEFAULT_KEY_CHECK,
+            purge_interval_secs: DEFAULT_PURGE_INTERVAL,
+            purge_retention_secs: DEFAULT_PURGE_RETENTION,
             cookie_key_file: None,
             tls_cert: None,
             tls_key: None,

@@ -45,6 +45,9 @@ pub struct Application {
     core: Arc<OAuthCore<SqlStore>>,
     cookie_key: Key,
     key_check: std::time::Duration,
+    /// How often, and with what retention (seconds), expired records are
+    /// purged; `None` when the schedule is off.
+    purge: Option<(std::time::Duration, i64)>,
     /// How long to keep serving, health NOT_SERVING, once told to stop.
     drain: std::time::Duration,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -131,6 +134,12 @@ impl Application {
             core,
             cookie_key,
             key_check: std::time::Duration::from_secs(config.key_check_secs.max(1)),
+            purge: (config.purge_interval_secs > 0).then(|| {
+                (
+                    std::time::Duration::from_secs(config.purge_interval_secs),
+                    config.purge_retention_secs,
+                )
+            }),
             drain: std::time::Duration::from_secs(config.shutdown_drain_secs),
             tls,
         })
@@ -184,6 +193,20 @@ impl Application {
             }
         });
 
+        // Expired records: deleted on schedule, so the tables hold what is live.
+        let purge_task = self.purge.map(|(every, retention)| {
+            let core = self.core.clone();
+            tokio::spawn(async move {
+                let mut ticker = tokio::time::interval(every);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticker.tick().await;
+                    // Failures are logged by the span; the next tick retries.
+                    let _ = core.purge_expired(retention).await;
+                }
+            })
+        });
+
         let router =
             http::router(http::HttpState { core: self.core.clone(), cookie_key: self.cookie_key });
         let http_stopped = stopping.clone().listeners_close();
@@ -213,6 +236,9 @@ impl Application {
             );
         let (http, grpc) = tokio::join!(http, grpc);
         keys_task.abort();
+        if let Some(task) = purge_task {
+            task.abort();
+        }
         http.context("HTTP server")?;
         grpc.context("gRPC server")?;
         Ok(())

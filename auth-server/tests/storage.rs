@@ -12,7 +12,8 @@ use tollgate_auth_server::domain::model::{
     AuthorizationCode, GrantRecord, IssuedAccessToken, NewRefreshToken,
 };
 use tollgate_auth_server::storage::{
-    ClientStore, GrantStore, RedeemOutcome, RevocationStore, RotateOutcome, SqlStore, UserStore,
+    ClientStore, GrantStore, Housekeeping, Purged, RedeemOutcome, RevocationStore, RotateOutcome,
+    SqlStore, UserStore,
 };
 use tollgate_token::{KeyAlgorithm, Scope};
 
@@ -449,7 +450,79 @@ async fn the_signing_key_survives_a_restart(store: SqlStore) {
     assert_eq!(first.jwks(NOW).keys.len(), 1);
 }
 
+async fn the_purge_deletes_only_what_expired_before_the_cutoff(store: SqlStore) {
+    let cutoff = NOW + 1000;
+    // A code redeemed and then replayed: evidence until the purge, after
+    // which a replay is merely unknown.
+    store.insert_code(&code("c-old", NOW + 60)).await.unwrap();
+    store.insert_code(&code("c-live", NOW + 5000)).await.unwrap();
+    assert!(matches!(
+        store.redeem_code("c-old", NOW + 1).await.unwrap(),
+        RedeemOutcome::Redeemed(_)
+    ));
+    // A grant whose tokens have all expired, and one with a live refresh token
+    // (its access token expired: the grant stays for the refresh token).
+    store
+        .create_grant(
+            &grant("g-dead"),
+            Some(&refresh("r-dead", "g-dead", NOW + 100)),
+            &access("a-dead"),
+            None,
+        )
+        .await
+        .unwrap();
+    store
+        .create_grant(
+            &grant("g-live"),
+            Some(&refresh("r-live", "g-live", NOW + 10_000)),
+            &access("a-live"),
+            None,
+        )
+        .await
+        .unwrap();
+    store.revoke_access_token("den-old", NOW + 300, NOW).await.unwrap();
+    store.revoke_access_token("den-live", NOW + 5000, NOW).await.unwrap();
+    assert!(store.use_assertion_jti("cli", "j-old", NOW + 60, NOW).await.unwrap());
+    assert!(store.use_assertion_jti("cli", "j-live", NOW + 5000, NOW).await.unwrap());
+
+    let purged = store.purge_expired(cutoff).await.unwrap();
+    assert_eq!(
+        purged,
+        Purged {
+            codes: 1,
+            device_codes: 0,
+            assertions: 1,
+            refresh_tokens: 1,
+            access_tokens: 2,
+            denylist: 1,
+            grants: 1,
+        }
+    );
+    assert_eq!(store.purge_expired(cutoff).await.unwrap(), Purged::default(), "idempotent");
+
+    // What was live is untouched and still works.
+    assert!(matches!(
+        store.redeem_code("c-live", NOW + 10).await.unwrap(),
+        RedeemOutcome::Redeemed(_)
+    ));
+    assert!(store.refresh_token("r-live").await.unwrap().is_some());
+    assert_eq!(
+        store.revoked_access_tokens(NOW).await.unwrap(),
+        vec![("den-live".to_owned(), NOW + 5000)]
+    );
+    assert!(
+        !store.use_assertion_jti("cli", "j-live", NOW + 5000, NOW + 1).await.unwrap(),
+        "still a replay"
+    );
+    assert!(store.revoke_grant("g-live", NOW + 2).await.unwrap(), "the live grant remains");
+    // What expired is gone.
+    assert_eq!(store.redeem_code("c-old", NOW + 2).await.unwrap(), RedeemOutcome::Invalid);
+    assert!(store.refresh_token("r-dead").await.unwrap().is_none());
+    assert!(!store.revoke_grant("g-dead", NOW + 2).await.unwrap(), "the dead grant is gone");
+}
+
 on_both_backends!(
+    the_purge_deletes_only_what_expired_before_the_cutoff,
     a_code_is_redeemed_once_and_not_after_expiry,
     concurrent_redemptions_of_one_code_yield_exactly_one_success,
     a_refresh_token_rotates_once_and_only_for_its_client,

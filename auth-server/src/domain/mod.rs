@@ -219,6 +219,22 @@ impl<S: Store> OAuthCore<S> {
         self.clock.now()
     }
 
+    /// Deletes what expired more than `retention_secs` ago (see
+    /// [`crate::storage::Housekeeping`]). The retention keeps spent codes and
+    /// refresh tokens as evidence for a while after they expire, so that a late
+    /// replay still revokes the grant (RFC 9700 §4.14.2, RFC 6749 §4.1.2).
+    #[tracing::instrument(name = "housekeeping.purge", skip(self), err(Display))]
+    pub async fn purge_expired(
+        &self,
+        retention_secs: i64,
+    ) -> Result<crate::storage::Purged, StorageError> {
+        let purged = self.store.purge_expired(self.clock.now() - retention_secs.max(0)).await?;
+        if purged.total() > 0 {
+            tracing::info!(?purged, "expired records purged");
+        }
+        Ok(purged)
+    }
+
     /// RFC 6749 §2.3 and §3.2.1: identifies and authenticates the client. A
     /// confidential client must prove its secret; a public client must not
     /// present one.

@@ -289,9 +289,50 @@ pub enum DevicePoll {
     Redeemed,
 }
 
+/// Deleting what can no longer matter, so the tables stay the size of what is
+/// live rather than of everything ever issued.
+pub trait Housekeeping: Send + Sync {
+    /// Deletes every code, device code, client-assertion `jti`, refresh token,
+    /// access-token record and denylist entry that expired before `cutoff`, then
+    /// every grant created before `cutoff` that has no token left. Each delete is
+    /// safe on its own and against concurrent requests: a record expired before
+    /// `cutoff` can no longer be redeemed, rotated or accepted, and a grant with
+    /// no unexpired token can gain no new one (rotation needs an unexpired
+    /// refresh token, exchange an unexpired access token; new grants are created
+    /// after `cutoff`). What is lost with a record is only its use as evidence:
+    /// a replay of a purged code or reuse of a purged refresh token is refused as
+    /// unknown, without revoking the grant, hence the caller's retention window.
+    fn purge_expired(&self, cutoff: i64) -> impl Future<Output = Result<Purged>> + Send;
+}
+
+/// How many records [`Housekeeping::purge_expired`] deleted, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub codes: u64,
+    pub device_codes: u64,
+    pub assertions: u64,
+    pub refresh_tokens: u64,
+    pub access_tokens: u64,
+    pub denylist: u64,
+    pub grants: u64,
+}
+
+impl Purged {
+    pub fn total(&self) -> u64 {
+        self.codes
+            + self.device_codes
+            + self.assertions
+            + self.refresh_tokens
+            + self.access_tokens
+            + self.denylist
+            + self.grants
+    }
+}
+
 /// Everything the authorization server stores.
 pub trait Store:
     ClientStore
+    + Housekeeping
     + UserStore
     + GrantStore
     + RevocationStore
@@ -304,6 +345,7 @@ pub trait Store:
 }
 impl<T> Store for T where
     T: ClientStore
+        + Housekeeping
         + UserStore
         + GrantStore
         + RevocationStore

@@ -9,8 +9,8 @@ use sqlx::{AnyPool, Row};
 use tollgate_token::{Jwk, KeyAlgorithm, Scope};
 
 use super::{
-    ClientStore, ConsentStore, DevicePoll, DeviceStore, GrantStore, KeyStore, RedeemOutcome,
-    Result, RevocationStore, RotateOutcome, StorageError, UserStore,
+    ClientStore, ConsentStore, DevicePoll, DeviceStore, GrantStore, Housekeeping, KeyStore, Purged,
+    RedeemOutcome, Result, RevocationStore, RotateOutcome, StorageError, UserStore,
 };
 use crate::domain::model::{
     AuthorizationCode, Client, DeviceCode, GrantRecord, GrantType, IssuedAccessToken,
@@ -787,5 +787,35 @@ impl KeyStore for SqlStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+}
+
+impl Housekeeping for SqlStore {
+    async fn purge_expired(&self, cutoff: i64) -> Result<Purged> {
+        // One statement each, not one transaction: every delete is correct on
+        // its own (see the trait), and short statements keep SQLite's single
+        // writer free for requests between them. Grants go last, once their
+        // tokens are gone.
+        let delete = |sql: &'static str| async move {
+            Ok::<_, StorageError>(
+                sqlx::query(sql).bind(cutoff).execute(&self.pool).await?.rows_affected(),
+            )
+        };
+        let mut purged = Purged {
+            codes: delete("DELETE FROM authorization_codes WHERE expires_at < $1").await?,
+            device_codes: delete("DELETE FROM device_codes WHERE expires_at < $1").await?,
+            assertions: delete("DELETE FROM client_assertions WHERE expires_at < $1").await?,
+            refresh_tokens: delete("DELETE FROM refresh_tokens WHERE expires_at < $1").await?,
+            access_tokens: delete("DELETE FROM access_tokens WHERE expires_at < $1").await?,
+            denylist: delete("DELETE FROM revoked_access_tokens WHERE expires_at < $1").await?,
+            grants: 0,
+        };
+        purged.grants = delete(
+            "DELETE FROM grants WHERE created_at < $1
+               AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = grants.grant_id)
+               AND NOT EXISTS (SELECT 1 FROM access_tokens a WHERE a.grant_id = grants.grant_id)",
+        )
+        .await?;
+        Ok(purged)
     }
 }
