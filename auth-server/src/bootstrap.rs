@@ -249,34 +249,84 @@ pub async fn register_user(
     Ok(())
 }
 
+/// Where a user's password comes from, checked before anything is written.
+enum PasswordSource {
+    /// An argon2 PHC string, stored as given.
+    Hash(String),
+    /// A plain password (from the file or the environment), hashed if changed.
+    Plain(String),
+}
+
 /// Applies the file: upserts every client and user. Passwords are only re-hashed
 /// when they changed (an unchanged one costs one argon2 verification per user).
+///
+/// The whole file is checked first (every client spec, every user's password
+/// source, client ids against subjects within the file and in the store), so
+/// a mistake anywhere in it writes nothing rather than half the file.
 pub async fn apply(
     file: &BootstrapFile,
     store: &(impl ClientStore + UserStore),
     default_audience: &str,
     now: i64,
 ) -> anyhow::Result<()> {
-    for spec in &file.clients {
-        let client = client_from_spec(spec, default_audience)?;
-        register_client(store, &client, now).await?;
-        tracing::info!(client_id = %client.client_id, public = client.is_public(), "client registered");
-    }
+    // 1. Check everything.
+    let clients = file
+        .clients
+        .iter()
+        .map(|spec| client_from_spec(spec, default_audience))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut users = Vec::with_capacity(file.users.len());
     for spec in &file.users {
         let subject = spec.subject.clone().unwrap_or_else(|| spec.username.clone());
-        let password_hash = match (&spec.password, &spec.password_env, &spec.password_hash) {
-            (None, None, Some(hash)) if secrets::is_password_hash(hash) => hash.clone(),
+        let source = match (&spec.password, &spec.password_env, &spec.password_hash) {
+            (None, None, Some(hash)) if secrets::is_password_hash(hash) => {
+                PasswordSource::Hash(hash.clone())
+            }
             (None, None, Some(_)) => {
                 bail!("user {}: password_hash must be an argon2 PHC string", spec.username)
             }
-            (Some(_), None, None) | (None, Some(_), None) => {
-                let password = match (&spec.password, &spec.password_env) {
-                    (Some(p), _) => p.clone(),
-                    (None, Some(var)) => from_env(var)?,
-                    (None, None) => unreachable!("matched above"),
-                };
-                let existing = store.user_by_username(&spec.username).await?;
-                match existing {
+            (Some(password), None, None) => PasswordSource::Plain(password.clone()),
+            (None, Some(var), None) => PasswordSource::Plain(from_env(var)?),
+            _ => bail!(
+                "user {}: give exactly one of password, password_env, password_hash",
+                spec.username
+            ),
+        };
+        if let Some(existing) = store.user_by_username(&spec.username).await?
+            && existing.subject != subject
+        {
+            bail!(
+                "user {}: registered with subject {}; a subject cannot change",
+                spec.username,
+                existing.subject
+            );
+        }
+        if clients.iter().any(|c| c.client_id == subject) {
+            bail!("subject {subject} is also a client_id in this file; choose another");
+        }
+        users.push((spec, subject, source));
+    }
+    for client in &clients {
+        if store.subject_exists(&client.client_id).await? {
+            bail!("client_id {} is already a user's subject; choose another", client.client_id);
+        }
+    }
+    for (_, subject, _) in &users {
+        if store.client(subject).await?.is_some() {
+            bail!("subject {subject} is already a client's id; choose another");
+        }
+    }
+
+    // 2. Write it.
+    for client in &clients {
+        register_client(store, client, now).await?;
+        tracing::info!(client_id = %client.client_id, public = client.is_public(), "client registered");
+    }
+    for (spec, subject, source) in users {
+        let password_hash = match source {
+            PasswordSource::Hash(hash) => hash,
+            PasswordSource::Plain(password) => {
+                match store.user_by_username(&spec.username).await? {
                     Some(user)
                         if user.subject == subject
                             && secrets::verify_password(
@@ -290,10 +340,6 @@ pub async fn apply(
                     _ => secrets::hash_password(password).await?,
                 }
             }
-            _ => bail!(
-                "user {}: give exactly one of password, password_env, password_hash",
-                spec.username
-            ),
         };
         register_user(
             store,

@@ -409,6 +409,76 @@ async fn a_client_id_and_a_user_subject_never_coincide(store: SqlStore) {
     assert!(store.user_by_username("mallory").await.unwrap().is_none());
 }
 
+async fn a_bootstrap_file_with_a_mistake_anywhere_writes_nothing(store: SqlStore) {
+    let valid_start = r#"
+        [[clients]]
+        client_id = "fresh"
+        secret = "0123456789abcdef0123456789abcdef-fresh"
+        grant_types = ["client_credentials"]
+        scopes = ["notes:read"]
+
+        [[users]]
+        username = "dora"
+        password = "dora-password"
+    "#;
+    for (mistake, expected) in [
+        (
+            r#"
+            [[clients]]
+            client_id = "broken"
+            secret = "0123456789abcdef0123456789abcdef-broken"
+            grant_types = ["implicit"]
+            scopes = ["notes:read"]
+            "#,
+            "unknown grant type implicit",
+        ),
+        (
+            r#"
+            [[users]]
+            username = "erin"
+            password = "erin-password"
+            password_hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
+            "#,
+            "give exactly one of password, password_env, password_hash",
+        ),
+        (
+            // A client and a user of one name, both new: caught within the file.
+            r#"
+            [[clients]]
+            client_id = "frank"
+            secret = "0123456789abcdef0123456789abcdef-frank"
+            grant_types = ["client_credentials"]
+            scopes = ["notes:read"]
+
+            [[users]]
+            username = "frank"
+            password = "frank-password"
+            "#,
+            "also a client_id in this file",
+        ),
+        (
+            // alice exists with subject "alice".
+            r#"
+            [[users]]
+            username = "alice"
+            subject = "alice-2"
+            password = "alice-password"
+            "#,
+            "registered with subject alice; a subject cannot change",
+        ),
+    ] {
+        let file: BootstrapFile = toml::from_str(&format!("{valid_start}\n{mistake}")).unwrap();
+        let err = apply(&file, &store, "tollgate-resource", NOW).await.unwrap_err();
+        assert!(err.to_string().contains(expected), "{err}");
+        assert!(store.client("fresh").await.unwrap().is_none(), "half the file was written");
+        assert!(
+            store.user_by_username("dora").await.unwrap().is_none(),
+            "half the file was written"
+        );
+        assert!(store.client("frank").await.unwrap().is_none());
+    }
+}
+
 const POLICY: RotationPolicy =
     RotationPolicy { propagation_secs: 100, retire_after_secs: 600, rotate_every_secs: 1000 };
 
@@ -532,6 +602,7 @@ on_both_backends!(
     a_code_replayed_before_its_grant_is_written_gives_a_grant_born_revoked,
     the_bootstrap_file_is_idempotent,
     a_client_id_and_a_user_subject_never_coincide,
+    a_bootstrap_file_with_a_mistake_anywhere_writes_nothing,
     a_rotated_key_is_published_before_it_signs_and_retired_after_its_tokens_expire,
     scheduled_rotation_happens_when_the_key_is_old_and_only_once,
     the_signing_key_survives_a_restart,
