@@ -140,20 +140,28 @@ async fn refresh_loop(
         }
     };
     loop {
-        // Its own trace: a refresh is background work, not part of a request.
-        let span = tracing::info_span!(
-            parent: None,
-            "jwks.refresh",
-            url.full = %config.jwks_uri,
-            outcome = tracing::field::Empty,
-            keys = tracing::field::Empty,
-        );
-        let fetched = fetch(&http, &config.jwks_uri).instrument(span.clone()).await;
-        span.record("outcome", if fetched.is_ok() { "success" } else { "failure" });
+        let fetched = {
+            // Its own trace: a refresh is background work, not part of a
+            // request. The span ends here, with the fetch: held across the
+            // wait below it would last until the next refresh, and would only
+            // be exported then.
+            let span = tracing::info_span!(
+                parent: None,
+                "jwks.refresh",
+                url.full = %config.jwks_uri,
+                outcome = tracing::field::Empty,
+                keys = tracing::field::Empty,
+            );
+            let fetched = fetch(&http, &config.jwks_uri).instrument(span.clone()).await;
+            span.record("outcome", if fetched.is_ok() { "success" } else { "failure" });
+            if let Ok(keys) = &fetched {
+                span.record("keys", keys.len());
+            }
+            fetched
+        };
         tollgate_telemetry::metrics::jwks_refreshed(fetched.is_ok());
         let wait = match fetched {
             Ok(keys) => {
-                span.record("keys", keys.len());
                 tracing::debug!(keys = keys.len(), "JWKS refreshed");
                 tx.send_replace(Some(Arc::new(KeySnapshot { keys, fetched_at: clock.now() })));
                 config.refresh_interval
