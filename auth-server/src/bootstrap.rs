@@ -220,31 +220,42 @@ pub fn client_from_spec(spec: &ClientSpec, default_audience: &str) -> anyhow::Re
     })
 }
 
-/// Stores a client, refusing an id that is some user's subject: the client's
-/// own tokens carry its id as `sub` (RFC 9068 §2.2) and must never be mistaken
-/// for that user's.
+/// Refuses a client id that is some user's subject: the client's own tokens
+/// carry its id as `sub` (RFC 9068 §2.2) and must never be mistaken for that
+/// user's.
+async fn check_client_id_free(store: &impl UserStore, client_id: &str) -> anyhow::Result<()> {
+    if store.subject_exists(client_id).await? {
+        bail!("client_id {client_id} is already a user's subject; choose another");
+    }
+    Ok(())
+}
+
+/// Refuses a subject that is some client's id (see [`check_client_id_free`]).
+async fn check_subject_free(store: &impl ClientStore, subject: &str) -> anyhow::Result<()> {
+    if store.client(subject).await?.is_some() {
+        bail!("subject {subject} is already a client's id; choose another");
+    }
+    Ok(())
+}
+
+/// Stores a client, refusing an id that is some user's subject.
 pub async fn register_client(
     store: &(impl ClientStore + UserStore),
     client: &Client,
     now: i64,
 ) -> anyhow::Result<()> {
-    if store.subject_exists(&client.client_id).await? {
-        bail!("client_id {} is already a user's subject; choose another", client.client_id);
-    }
+    check_client_id_free(store, &client.client_id).await?;
     store.upsert_client(client, now).await?;
     Ok(())
 }
 
-/// Stores a user, refusing a subject that is some client's id (see
-/// [`register_client`]).
+/// Stores a user, refusing a subject that is some client's id.
 pub async fn register_user(
     store: &(impl ClientStore + UserStore),
     user: &User,
     now: i64,
 ) -> anyhow::Result<()> {
-    if store.client(&user.subject).await?.is_some() {
-        bail!("subject {} is already a client's id; choose another", user.subject);
-    }
+    check_subject_free(store, &user.subject).await?;
     store.upsert_user(user, now).await?;
     Ok(())
 }
@@ -292,61 +303,49 @@ pub async fn apply(
                 spec.username
             ),
         };
-        if let Some(existing) = store.user_by_username(&spec.username).await?
-            && existing.subject != subject
+        let existing = store.user_by_username(&spec.username).await?;
+        if let Some(user) = &existing
+            && user.subject != subject
         {
             bail!(
                 "user {}: registered with subject {}; a subject cannot change",
                 spec.username,
-                existing.subject
+                user.subject
             );
         }
         if clients.iter().any(|c| c.client_id == subject) {
             bail!("subject {subject} is also a client_id in this file; choose another");
         }
-        users.push((spec, subject, source));
+        check_subject_free(store, &subject).await?;
+        users.push((spec, subject, source, existing));
     }
     for client in &clients {
-        if store.subject_exists(&client.client_id).await? {
-            bail!("client_id {} is already a user's subject; choose another", client.client_id);
-        }
-    }
-    for (_, subject, _) in &users {
-        if store.client(subject).await?.is_some() {
-            bail!("subject {subject} is already a client's id; choose another");
-        }
+        check_client_id_free(store, &client.client_id).await?;
     }
 
-    // 2. Write it.
+    // 2. Write it: every check above has passed.
     for client in &clients {
-        register_client(store, client, now).await?;
+        store.upsert_client(client, now).await?;
         tracing::info!(client_id = %client.client_id, public = client.is_public(), "client registered");
     }
-    for (spec, subject, source) in users {
-        let password_hash = match source {
-            PasswordSource::Hash(hash) => hash,
-            PasswordSource::Plain(password) => {
-                match store.user_by_username(&spec.username).await? {
-                    Some(user)
-                        if user.subject == subject
-                            && secrets::verify_password(
-                                password.clone(),
-                                Some(user.password_hash.clone()),
-                            )
-                            .await =>
-                    {
-                        user.password_hash
-                    }
-                    _ => secrets::hash_password(password).await?,
-                }
+    for (spec, subject, source, existing) in users {
+        let password_hash = match (source, existing) {
+            (PasswordSource::Hash(hash), _) => hash,
+            // Unchanged (the subject matched above): keep the stored hash.
+            (PasswordSource::Plain(password), Some(user))
+                if secrets::verify_password(password.clone(), Some(user.password_hash.clone()))
+                    .await =>
+            {
+                user.password_hash
             }
+            (PasswordSource::Plain(password), _) => secrets::hash_password(password).await?,
         };
-        register_user(
-            store,
-            &User { subject: subject.clone(), username: spec.username.clone(), password_hash },
-            now,
-        )
-        .await?;
+        store
+            .upsert_user(
+                &User { subject: subject.clone(), username: spec.username.clone(), password_hash },
+                now,
+            )
+            .await?;
         tracing::info!(subject = %subject, "user registered");
     }
     Ok(())

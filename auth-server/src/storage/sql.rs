@@ -801,21 +801,20 @@ impl Housekeeping for SqlStore {
                 sqlx::query(sql).bind(cutoff).execute(&self.pool).await?.rows_affected(),
             )
         };
-        let mut purged = Purged {
+        // Struct fields are evaluated in the order written: grants last.
+        Ok(Purged {
             codes: delete("DELETE FROM authorization_codes WHERE expires_at < $1").await?,
             device_codes: delete("DELETE FROM device_codes WHERE expires_at < $1").await?,
             assertions: delete("DELETE FROM client_assertions WHERE expires_at < $1").await?,
             refresh_tokens: delete("DELETE FROM refresh_tokens WHERE expires_at < $1").await?,
             access_tokens: delete("DELETE FROM access_tokens WHERE expires_at < $1").await?,
             denylist: delete("DELETE FROM revoked_access_tokens WHERE expires_at < $1").await?,
-            grants: 0,
-        };
-        purged.grants = delete(
-            "DELETE FROM grants WHERE created_at < $1
-               AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = grants.grant_id)
-               AND NOT EXISTS (SELECT 1 FROM access_tokens a WHERE a.grant_id = grants.grant_id)",
-        )
-        .await?;
-        Ok(purged)
+            grants: delete(
+                "DELETE FROM grants WHERE created_at < $1
+                   AND NOT EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.grant_id = grants.grant_id)
+                   AND NOT EXISTS (SELECT 1 FROM access_tokens a WHERE a.grant_id = grants.grant_id)",
+            )
+            .await?,
+        })
     }
 }
