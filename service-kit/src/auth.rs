@@ -121,10 +121,6 @@ impl AuthContext {
             actor: claims.act.as_ref().map(|act| act.sub.clone()),
         }
     }
-
-    pub fn has_scope(&self, scope: &str) -> bool {
-        self.scopes.iter().any(|s| s == scope)
-    }
 }
 
 /// Everything the layer needs; shared by all connections.
@@ -185,10 +181,9 @@ impl Shared {
             tracing::info!(reason = "revoked", "access token refused");
             return Err((OAuthError::invalid_token("token has been revoked"), "revoked"));
         }
-        let context = AuthContext::from_claims(&claims);
-        if !context.has_scope(scope) {
+        if !claims.has_scope(scope) {
             tracing::info!(
-                subject = %context.subject, client_id = %context.client_id, required = scope,
+                subject = %claims.sub, client_id = %claims.client_id, required = scope,
                 "access token lacks scope"
             );
             return Err((
@@ -196,7 +191,7 @@ impl Shared {
                 "insufficient_scope",
             ));
         }
-        Ok((context, SubjectToken(token.to_owned())))
+        Ok((AuthContext::from_claims(&claims), SubjectToken(token.to_owned())))
     }
 }
 
@@ -332,8 +327,10 @@ where
                 span.record("client_id", context.client_id.as_str());
                 span.record("scope", context.scopes.join(" ").as_str());
                 tollgate_telemetry::metrics::token_validated(self.shared.service, None);
-                if let Some(log) = &self.shared.access_log {
-                    // No receiver is fine: nobody is listening.
+                // Only tests listen: no clone per call when nobody does.
+                if let Some(log) = &self.shared.access_log
+                    && log.receiver_count() > 0
+                {
                     let _ = log.send(context.clone());
                 }
                 req.extensions_mut().insert(context);

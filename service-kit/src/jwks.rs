@@ -61,8 +61,6 @@ pub struct JwksCache {
     refetch: Arc<Notify>,
     /// Seconds after a fetch that its keys count as stale.
     max_staleness_secs: i64,
-    /// The sender of a [`JwksCache::fixed`] cache, which has no refresher to own it.
-    _fixed: Option<Arc<watch::Sender<Option<Arc<KeySnapshot>>>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,18 +79,7 @@ impl JwksCache {
         let refetch = Arc::new(Notify::new());
         let max_staleness_secs = i64::try_from(config.max_staleness.as_secs()).unwrap_or(i64::MAX);
         let task = tokio::spawn(refresh_loop(config, clock, tx, refetch.clone()));
-        (Self { current: rx, refetch, max_staleness_secs, _fixed: None }, task)
-    }
-
-    /// A cache over fixed keys, with no refresher (for tests and tools).
-    pub fn fixed(keys: KeySet, fetched_at: i64) -> Self {
-        let (tx, rx) = watch::channel(Some(Arc::new(KeySnapshot { keys, fetched_at })));
-        Self {
-            current: rx,
-            refetch: Arc::new(Notify::new()),
-            max_staleness_secs: i64::MAX,
-            _fixed: Some(Arc::new(tx)),
-        }
+        (Self { current: rx, refetch, max_staleness_secs }, task)
     }
 
     /// The keys as of the last successful fetch, if any.
