@@ -520,6 +520,18 @@ async fn the_signing_key_survives_a_restart(store: SqlStore) {
     assert_eq!(first.jwks(NOW).keys.len(), 1);
 }
 
+async fn an_assertion_jti_is_a_replay_until_it_expires(store: SqlStore) {
+    assert!(store.use_assertion_jti("cli", "j1", NOW + 60, NOW).await.unwrap());
+    assert!(!store.use_assertion_jti("cli", "j1", NOW + 120, NOW + 59).await.unwrap(), "replay");
+    // Another client's jti is its own.
+    assert!(store.use_assertion_jti("web", "j1", NOW + 60, NOW).await.unwrap());
+    // Once expired, the jti may be used again (RFC 7523 §3 item 7 asks only
+    // that it not be reused while the assertion is valid), and is then
+    // guarded until its new expiry.
+    assert!(store.use_assertion_jti("cli", "j1", NOW + 200, NOW + 60).await.unwrap());
+    assert!(!store.use_assertion_jti("cli", "j1", NOW + 300, NOW + 199).await.unwrap());
+}
+
 async fn the_purge_deletes_only_what_expired_before_the_cutoff(store: SqlStore) {
     let cutoff = NOW + 1000;
     // A code redeemed and then replayed: evidence until the purge, after
@@ -592,6 +604,7 @@ async fn the_purge_deletes_only_what_expired_before_the_cutoff(store: SqlStore) 
 }
 
 on_both_backends!(
+    an_assertion_jti_is_a_replay_until_it_expires,
     the_purge_deletes_only_what_expired_before_the_cutoff,
     a_code_is_redeemed_once_and_not_after_expiry,
     concurrent_redemptions_of_one_code_yield_exactly_one_success,

@@ -71,8 +71,10 @@ fn client_from_row(row: &AnyRow) -> Result<Client> {
 }
 
 impl ClientStore for SqlStore {
-    /// Records a client assertion's `jti`; `false` if it was seen before (a
-    /// replay). Expired records are dropped on the way.
+    /// Records a client assertion's `jti`; `false` if it was seen before and
+    /// has not expired (a replay). One statement, touching only this `jti`'s
+    /// row: an expired record is taken over, the rest are left to the purge
+    /// (not a table-wide delete on every authentication).
     async fn use_assertion_jti(
         &self,
         client_id: &str,
@@ -80,17 +82,15 @@ impl ClientStore for SqlStore {
         expires_at: i64,
         now: i64,
     ) -> Result<bool> {
-        sqlx::query("DELETE FROM client_assertions WHERE expires_at <= $1")
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
         let inserted = sqlx::query(
             "INSERT INTO client_assertions (client_id, jti, expires_at) VALUES ($1, $2, $3)
-             ON CONFLICT (client_id, jti) DO NOTHING",
+             ON CONFLICT (client_id, jti) DO UPDATE SET expires_at = excluded.expires_at
+             WHERE client_assertions.expires_at <= $4",
         )
         .bind(client_id)
         .bind(jti)
         .bind(expires_at)
+        .bind(now)
         .execute(&self.pool)
         .await?;
         Ok(inserted.rows_affected() == 1)
