@@ -15,6 +15,7 @@ use tollgate_token::{Clock, OAuthError};
 use tonic::{Request, Response, Status};
 
 use crate::storage::NoteStorage;
+use tollgate_service_kit::status::storage_unavailable as storage_failure;
 
 const MAX_TITLE: usize = 200;
 const MAX_BODY: usize = 10_000;
@@ -52,11 +53,6 @@ impl Api {
             ))),
         }
     }
-}
-
-fn storage_failure(err: sqlx::Error) -> Status {
-    tracing::error!(error = %err, "storage failure");
-    Status::unavailable("storage is unavailable, try again")
 }
 
 #[tonic::async_trait]

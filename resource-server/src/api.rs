@@ -21,6 +21,7 @@ use tonic::{Request, Response, Status};
 use crate::downstream::NotesBackend;
 use crate::policy::{NOTES_READ, NOTES_WRITE};
 use crate::storage::ResourceStore;
+use tollgate_service_kit::status::storage_unavailable as storage_failure;
 
 /// The notes store's scope for totals (a service's own token).
 const NOTES_COUNT: &str = "notes:count";
@@ -77,12 +78,6 @@ fn check_len(field: &str, value: &str, max: usize) -> Result<(), Status> {
         return Err(Status::invalid_argument(format!("{field} is longer than {max} characters")));
     }
     Ok(())
-}
-
-fn storage_failure(err: sqlx::Error) -> Status {
-    // The cause goes to the log, not to the caller.
-    tracing::error!(error = %err, "storage failure");
-    Status::unavailable("storage is unavailable, try again")
 }
 
 #[tonic::async_trait]

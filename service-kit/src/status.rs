@@ -7,6 +7,13 @@
 use tollgate_token::OAuthError;
 use tonic::{Code, Status};
 
+/// A protected service's own storage failed: the cause goes to the log, not to
+/// the caller, who is told to try again.
+pub fn storage_unavailable(err: impl std::fmt::Display) -> Status {
+    tracing::error!(error = %err, "storage failure");
+    Status::unavailable("storage is unavailable, try again")
+}
+
 /// The metadata key holding the RFC error code of a refused call.
 pub const OAUTH_ERROR_METADATA: &str = "oauth-error";
 

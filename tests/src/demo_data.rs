@@ -3,6 +3,7 @@
 //! Passwords are fixed so a person can sign in with a real browser; client
 //! secrets are generated per run, as a real deployment's would be.
 
+use tollgate_auth_server::domain::secrets::generate_secret as random_secret;
 use tollgate_client_app::oauth::{ClientAuthMethod, ClientIdentity};
 
 /// Demo resource owners and their passwords. Demo only: never reuse these.
@@ -35,14 +36,6 @@ impl std::fmt::Debug for DemoSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("DemoSecrets(<redacted>)")
     }
-}
-
-fn random_secret() -> String {
-    use base64::Engine as _;
-    use rand::RngCore as _;
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 impl DemoSecrets {

@@ -31,7 +31,7 @@ impl KeyAlgorithm {
         }
     }
 
-    pub(crate) fn to_jsonwebtoken(self) -> jsonwebtoken::Algorithm {
+    pub fn to_jsonwebtoken(self) -> jsonwebtoken::Algorithm {
         match self {
             Self::EdDSA => jsonwebtoken::Algorithm::EdDSA,
             Self::ES256 => jsonwebtoken::Algorithm::ES256,

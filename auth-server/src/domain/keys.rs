@@ -162,10 +162,7 @@ impl KeyRing {
         let key = ring.active(now).ok_or_else(|| {
             jsonwebtoken::errors::Error::from(jsonwebtoken::errors::ErrorKind::InvalidKeyFormat)
         })?;
-        let mut header = Header::new(match self.alg {
-            KeyAlgorithm::EdDSA => jsonwebtoken::Algorithm::EdDSA,
-            KeyAlgorithm::ES256 => jsonwebtoken::Algorithm::ES256,
-        });
+        let mut header = Header::new(self.alg.to_jsonwebtoken());
         header.typ = Some(JWT_ACCESS_TOKEN_TYPE.into());
         header.kid = Some(key.kid.clone());
         jsonwebtoken::encode(&header, claims, &key.encoding)

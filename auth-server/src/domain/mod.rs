@@ -532,14 +532,12 @@ impl<S: Store> OAuthCore<S> {
         resource: Option<String>,
     ) -> Result<TokenResponse, OAuthError> {
         let now = self.clock.now();
+        let token_hash = secrets::hash_secret(refresh_token);
         // RFC 8707 §2.2: a resource other than the grant's is refused before the
         // token is spent, so the client keeps it.
         if let Some(resource) = &resource
-            && let Some(record) = self
-                .store
-                .refresh_token(&secrets::hash_secret(refresh_token))
-                .await
-                .map_err(storage_failure)?
+            && let Some(record) =
+                self.store.refresh_token(&token_hash).await.map_err(storage_failure)?
             && record.client_id == client.client_id
         {
             resource::check_same_resource(Some(resource), &record.grant.audience)?;
@@ -563,7 +561,7 @@ impl<S: Store> OAuthCore<S> {
         let outcome = self
             .store
             .rotate_refresh_token(
-                &secrets::hash_secret(refresh_token),
+                &token_hash,
                 &client.client_id,
                 now,
                 narrowed.as_ref(),

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use tollgate_client_app::demo::{self, DemoOptions};
-use tollgate_e2e::{StackOptions, TestStack, password_of};
+use tollgate_e2e::{PASSWORDS, StackOptions, TestStack, password_of};
 use tollgate_token::{Clock, SystemClock};
 
 #[derive(Parser)]
@@ -82,9 +82,8 @@ async fn main() -> anyhow::Result<()> {
     demo::run(&options, clock, &mut std::io::stdout()).await?;
 
     if serve {
-        println!(
-            "\nThe services stay up (Ctrl-C to stop). Demo users: alice / alice-demo-password, bob / bob-demo-password."
-        );
+        let users: Vec<String> = PASSWORDS.iter().map(|(u, p)| format!("{u} / {p}")).collect();
+        println!("\nThe services stay up (Ctrl-C to stop). Demo users: {}.", users.join(", "));
         println!("Sign in with a browser through the client app:");
         println!("  cargo run --bin client-app -- login --open");
         println!("  cargo run --bin client-app -- call notes");
