@@ -18,7 +18,7 @@ use tollgate_proto::auth::v1::{
 use tollgate_proto::notes::v1::note_store_client::NoteStoreClient;
 use tollgate_service_kit::auth::{AuthContext, SubjectToken};
 use tollgate_service_kit::telemetry::propagation::{Propagating, traced};
-use tollgate_token::Clock;
+use tollgate_token::{Clock, Secret};
 use tonic::transport::Channel;
 
 /// A channel whose calls carry the caller's trace context.
@@ -30,30 +30,24 @@ const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 const REUSE_MARGIN_SECS: i64 = 10;
 
 /// (subject jti, or "" for this server's own token; scope) → (token, expires at).
-type TokenCache = HashMap<(String, String), (String, i64)>;
+type TokenCache = HashMap<(String, String), (Secret, i64)>;
 
 /// The notes store, reached with exchanged tokens.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct NotesBackend {
     notes: NoteStoreClient<TracedChannel>,
     tokens: TokenServiceClient<TracedChannel>,
-    credentials: Option<(String, String)>,
+    credentials: Option<(String, Secret)>,
     audience: String,
     clock: Arc<dyn Clock>,
     cache: Arc<Mutex<TokenCache>>,
-}
-
-impl std::fmt::Debug for NotesBackend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NotesBackend").field("audience", &self.audience).finish_non_exhaustive()
-    }
 }
 
 impl NotesBackend {
     pub fn new(
         notes_url: &str,
         auth_grpc_url: &str,
-        credentials: Option<(String, String)>,
+        credentials: Option<(String, Secret)>,
         audience: String,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
@@ -98,7 +92,7 @@ impl NotesBackend {
                 })
             })
             .await?;
-        Ok((self.notes.clone(), bearer(message, &token)?))
+        Ok((self.notes.clone(), bearer(message, token.expose())?))
     }
 
     /// A client for the notes store with this server's own token (client
@@ -116,7 +110,7 @@ impl NotesBackend {
                 })
             })
             .await?;
-        Ok((self.notes.clone(), bearer(message, &token)?))
+        Ok((self.notes.clone(), bearer(message, token.expose())?))
     }
 
     async fn token(
@@ -124,7 +118,7 @@ impl NotesBackend {
         subject_jti: String,
         scope: &str,
         grant: impl FnOnce() -> Grant,
-    ) -> Result<String, Status> {
+    ) -> Result<Secret, Status> {
         let now = self.clock.now();
         let key = (subject_jti, scope.to_owned());
         if let Some((token, expires_at)) = self.lock().get(&key)
@@ -138,7 +132,7 @@ impl NotesBackend {
         let request = TokenRequest {
             client: Some(ClientAuthentication {
                 client_id: client_id.clone(),
-                client_secret: Some(secret.clone()),
+                client_secret: Some(secret.expose().clone()),
                 client_assertion: None,
             }),
             grant: Some(grant()),
@@ -154,8 +148,9 @@ impl NotesBackend {
         let issued = issued.into_inner();
         let mut cache = self.lock();
         cache.retain(|_, (_, expires_at)| *expires_at > now);
-        cache.insert(key, (issued.access_token.clone(), now + issued.expires_in));
-        Ok(issued.access_token)
+        let token = Secret::new(issued.access_token);
+        cache.insert(key, (token.clone(), now + issued.expires_in));
+        Ok(token)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, TokenCache> {

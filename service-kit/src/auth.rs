@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
-use tollgate_token::{AccessTokenClaims, Clock, OAuthError, TokenError, Verifier};
+use tollgate_token::{AccessTokenClaims, Clock, OAuthError, Secret, TokenError, Verifier};
 use tower::{Layer, Service};
 
 use crate::jwks::JwksCache;
@@ -95,18 +95,12 @@ pub struct AuthContext {
 
 /// The verified bearer token itself, for the few services that exchange it for
 /// a token to a service behind them (RFC 8693). `Debug` never shows it.
-#[derive(Clone)]
-pub struct SubjectToken(String);
+#[derive(Debug, Clone)]
+pub struct SubjectToken(Secret);
 
 impl SubjectToken {
     pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for SubjectToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SubjectToken(<redacted>)")
+        self.0.expose()
     }
 }
 
@@ -191,7 +185,7 @@ impl Shared {
                 "insufficient_scope",
             ));
         }
-        Ok((AuthContext::from_claims(&claims), SubjectToken(token.to_owned())))
+        Ok((AuthContext::from_claims(&claims), SubjectToken(Secret::new(token))))
     }
 }
 

@@ -10,10 +10,10 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tollgate_token::{Clock, Verifier, VerifierConfig};
 
-use crate::Secret;
 use crate::auth::{AuthContext, AuthLayer, ScopePolicy};
 use crate::jwks::{JwksCache, JwksConfig};
 use crate::revocation::{Denylist, RevocationConfig};
+use tollgate_token::Secret;
 
 pub const DEFAULT_ISSUER: &str = "http://127.0.0.1:8080";
 pub const DEFAULT_AUTH_GRPC_URL: &str = "http://127.0.0.1:50051";
@@ -111,8 +111,8 @@ impl TokenValidationConfig {
     }
 
     /// The service's own credentials at the authorization server, if configured.
-    pub fn credentials(&self) -> Option<(String, String)> {
-        Some((self.client_id.clone()?, self.client_secret.as_ref()?.expose().to_owned()))
+    pub fn credentials(&self) -> Option<(String, Secret)> {
+        Some((self.client_id.clone()?, self.client_secret.clone()?))
     }
 
     /// The denylist sync, if this service has credentials.

@@ -18,26 +18,17 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tollgate_proto::auth::v1::revocation_list_service_client::RevocationListServiceClient;
 use tollgate_proto::auth::v1::{ClientAuthentication, ListRevokedAccessTokensRequest};
+use tollgate_token::Secret;
 
 /// Where the denylist comes from, and how this service authenticates for it.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct RevocationConfig {
     /// The authorization server's gRPC endpoint.
     pub auth_grpc_url: String,
     pub client_id: String,
-    pub client_secret: String,
+    pub client_secret: Secret,
     /// How often the list is fetched: the enforcement bound.
     pub interval: Duration,
-}
-
-impl std::fmt::Debug for RevocationConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RevocationConfig")
-            .field("auth_grpc_url", &self.auth_grpc_url)
-            .field("client_id", &self.client_id)
-            .field("interval", &self.interval)
-            .finish_non_exhaustive()
-    }
 }
 
 type Jtis = Arc<HashSet<String>>;
@@ -110,7 +101,7 @@ async fn sync_loop(
         let request = ListRevokedAccessTokensRequest {
             client: Some(ClientAuthentication {
                 client_id: config.client_id.clone(),
-                client_secret: Some(config.client_secret.clone()),
+                client_secret: Some(config.client_secret.expose().clone()),
                 client_assertion: None,
             }),
         };

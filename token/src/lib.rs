@@ -15,6 +15,7 @@ mod clock;
 mod error;
 mod jwk;
 mod scope;
+pub mod secret;
 mod verifier;
 
 pub use claims::{AccessTokenClaims, Actor, Audience, JWT_ACCESS_TOKEN_TYPE};
@@ -22,4 +23,5 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::OAuthError;
 pub use jwk::{Jwk, JwkSet, KeyAlgorithm};
 pub use scope::{Scope, ScopeError};
+pub use secret::Secret;
 pub use verifier::{KeySet, TokenError, Verifier, VerifierConfig};
