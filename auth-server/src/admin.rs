@@ -1,7 +1,7 @@
 //! Administrative commands: register clients and users without a bootstrap file.
 
 use anyhow::Context as _;
-use tollgate_token::Clock;
+use tollgate_token::{Clock, Secret};
 
 use crate::bootstrap::{ClientSpec, client_from_spec, register_client, register_user};
 use crate::config::Config;
@@ -77,7 +77,7 @@ pub async fn run(command: AdminCommand, config: &Config, clock: &dyn Clock) -> a
             let spec = ClientSpec {
                 client_id,
                 name,
-                secret: secret.clone(),
+                secret: secret.clone().map(Secret::new),
                 secret_env: None,
                 public,
                 redirect_uris,
@@ -102,7 +102,7 @@ pub async fn run(command: AdminCommand, config: &Config, clock: &dyn Clock) -> a
             let password = password.trim_end_matches(['\r', '\n']).to_owned();
             anyhow::ensure!(!password.is_empty(), "empty password");
             let subject = subject.unwrap_or_else(|| username.clone());
-            let password_hash = secrets::hash_password(password).await?;
+            let password_hash = Secret::new(secrets::hash_password(password).await?);
             register_user(
                 &store,
                 &User { subject: subject.clone(), username, password_hash },

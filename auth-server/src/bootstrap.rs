@@ -23,7 +23,7 @@ use std::path::Path;
 
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
-use tollgate_token::Scope;
+use tollgate_token::{Scope, Secret};
 
 use crate::domain::model::{Client, GrantType, User};
 use crate::domain::secrets;
@@ -42,12 +42,12 @@ pub struct BootstrapFile {
     pub users: Vec<UserSpec>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientSpec {
     pub client_id: String,
     pub name: Option<String>,
-    pub secret: Option<String>,
+    pub secret: Option<Secret>,
     pub secret_env: Option<String>,
     #[serde(default)]
     pub public: bool,
@@ -67,50 +67,14 @@ pub struct ClientSpec {
     pub jwks: Vec<tollgate_token::Jwk>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserSpec {
     pub username: String,
     pub subject: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     pub password_env: Option<String>,
-    pub password_hash: Option<String>,
-}
-
-/// Secrets and passwords never reach a log through `{:?}`.
-fn redacted(value: &Option<String>) -> Option<&'static str> {
-    value.as_ref().map(|_| "<redacted>")
-}
-
-impl std::fmt::Debug for ClientSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientSpec")
-            .field("client_id", &self.client_id)
-            .field("name", &self.name)
-            .field("secret", &redacted(&self.secret))
-            .field("secret_env", &self.secret_env)
-            .field("public", &self.public)
-            .field("redirect_uris", &self.redirect_uris)
-            .field("grant_types", &self.grant_types)
-            .field("scopes", &self.scopes)
-            .field("audience", &self.audience)
-            .field("token_exchange_audiences", &self.token_exchange_audiences)
-            .field("resources", &self.resources)
-            .field("jwks", &self.jwks.iter().map(|k| &k.kid).collect::<Vec<_>>())
-            .finish()
-    }
-}
-
-impl std::fmt::Debug for UserSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UserSpec")
-            .field("username", &self.username)
-            .field("subject", &self.subject)
-            .field("password", &redacted(&self.password))
-            .field("password_env", &self.password_env)
-            .field("password_hash", &redacted(&self.password_hash))
-            .finish()
-    }
+    pub password_hash: Option<Secret>,
 }
 
 impl BootstrapFile {
@@ -150,12 +114,12 @@ pub fn client_from_spec(spec: &ClientSpec, default_audience: &str) -> anyhow::Re
         (None, None, _) if keys => None,
         (None, None, true) => None,
         (Some(s), None, false) => Some(s.clone()),
-        (None, Some(var), false) => Some(from_env(var)?),
+        (None, Some(var), false) => Some(Secret::new(from_env(var)?)),
         (_, _, true) => bail!("client {id}: a public client has no secret"),
         _ => bail!("client {id}: give exactly one of secret, secret_env, or public = true"),
     };
     if let Some(secret) = &secret
-        && secret.len() < MIN_SECRET_LEN
+        && secret.expose().len() < MIN_SECRET_LEN
     {
         bail!("client {id}: secret must be at least {MIN_SECRET_LEN} characters of random data");
     }
@@ -209,7 +173,7 @@ pub fn client_from_spec(spec: &ClientSpec, default_audience: &str) -> anyhow::Re
     Ok(Client {
         client_id: id.clone(),
         name: spec.name.clone().unwrap_or_else(|| id.clone()),
-        secret_hash: secret.as_deref().map(secrets::hash_secret),
+        secret_hash: secret.as_ref().map(|s| secrets::hash_secret(s.expose())),
         redirect_uris: spec.redirect_uris.clone(),
         grant_types,
         scope,
@@ -263,9 +227,9 @@ pub async fn register_user(
 /// Where a user's password comes from, checked before anything is written.
 enum PasswordSource {
     /// An argon2 PHC string, stored as given.
-    Hash(String),
+    Hash(Secret),
     /// A plain password (from the file or the environment), hashed if changed.
-    Plain(String),
+    Plain(Secret),
 }
 
 /// Applies the file: upserts every client and user. Passwords are only re-hashed
@@ -290,14 +254,14 @@ pub async fn apply(
     for spec in &file.users {
         let subject = spec.subject.clone().unwrap_or_else(|| spec.username.clone());
         let source = match (&spec.password, &spec.password_env, &spec.password_hash) {
-            (None, None, Some(hash)) if secrets::is_password_hash(hash) => {
+            (None, None, Some(hash)) if secrets::is_password_hash(hash.expose()) => {
                 PasswordSource::Hash(hash.clone())
             }
             (None, None, Some(_)) => {
                 bail!("user {}: password_hash must be an argon2 PHC string", spec.username)
             }
             (Some(password), None, None) => PasswordSource::Plain(password.clone()),
-            (None, Some(var), None) => PasswordSource::Plain(from_env(var)?),
+            (None, Some(var), None) => PasswordSource::Plain(Secret::new(from_env(var)?)),
             _ => bail!(
                 "user {}: give exactly one of password, password_env, password_hash",
                 spec.username
@@ -333,12 +297,17 @@ pub async fn apply(
             (PasswordSource::Hash(hash), _) => hash,
             // Unchanged (the subject matched above): keep the stored hash.
             (PasswordSource::Plain(password), Some(user))
-                if secrets::verify_password(password.clone(), Some(user.password_hash.clone()))
-                    .await =>
+                if secrets::verify_password(
+                    password.expose().clone(),
+                    Some(user.password_hash.expose().clone()),
+                )
+                .await =>
             {
                 user.password_hash
             }
-            (PasswordSource::Plain(password), _) => secrets::hash_password(password).await?,
+            (PasswordSource::Plain(password), _) => {
+                Secret::new(secrets::hash_password(password.into_exposed()).await?)
+            }
         };
         store
             .upsert_user(
@@ -359,7 +328,7 @@ mod tests {
         ClientSpec {
             client_id: "web".into(),
             name: None,
-            secret: Some("s".repeat(32)),
+            secret: Some(Secret::new("s".repeat(32))),
             secret_env: None,
             public: false,
             redirect_uris: vec!["https://app.example/cb".into()],

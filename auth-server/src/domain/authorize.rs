@@ -10,9 +10,10 @@ use std::collections::HashMap;
 use tollgate_token::{OAuthError, Scope};
 use url::Url;
 
+use super::grants::requested_scope;
 use super::model::{Client, GrantType};
-use super::{OAuthCore, pkce, requested_scope, storage_failure};
-use crate::storage::Store;
+use super::{OAuthCore, pkce, storage_failure};
+use crate::storage::ClientStore;
 
 /// A validated authorization request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +38,7 @@ pub enum AuthorizeError {
     Redirect { redirect_uri: String, state: Option<String>, error: OAuthError },
 }
 
-impl<S: Store> OAuthCore<S> {
+impl<S: ClientStore> OAuthCore<S> {
     /// Validates the query of an authorization request.
     pub async fn validate_authorization(
         &self,

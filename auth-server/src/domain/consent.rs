@@ -6,7 +6,7 @@ use tollgate_telemetry::audit::{self, Event, Subject};
 use tollgate_token::{OAuthError, Scope};
 
 use super::{AuthorizationRequest, OAuthCore, storage_failure};
-use crate::storage::Store;
+use crate::storage::ConsentStore;
 
 /// One approval, as the owner sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,7 +17,7 @@ pub struct Approval {
     pub granted_at: i64,
 }
 
-impl<S: Store> OAuthCore<S> {
+impl<S: ConsentStore> OAuthCore<S> {
     /// Whether `subject` already approved everything `request` asks for.
     pub async fn has_consented(
         &self,
@@ -47,7 +47,31 @@ impl<S: Store> OAuthCore<S> {
         self.store
             .save_consent(subject, client_id, &scope, self.clock.now())
             .await
-            .map_err(storage_failure)
+            .map_err(storage_failure)?;
+        audit::record(
+            Event::ConsentGranted,
+            Subject {
+                subject: Some(subject),
+                client_id: Some(client_id),
+                scope: Some(&request.scope.to_string()),
+                ..Subject::default()
+            },
+        );
+        Ok(())
+    }
+
+    /// The owner refused: nothing is stored (RFC 6749 §4.1.2.1 `access_denied`
+    /// goes back to the client), the refusal is in the audit trail.
+    pub fn consent_denied(&self, subject: &str, request: &AuthorizationRequest) {
+        audit::record(
+            Event::ConsentDenied,
+            Subject {
+                subject: Some(subject),
+                client_id: Some(&request.client.client_id),
+                scope: Some(&request.scope.to_string()),
+                ..Subject::default()
+            },
+        );
     }
 
     pub async fn approvals(&self, subject: &str) -> Result<Vec<Approval>, OAuthError> {

@@ -15,7 +15,9 @@ use jsonwebtoken::{EncodingKey, Header};
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
 use sha2::{Digest, Sha256};
-use tollgate_token::{AccessTokenClaims, JWT_ACCESS_TOKEN_TYPE, Jwk, JwkSet, KeyAlgorithm, KeySet};
+use tollgate_token::{
+    AccessTokenClaims, JWT_ACCESS_TOKEN_TYPE, Jwk, JwkSet, KeyAlgorithm, KeySet, Secret,
+};
 
 use super::model::StoredKey;
 use crate::storage::{KeyStore, StorageError};
@@ -66,6 +68,8 @@ pub struct KeyRing {
     ring: RwLock<Arc<Ring>>,
 }
 
+// Hand-written: the ring's parsed signing keys (`EncodingKey`) have no `Debug`;
+// what identifies a ring is its algorithm and rotation policy.
 impl std::fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyRing").field("alg", &self.alg).field("policy", &self.policy).finish()
@@ -98,8 +102,8 @@ impl KeyRing {
         let mut keys = Vec::new();
         for key in store.signing_keys().await?.into_iter().filter(|k| k.alg == self.alg) {
             let encoding = match self.alg {
-                KeyAlgorithm::EdDSA => EncodingKey::from_ed_der(&key.private_pkcs8),
-                KeyAlgorithm::ES256 => EncodingKey::from_ec_der(&key.private_pkcs8),
+                KeyAlgorithm::EdDSA => EncodingKey::from_ed_der(key.private_pkcs8.expose()),
+                KeyAlgorithm::ES256 => EncodingKey::from_ec_der(key.private_pkcs8.expose()),
             };
             keys.push(LoadedKey {
                 kid: key.kid,
@@ -244,7 +248,7 @@ pub fn generate(alg: KeyAlgorithm, now: i64, activate_at: i64) -> Result<StoredK
     Ok(StoredKey {
         kid: kid.clone(),
         alg,
-        private_pkcs8: pkcs8,
+        private_pkcs8: Secret::from(pkcs8),
         public_jwk: Jwk { kid, ..public_jwk },
         created_at: now,
         activate_at,

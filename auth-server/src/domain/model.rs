@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use tollgate_token::{Jwk, KeyAlgorithm, Scope};
+use tollgate_token::{Jwk, KeyAlgorithm, Scope, Secret};
 
 /// The grant types this server implements (RFC 6749 §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -92,22 +92,13 @@ impl Client {
 }
 
 /// A resource owner.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     /// The stable identifier that becomes `sub`.
     pub subject: String,
     pub username: String,
-    /// argon2id PHC string.
-    pub password_hash: String,
-}
-
-impl fmt::Debug for User {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("User")
-            .field("subject", &self.subject)
-            .field("username", &self.username)
-            .finish_non_exhaustive()
-    }
+    /// argon2id PHC string: slow to crack, still never logged.
+    pub password_hash: Secret,
 }
 
 /// An issued authorization code, as stored (the code itself is not: only its hash).
@@ -138,15 +129,13 @@ pub struct GrantRecord {
     pub created_at: i64,
 }
 
-/// A refresh token to store (its hash only).
+/// A refresh token to store (its hash only). Its grant, client and scope are
+/// the grant's when the grant is created, and the spent token's when it is
+/// rotated (RFC 6749 §6: a rotated refresh token keeps the scope of the one it
+/// replaces); it is issued when it is stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewRefreshToken {
+pub struct NextRefreshToken {
     pub token_hash: String,
-    pub grant_id: String,
-    pub client_id: String,
-    /// RFC 6749 §6: a rotated refresh token keeps the scope of the one it replaces.
-    pub scope: Scope,
-    pub issued_at: i64,
     pub expires_at: i64,
 }
 
@@ -202,23 +191,14 @@ pub struct RotatedRefresh {
 }
 
 /// A signing key pair as stored.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct StoredKey {
     pub kid: String,
     pub alg: KeyAlgorithm,
     /// PKCS#8 DER private key.
-    pub private_pkcs8: Vec<u8>,
+    pub private_pkcs8: Secret<Vec<u8>>,
     pub public_jwk: Jwk,
     pub created_at: i64,
     /// From when it signs; published before that so verifiers have it first.
     pub activate_at: i64,
-}
-
-impl fmt::Debug for StoredKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StoredKey")
-            .field("kid", &self.kid)
-            .field("alg", &self.alg)
-            .finish_non_exhaustive()
-    }
 }

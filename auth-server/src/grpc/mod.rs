@@ -13,12 +13,11 @@ use tollgate_proto::auth::v1::{
     TokenRequest, TokenResponse,
 };
 use tollgate_service_kit::status::to_status;
-use tollgate_token::OAuthError;
+use tollgate_token::{OAuthError, Secret};
 use tonic::{Request, Response, Status};
 
-use crate::domain::exchange::ExchangeRequest;
 use crate::domain::lifecycle::TokenTypeHint;
-use crate::domain::{ClientAuth, Grant, OAuthCore};
+use crate::domain::{ClientAuth, ExchangeRequest, Grant, OAuthCore};
 use crate::storage::SqlStore;
 
 #[derive(Debug, Clone)]
@@ -42,10 +41,13 @@ fn client_auth(client: Option<ClientAuthentication>) -> Result<ClientAuth, Statu
                 "use one client authentication method, not two",
             )));
         }
-        (Some(secret), None) => ClientAuth::SecretPost { client_id: client.client_id, secret },
-        (None, Some(assertion)) => {
-            ClientAuth::PrivateKeyJwt { client_id: client.client_id, assertion }
+        (Some(secret), None) => {
+            ClientAuth::SecretPost { client_id: client.client_id, secret: Secret::new(secret) }
         }
+        (None, Some(assertion)) => ClientAuth::PrivateKeyJwt {
+            client_id: client.client_id,
+            assertion: Secret::new(assertion),
+        },
         (None, None) => ClientAuth::None { client_id: client.client_id },
     })
 }
@@ -67,22 +69,24 @@ impl TokenService for TokenGrpc {
         let auth = client_auth(request.client)?;
         let grant = match request.grant {
             Some(ProtoGrant::AuthorizationCode(g)) => Grant::AuthorizationCode {
-                code: g.code,
+                code: Secret::new(g.code),
                 redirect_uri: Some(g.redirect_uri),
-                code_verifier: Some(g.code_verifier),
+                code_verifier: Some(Secret::new(g.code_verifier)),
                 resource: g.resource,
             },
             Some(ProtoGrant::ClientCredentials(g)) => {
                 Grant::ClientCredentials { scope: g.scope, resource: g.resource }
             }
             Some(ProtoGrant::RefreshToken(g)) => Grant::RefreshToken {
-                refresh_token: g.refresh_token,
+                refresh_token: Secret::new(g.refresh_token),
                 scope: g.scope,
                 resource: g.resource,
             },
-            Some(ProtoGrant::DeviceCode(g)) => Grant::DeviceCode { device_code: g.device_code },
+            Some(ProtoGrant::DeviceCode(g)) => {
+                Grant::DeviceCode { device_code: Secret::new(g.device_code) }
+            }
             Some(ProtoGrant::TokenExchange(g)) => Grant::TokenExchange(ExchangeRequest {
-                subject_token: g.subject_token,
+                subject_token: Secret::new(g.subject_token),
                 subject_token_type: g.subject_token_type,
                 audience: g.audience,
                 resource: g.resource,
@@ -94,10 +98,10 @@ impl TokenService for TokenGrpc {
         };
         let issued = self.core.token(&auth, grant).await.map_err(|e| to_status(&e))?;
         Ok(Response::new(TokenResponse {
-            access_token: issued.access_token,
+            access_token: issued.access_token.into_exposed(),
             token_type: "Bearer".into(),
             expires_in: issued.expires_in,
-            refresh_token: issued.refresh_token,
+            refresh_token: issued.refresh_token.map(Secret::into_exposed),
             scope: issued.scope.to_string(),
             issued_token_type: issued.issued_token_type.map(str::to_owned),
         }))

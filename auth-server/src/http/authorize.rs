@@ -12,7 +12,6 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum_extra::extract::PrivateCookieJar;
-use tollgate_telemetry::audit::{self, Event, Subject};
 use tollgate_token::OAuthError;
 
 use super::session::{self, Session};
@@ -99,7 +98,7 @@ async fn code_redirect(
             state,
             &request.redirect_uri,
             request.state.as_deref(),
-            &[("code", &code)],
+            &[("code", code.expose())],
         ),
         Err(err) => error_page(&err),
     }
@@ -242,25 +241,12 @@ pub(super) async fn sign_in_with(
         Some(user) => {
             span.record("decision", "allowed");
             span.record("subject", user.subject.as_str());
-            audit::record(
-                Event::LoginSucceeded,
-                Subject { subject: Some(&user.subject), ..Subject::default() },
-            );
             Some(Session::signed_in(user.subject, user.username, state.core.now()))
         }
         None => {
             span.record("decision", "refused");
             span.record("reason", "bad_credentials");
             tollgate_telemetry::metrics::login_failed();
-            // The name typed, not the password: operators see guessing.
-            audit::record(
-                Event::LoginFailed,
-                Subject {
-                    username: Some(username),
-                    reason: Some("bad_credentials"),
-                    ..Subject::default()
-                },
-            );
             None
         }
     })
@@ -336,20 +322,11 @@ pub async fn consent(
                 return error_page(&err);
             }
             span.record("decision", "approved");
-            audit::record(
-                Event::ConsentGranted,
-                Subject {
-                    subject: Some(subject),
-                    client_id: Some(&request.client.client_id),
-                    scope: Some(&request.scope.to_string()),
-                    ..Subject::default()
-                },
-            );
             code_redirect(&state, &request, subject).await
         }
         Some("deny") => {
             span.record("decision", "denied");
-            tracing::info!(client_id = %request.client.client_id, subject, "consent denied");
+            state.core.consent_denied(subject, &request);
             redirect_back(
                 &state,
                 &request.redirect_uri,

@@ -19,7 +19,7 @@ use super::authorize::{describe_scope, error_page, read_form, render, sign_in_wi
 use super::session::{self, Session};
 use super::token::{client_auth, form_pairs};
 use super::{HttpError, HttpState, paths, unique_params};
-use crate::domain::device::PendingDevice;
+use crate::domain::grants::device::PendingDevice;
 
 #[derive(Template)]
 #[template(path = "device.html")]
@@ -64,12 +64,12 @@ pub async fn authorize(
             let complete = format!(
                 "{verification_uri}?{}",
                 form_urlencoded::Serializer::new(String::new())
-                    .append_pair("user_code", &answer.user_code)
+                    .append_pair("user_code", answer.user_code.expose())
                     .finish()
             );
             let mut response = Json(serde_json::json!({
-                "device_code": answer.device_code,
-                "user_code": answer.user_code,
+                "device_code": answer.device_code.expose(),
+                "user_code": answer.user_code.expose(),
                 "verification_uri": verification_uri,
                 "verification_uri_complete": complete,
                 "expires_in": answer.expires_in,

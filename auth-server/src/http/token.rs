@@ -6,13 +6,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use tollgate_token::OAuthError;
+use tollgate_token::{OAuthError, Secret};
 
 use super::{HttpError, HttpState, parse_pairs, unique_params};
-use crate::domain::assertion::assertion_subject;
-use crate::domain::exchange::ExchangeRequest;
+use crate::domain::client_auth::assertion_subject;
 use crate::domain::model::{DEVICE_CODE, JWT_BEARER_ASSERTION, TOKEN_EXCHANGE};
-use crate::domain::{ClientAuth, Grant, TokenResponse};
+use crate::domain::{ClientAuth, ExchangeRequest, Grant, TokenResponse};
 
 pub async fn token(State(state): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
     match handle(&state, &headers, &body).await {
@@ -77,11 +76,13 @@ pub(super) fn client_auth(
             (Some(id), _) | (None, Some(id)) => id,
             (None, None) => return Err(OAuthError::invalid_client("client assertion is invalid")),
         };
-        return Ok(ClientAuth::PrivateKeyJwt { client_id, assertion: (*assertion).to_owned() });
+        return Ok(ClientAuth::PrivateKeyJwt { client_id, assertion: Secret::new(*assertion) });
     }
     let Some(authorization) = headers.get(header::AUTHORIZATION) else {
         return match (body_id, body_secret) {
-            (Some(client_id), Some(secret)) => Ok(ClientAuth::SecretPost { client_id, secret }),
+            (Some(client_id), Some(secret)) => {
+                Ok(ClientAuth::SecretPost { client_id, secret: Secret::new(secret) })
+            }
             (Some(client_id), None) => Ok(ClientAuth::None { client_id }),
             (None, _) => Err(OAuthError::invalid_client("client authentication required")),
         };
@@ -94,7 +95,7 @@ pub(super) fn client_auth(
     if body_id.is_some_and(|id| id != client_id) {
         return Err(OAuthError::invalid_request("client_id differs from the authenticated client"));
     }
-    Ok(ClientAuth::SecretBasic { client_id, secret })
+    Ok(ClientAuth::SecretBasic { client_id, secret: Secret::new(secret) })
 }
 
 /// RFC 6749 §2.3.1: Basic credentials whose id and secret are each
@@ -123,30 +124,32 @@ fn grant(params: &std::collections::HashMap<&str, &str>) -> Result<Grant, OAuthE
     let required = |key: &'static str| {
         owned(key).ok_or_else(|| OAuthError::invalid_request(format!("{key} is missing")))
     };
+    // Codes, verifiers and tokens are credentials from here on.
+    let secret = |key: &'static str| required(key).map(Secret::new);
     match params.get("grant_type").copied() {
         Some("authorization_code") => Ok(Grant::AuthorizationCode {
-            code: required("code")?,
+            code: secret("code")?,
             redirect_uri: owned("redirect_uri"),
-            code_verifier: owned("code_verifier"),
+            code_verifier: owned("code_verifier").map(Secret::new),
             resource: owned("resource"),
         }),
         Some("client_credentials") => {
             Ok(Grant::ClientCredentials { scope: owned("scope"), resource: owned("resource") })
         }
         Some("refresh_token") => Ok(Grant::RefreshToken {
-            refresh_token: required("refresh_token")?,
+            refresh_token: secret("refresh_token")?,
             scope: owned("scope"),
             resource: owned("resource"),
         }),
-        Some(DEVICE_CODE) => Ok(Grant::DeviceCode { device_code: required("device_code")? }),
+        Some(DEVICE_CODE) => Ok(Grant::DeviceCode { device_code: secret("device_code")? }),
         Some(TOKEN_EXCHANGE) => Ok(Grant::TokenExchange(ExchangeRequest {
-            subject_token: required("subject_token")?,
+            subject_token: secret("subject_token")?,
             subject_token_type: required("subject_token_type")?,
             audience: owned("audience"),
             resource: owned("resource"),
             scope: owned("scope"),
             requested_token_type: owned("requested_token_type"),
-            actor_token: owned("actor_token"),
+            actor_token: owned("actor_token").map(Secret::new),
         })),
         // RFC 9700 §2.4: the resource owner password grant is not offered.
         Some(other) => Err(OAuthError::UnsupportedGrantType(
@@ -158,13 +161,13 @@ fn grant(params: &std::collections::HashMap<&str, &str>) -> Result<Grant, OAuthE
 
 fn success(response: TokenResponse) -> Response {
     let mut body = serde_json::json!({
-        "access_token": response.access_token,
+        "access_token": response.access_token.expose(),
         "token_type": "Bearer",
         "expires_in": response.expires_in,
         "scope": response.scope.to_string(),
     });
     if let Some(refresh_token) = response.refresh_token {
-        body["refresh_token"] = refresh_token.into();
+        body["refresh_token"] = refresh_token.into_exposed().into();
     }
     if let Some(issued) = response.issued_token_type {
         body["issued_token_type"] = issued.into();

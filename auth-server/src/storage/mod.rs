@@ -15,7 +15,7 @@ use tollgate_token::Scope;
 pub use sql::SqlStore;
 
 use crate::domain::model::{
-    AuthorizationCode, Client, DeviceCode, GrantRecord, IssuedAccessToken, NewRefreshToken,
+    AuthorizationCode, Client, DeviceCode, GrantRecord, IssuedAccessToken, NextRefreshToken,
     RefreshTokenRecord, RotatedRefresh, StoredKey, User,
 };
 
@@ -89,8 +89,8 @@ pub trait UserStore: Send + Sync {
     fn upsert_user(&self, user: &User, now: i64) -> impl Future<Output = Result<()>> + Send;
 }
 
-/// Authorization codes, grants and refresh tokens.
-pub trait GrantStore: Send + Sync {
+/// Authorization codes (RFC 6749 §4.1.2).
+pub trait CodeStore: Send + Sync {
     /// Stores a new, unredeemed authorization code.
     fn insert_code(&self, code: &AuthorizationCode) -> impl Future<Output = Result<()>> + Send;
 
@@ -105,34 +105,50 @@ pub trait GrantStore: Send + Sync {
         code_hash: &str,
         now: i64,
     ) -> impl Future<Output = Result<RedeemOutcome>> + Send;
+}
 
-    /// Atomically stores a new grant, its first refresh token (if any), its first
-    /// access token and, for a grant born of an authorization code, the link from
-    /// that code to the grant. Either all of it is written or none. If the code
-    /// was replayed meanwhile the grant is stored revoked and `false` returned.
+/// Grants (an owner's approval of a client) and their refresh tokens.
+pub trait GrantStore: Send + Sync {
+    /// Atomically stores a new grant, its first refresh token (if any; issued at
+    /// the grant's creation, for its client and scope), its first access token
+    /// and, for a grant born of an authorization code, the link from that code to
+    /// the grant. Either all of it is written or none. If the code was replayed
+    /// meanwhile the grant is stored revoked and `false` returned.
     fn create_grant(
         &self,
         grant: &GrantRecord,
-        refresh: Option<&NewRefreshToken>,
+        refresh: Option<&NextRefreshToken>,
         access: &IssuedAccessToken,
         from_code_hash: Option<&str>,
     ) -> impl Future<Output = Result<bool>> + Send;
 
     /// Atomically: spends the refresh token if it belongs to `client_id`, is
     /// unspent and unexpired at `now`, its grant is not revoked, and `narrow_to`
-    /// (if any) lies within its scope; then stores `next` (the rotated token, same
-    /// grant and scope) and records `access` under the grant. Otherwise nothing
-    /// changes. Of two concurrent calls for one token at most one sees
-    /// [`RotateOutcome::Rotated`]; a token already spent is [`RotateOutcome::Reused`].
+    /// (if any) lies within its scope; then stores `next` (the rotated token: the
+    /// spent one's grant, client and scope, issued at `now`) and records `access`
+    /// under the grant. Otherwise nothing changes. Of two concurrent calls for one
+    /// token at most one sees [`RotateOutcome::Rotated`]; a token already spent is
+    /// [`RotateOutcome::Reused`].
     fn rotate_refresh_token(
         &self,
         token_hash: &str,
         client_id: &str,
         now: i64,
         narrow_to: Option<&Scope>,
-        next: &NewRefreshToken,
+        next: &NextRefreshToken,
         access: &IssuedAccessToken,
     ) -> impl Future<Output = Result<RotateOutcome>> + Send;
+
+    /// A refresh token by hash, spent or not, with its grant.
+    fn refresh_token(
+        &self,
+        token_hash: &str,
+    ) -> impl Future<Output = Result<Option<RefreshTokenRecord>>> + Send;
+
+    /// Revokes a grant and every refresh and access token descended from it:
+    /// its refresh tokens stop rotating, its unexpired access tokens join the
+    /// denylist. `false` if it was already revoked or does not exist.
+    fn revoke_grant(&self, grant_id: &str, now: i64) -> impl Future<Output = Result<bool>> + Send;
 }
 
 /// What [`GrantStore::redeem_code`] found.
@@ -157,11 +173,6 @@ pub trait RevocationStore: Send + Sync {
         access: &IssuedAccessToken,
     ) -> impl Future<Output = Result<()>> + Send;
 
-    /// Revokes a grant and every refresh and access token descended from it:
-    /// its refresh tokens stop rotating, its unexpired access tokens join the
-    /// denylist. `false` if it was already revoked or does not exist.
-    fn revoke_grant(&self, grant_id: &str, now: i64) -> impl Future<Output = Result<bool>> + Send;
-
     /// Puts one access token on the denylist until it expires.
     fn revoke_access_token(
         &self,
@@ -177,12 +188,6 @@ pub trait RevocationStore: Send + Sync {
         &self,
         now: i64,
     ) -> impl Future<Output = Result<Vec<(String, i64)>>> + Send;
-
-    /// A refresh token by hash, spent or not.
-    fn refresh_token(
-        &self,
-        token_hash: &str,
-    ) -> impl Future<Output = Result<Option<RefreshTokenRecord>>> + Send;
 }
 
 /// What [`GrantStore::rotate_refresh_token`] did.
@@ -334,6 +339,7 @@ pub trait Store:
     ClientStore
     + Housekeeping
     + UserStore
+    + CodeStore
     + GrantStore
     + RevocationStore
     + DeviceStore
@@ -347,6 +353,7 @@ impl<T> Store for T where
     T: ClientStore
         + Housekeeping
         + UserStore
+        + CodeStore
         + GrantStore
         + RevocationStore
         + DeviceStore

@@ -6,15 +6,16 @@
 use base64::Engine as _;
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
-use tollgate_token::{Jwk, KeyAlgorithm, Scope};
+use tollgate_token::{Jwk, KeyAlgorithm, Scope, Secret};
 
 use super::{
-    ClientStore, ConsentStore, DevicePoll, DeviceStore, GrantStore, Housekeeping, KeyStore, Purged,
-    RedeemOutcome, Result, RevocationStore, RotateOutcome, StorageError, UserStore,
+    ClientStore, CodeStore, ConsentStore, DevicePoll, DeviceStore, GrantStore, Housekeeping,
+    KeyStore, Purged, RedeemOutcome, Result, RevocationStore, RotateOutcome, StorageError,
+    UserStore,
 };
 use crate::domain::model::{
     AuthorizationCode, Client, DeviceCode, GrantRecord, GrantType, IssuedAccessToken,
-    NewRefreshToken, RefreshTokenRecord, RotatedRefresh, StoredKey, User,
+    NextRefreshToken, RefreshTokenRecord, RotatedRefresh, StoredKey, User,
 };
 
 static SQLITE_MIGRATIONS: tollgate_service_kit::db::Migrations =
@@ -171,7 +172,7 @@ impl UserStore for SqlStore {
             Ok(User {
                 subject: row.try_get("subject")?,
                 username: row.try_get("username")?,
-                password_hash: row.try_get("password_hash")?,
+                password_hash: Secret::new(row.try_get::<String, _>("password_hash")?),
             })
         })
         .transpose()
@@ -186,7 +187,7 @@ impl UserStore for SqlStore {
         )
         .bind(&user.subject)
         .bind(&user.username)
-        .bind(&user.password_hash)
+        .bind(user.password_hash.expose())
         .bind(now)
         .execute(&self.pool)
         .await?;
@@ -194,7 +195,7 @@ impl UserStore for SqlStore {
     }
 }
 
-impl GrantStore for SqlStore {
+impl CodeStore for SqlStore {
     async fn insert_code(&self, code: &AuthorizationCode) -> Result<()> {
         sqlx::query(
             "INSERT INTO authorization_codes
@@ -258,11 +259,26 @@ impl GrantStore for SqlStore {
             None => RedeemOutcome::Invalid,
         })
     }
+}
 
+/// A `grants` row (columns `grant_id, client_id, subject, scope, audience,
+/// created_at`), the one place it is mapped.
+fn grant_from_row(row: &AnyRow) -> Result<GrantRecord> {
+    Ok(GrantRecord {
+        grant_id: row.try_get("grant_id")?,
+        client_id: row.try_get("client_id")?,
+        subject: row.try_get("subject")?,
+        scope: scope_of(row.try_get("scope")?)?,
+        audience: row.try_get("audience")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+impl GrantStore for SqlStore {
     async fn create_grant(
         &self,
         grant: &GrantRecord,
-        refresh: Option<&NewRefreshToken>,
+        refresh: Option<&NextRefreshToken>,
         access: &IssuedAccessToken,
         from_code_hash: Option<&str>,
     ) -> Result<bool> {
@@ -280,7 +296,12 @@ impl GrantStore for SqlStore {
         .execute(&mut *tx)
         .await?;
         if let Some(refresh) = refresh {
-            insert_refresh(&mut tx, refresh).await?;
+            let owner = RefreshOwner {
+                grant_id: &grant.grant_id,
+                client_id: &grant.client_id,
+                scope: &grant.scope,
+            };
+            insert_refresh(&mut tx, owner, refresh, grant.created_at).await?;
         }
         insert_access(&mut tx, &grant.grant_id, access).await?;
         let mut live = true;
@@ -312,7 +333,7 @@ impl GrantStore for SqlStore {
         client_id: &str,
         now: i64,
         narrow_to: Option<&Scope>,
-        next: &NewRefreshToken,
+        next: &NextRefreshToken,
         access: &IssuedAccessToken,
     ) -> Result<RotateOutcome> {
         let mut tx = self.pool.begin().await?;
@@ -364,20 +385,42 @@ impl GrantStore for SqlStore {
             tx.rollback().await?;
             return Ok(RotateOutcome::Invalid);
         };
-        let grant = GrantRecord {
-            grant_id: grant.try_get("grant_id")?,
-            client_id: grant.try_get("client_id")?,
-            subject: grant.try_get("subject")?,
-            scope: scope_of(grant.try_get("scope")?)?,
-            audience: grant.try_get("audience")?,
-            created_at: grant.try_get("created_at")?,
-        };
-        let next =
-            NewRefreshToken { grant_id: grant_id.clone(), scope: scope.clone(), ..next.clone() };
-        insert_refresh(&mut tx, &next).await?;
+        let grant = grant_from_row(&grant)?;
+        let owner = RefreshOwner { grant_id: &grant_id, client_id, scope: &scope };
+        insert_refresh(&mut tx, owner, next, now).await?;
         insert_access(&mut tx, &grant_id, access).await?;
         tx.commit().await?;
         Ok(RotateOutcome::Rotated(RotatedRefresh { grant, scope }))
+    }
+
+    async fn refresh_token(&self, token_hash: &str) -> Result<Option<RefreshTokenRecord>> {
+        let row = sqlx::query(
+            "SELECT r.client_id AS token_client_id, r.scope AS token_scope, r.issued_at,
+                    r.expires_at, r.used_at, g.grant_id, g.client_id, g.subject, g.scope,
+                    g.audience, g.created_at, g.revoked_at
+             FROM refresh_tokens r JOIN grants g ON g.grant_id = r.grant_id
+             WHERE r.token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(RefreshTokenRecord {
+            grant: grant_from_row(&row)?,
+            client_id: row.try_get("token_client_id")?,
+            scope: scope_of(row.try_get("token_scope")?)?,
+            issued_at: row.try_get("issued_at")?,
+            expires_at: row.try_get("expires_at")?,
+            used_at: row.try_get("used_at")?,
+            grant_revoked: row.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+        }))
+    }
+
+    async fn revoke_grant(&self, grant_id: &str, now: i64) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let revoked = revoke_grant_in(&mut tx, grant_id, now).await?;
+        tx.commit().await?;
+        Ok(revoked)
     }
 }
 
@@ -415,13 +458,6 @@ impl RevocationStore for SqlStore {
         Ok(())
     }
 
-    async fn revoke_grant(&self, grant_id: &str, now: i64) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        let revoked = revoke_grant_in(&mut tx, grant_id, now).await?;
-        tx.commit().await?;
-        Ok(revoked)
-    }
-
     async fn revoke_access_token(&self, jti: &str, expires_at: i64, now: i64) -> Result<()> {
         sqlx::query(
             "INSERT INTO revoked_access_tokens (jti, expires_at, revoked_at) VALUES ($1, $2, $3)
@@ -453,41 +489,20 @@ impl RevocationStore for SqlStore {
         .await?;
         rows.iter().map(|row| Ok((row.try_get("jti")?, row.try_get("expires_at")?))).collect()
     }
+}
 
-    async fn refresh_token(&self, token_hash: &str) -> Result<Option<RefreshTokenRecord>> {
-        let row = sqlx::query(
-            "SELECT r.client_id AS token_client_id, r.scope AS token_scope, r.issued_at,
-                    r.expires_at, r.used_at, g.grant_id, g.client_id, g.subject, g.scope,
-                    g.audience, g.created_at, g.revoked_at
-             FROM refresh_tokens r JOIN grants g ON g.grant_id = r.grant_id
-             WHERE r.token_hash = $1",
-        )
-        .bind(token_hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        Ok(Some(RefreshTokenRecord {
-            grant: GrantRecord {
-                grant_id: row.try_get("grant_id")?,
-                client_id: row.try_get("client_id")?,
-                subject: row.try_get("subject")?,
-                scope: scope_of(row.try_get("scope")?)?,
-                audience: row.try_get("audience")?,
-                created_at: row.try_get("created_at")?,
-            },
-            client_id: row.try_get("token_client_id")?,
-            scope: scope_of(row.try_get("token_scope")?)?,
-            issued_at: row.try_get("issued_at")?,
-            expires_at: row.try_get("expires_at")?,
-            used_at: row.try_get("used_at")?,
-            grant_revoked: row.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
-        }))
-    }
+/// Whose a stored refresh token is.
+struct RefreshOwner<'a> {
+    grant_id: &'a str,
+    client_id: &'a str,
+    scope: &'a Scope,
 }
 
 async fn insert_refresh(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    refresh: &NewRefreshToken,
+    owner: RefreshOwner<'_>,
+    refresh: &NextRefreshToken,
+    issued_at: i64,
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO refresh_tokens
@@ -495,10 +510,10 @@ async fn insert_refresh(
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(&refresh.token_hash)
-    .bind(&refresh.grant_id)
-    .bind(&refresh.client_id)
-    .bind(refresh.scope.to_string())
-    .bind(refresh.issued_at)
+    .bind(owner.grant_id)
+    .bind(owner.client_id)
+    .bind(owner.scope.to_string())
+    .bind(issued_at)
     .bind(refresh.expires_at)
     .execute(&mut **tx)
     .await?;
@@ -759,9 +774,11 @@ impl KeyStore for SqlStore {
                     kid: row.try_get("kid")?,
                     alg: KeyAlgorithm::parse(alg)
                         .ok_or_else(|| StorageError::Corrupt(format!("key alg {alg}")))?,
-                    private_pkcs8: base64::engine::general_purpose::STANDARD
-                        .decode(private)
-                        .map_err(|e| StorageError::Corrupt(format!("private key: {e}")))?,
+                    private_pkcs8: Secret::from(
+                        base64::engine::general_purpose::STANDARD
+                            .decode(private)
+                            .map_err(|e| StorageError::Corrupt(format!("private key: {e}")))?,
+                    ),
                     public_jwk: serde_json::from_str::<Jwk>(jwk)
                         .map_err(|e| StorageError::Corrupt(format!("public jwk: {e}")))?,
                     created_at: row.try_get("created_at")?,
@@ -780,7 +797,7 @@ impl KeyStore for SqlStore {
         )
         .bind(&key.kid)
         .bind(key.alg.as_str())
-        .bind(base64::engine::general_purpose::STANDARD.encode(&key.private_pkcs8))
+        .bind(base64::engine::general_purpose::STANDARD.encode(key.private_pkcs8.expose()))
         .bind(jwk)
         .bind(key.created_at)
         .bind(key.activate_at)

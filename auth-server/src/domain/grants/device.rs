@@ -3,11 +3,13 @@
 //! page, sign in and approve; meanwhile the device polls the token endpoint.
 
 use rand::Rng as _;
-use tollgate_token::{OAuthError, Scope};
+use tollgate_token::{OAuthError, Scope, Secret};
 
-use super::model::{Client, DeviceCode, GrantRecord, GrantType};
-use super::{ClientAuth, OAuthCore, TokenResponse, requested_scope, secrets, storage_failure};
-use crate::storage::{DevicePoll, Store};
+use super::requested_scope;
+use crate::domain::client_auth::ClientAuth;
+use crate::domain::model::{Client, DeviceCode, GrantRecord, GrantType};
+use crate::domain::{OAuthCore, TokenResponse, secrets, storage_failure};
+use crate::storage::{ClientStore, DevicePoll, DeviceStore, GrantStore};
 
 /// RFC 8628 §6.1: a user code from 20 consonants (no vowels, so no words; no
 /// look-alikes), 8 of them: 20^8 ≈ 2^34.6 codes, alive for minutes, and the
@@ -16,22 +18,13 @@ const USER_CODE_ALPHABET: &[u8] = b"BCDFGHJKLMNPQRSTVWXZ";
 const USER_CODE_LEN: usize = 8;
 
 /// The answer to a device authorization request (RFC 8628 §3.2).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceAuthorization {
-    pub device_code: String,
+    pub device_code: Secret,
     /// For display: `XXXX-XXXX`.
-    pub user_code: String,
+    pub user_code: Secret,
     pub expires_in: i64,
     pub interval: i64,
-}
-
-impl std::fmt::Debug for DeviceAuthorization {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeviceAuthorization")
-            .field("expires_in", &self.expires_in)
-            .field("interval", &self.interval)
-            .finish_non_exhaustive()
-    }
 }
 
 /// What the verification page shows for a code.
@@ -61,7 +54,7 @@ fn generate_user_code() -> String {
         .collect()
 }
 
-impl<S: Store> OAuthCore<S> {
+impl<S: ClientStore + DeviceStore> OAuthCore<S> {
     /// RFC 8628 §3.1–3.2: starts a device authorization for a client registered
     /// for the device grant (public clients identify with `client_id`).
     #[tracing::instrument(name = "device_authorization", skip_all, fields(client_id = %auth.client_id()))]
@@ -94,8 +87,8 @@ impl<S: Store> OAuthCore<S> {
             .await
             .map_err(storage_failure)?;
         Ok(DeviceAuthorization {
-            device_code,
-            user_code: display_user_code(&user_code),
+            device_code: Secret::new(device_code),
+            user_code: Secret::new(display_user_code(&user_code)),
             expires_in: self.settings.device_code_ttl_secs,
             interval: self.settings.device_poll_interval_secs,
         })
@@ -127,7 +120,9 @@ impl<S: Store> OAuthCore<S> {
             user_code: display_user_code(&user_code),
         }))
     }
+}
 
+impl<S: DeviceStore> OAuthCore<S> {
     /// Records the signed-in person's decision; `false` if the code is no longer
     /// pending.
     pub async fn decide_device(
@@ -146,17 +141,19 @@ impl<S: Store> OAuthCore<S> {
         }
         Ok(decided)
     }
+}
 
+impl<S: DeviceStore + GrantStore> OAuthCore<S> {
     /// RFC 8628 §3.4–3.5: the device's poll at the token endpoint.
-    pub(super) async fn device_code_grant(
+    pub(in crate::domain) async fn device_code_grant(
         &self,
         client: &Client,
-        device_code: &str,
+        device_code: &Secret,
     ) -> Result<TokenResponse, OAuthError> {
         let now = self.clock.now();
         let poll = self
             .store
-            .poll_device_code(&secrets::hash_secret(device_code), &client.client_id, now)
+            .poll_device_code(&secrets::hash_secret(device_code.expose()), &client.client_id, now)
             .await
             .map_err(storage_failure)?;
         let code = match poll {
@@ -190,13 +187,97 @@ impl<S: Store> OAuthCore<S> {
             audience: client.audience.clone(),
             created_at: now,
         };
-        self.issue_for_grant(client, grant, None).await
+        self.issue_for_new_grant(client, grant, None).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Grant;
+    use crate::domain::grants::testing::{Fixture, SUBJECT, auth};
+    use crate::domain::model::GrantType::{DeviceCode as Device, RefreshToken};
+
+    const OTHERS: &str = "device code is invalid, another client's, or already used";
+
+    fn poll(code: &Secret) -> Grant {
+        Grant::DeviceCode { device_code: code.clone() }
+    }
+
+    async fn refused(fx: &Fixture, client: &str, code: &Secret) -> (&'static str, String) {
+        let err = fx.core.token(&auth(client, None), poll(code)).await.expect_err("refused");
+        (err.code(), err.description().to_owned())
+    }
+
+    #[tokio::test]
+    async fn pending_then_approved_once() {
+        let fx = Fixture::new().await;
+        fx.client("tv", None, &[Device, RefreshToken]).await;
+        let started = fx
+            .core
+            .device_authorization(&auth("tv", None), Some("notes:read"))
+            .await
+            .expect("started");
+        assert_eq!(refused(&fx, "tv", &started.device_code).await.0, "authorization_pending");
+        // RFC 8628 §3.5: polling faster than the interval is slow_down.
+        assert_eq!(refused(&fx, "tv", &started.device_code).await.0, "slow_down");
+
+        let pending =
+            fx.core.pending_device(started.user_code.expose()).await.expect("ok").expect("pending");
+        assert_eq!(pending.scope.to_string(), "notes:read");
+        assert!(
+            fx.core.decide_device(started.user_code.expose(), SUBJECT, true).await.expect("ok")
+        );
+        fx.advance(60);
+        let tokens =
+            fx.core.token(&auth("tv", None), poll(&started.device_code)).await.expect("issued");
+        assert_eq!(
+            (tokens.subject.as_str(), tokens.scope.to_string().as_str()),
+            (SUBJECT, "notes:read")
+        );
+        fx.advance(60);
+        assert_eq!(
+            refused(&fx, "tv", &started.device_code).await,
+            ("invalid_grant", OTHERS.into())
+        );
+    }
+
+    #[tokio::test]
+    async fn another_client_registered_for_the_grant_cannot_redeem_it() {
+        let fx = Fixture::new().await;
+        fx.client("tv", None, &[Device]).await;
+        fx.client("thief", None, &[Device]).await;
+        let started = fx.core.device_authorization(&auth("tv", None), None).await.expect("started");
+        assert!(
+            fx.core.decide_device(started.user_code.expose(), SUBJECT, true).await.expect("ok")
+        );
+        assert_eq!(
+            refused(&fx, "thief", &started.device_code).await,
+            ("invalid_grant", OTHERS.into())
+        );
+        fx.core
+            .token(&auth("tv", None), poll(&started.device_code))
+            .await
+            .expect("the device's own");
+    }
+
+    #[tokio::test]
+    async fn denied_and_expired_codes_end_the_flow() {
+        let fx = Fixture::new().await;
+        fx.client("tv", None, &[Device]).await;
+        let denied = fx.core.device_authorization(&auth("tv", None), None).await.expect("started");
+        assert!(
+            fx.core.decide_device(denied.user_code.expose(), SUBJECT, false).await.expect("ok")
+        );
+        assert_eq!(refused(&fx, "tv", &denied.device_code).await.0, "access_denied");
+
+        let expired = fx.core.device_authorization(&auth("tv", None), None).await.expect("started");
+        fx.advance(fx.core.settings().device_code_ttl_secs);
+        assert_eq!(refused(&fx, "tv", &expired.device_code).await.0, "expired_token");
+        assert!(
+            !fx.core.decide_device(expired.user_code.expose(), SUBJECT, true).await.expect("ok")
+        );
+    }
 
     #[test]
     fn user_codes_are_typable() {

@@ -2,16 +2,16 @@
 //! a narrower one for a service behind it, carrying the user as `sub` and itself
 //! as `act`, so each hop knows both who the request is for and who is calling.
 
-use tollgate_token::{AccessTokenClaims, Actor, OAuthError, Scope};
+use tollgate_token::{AccessTokenClaims, Actor, OAuthError, Scope, Secret};
 
-use super::model::{ACCESS_TOKEN_TYPE, Client};
-use super::{OAuthCore, TokenResponse, storage_failure};
-use crate::storage::Store;
+use crate::domain::model::{ACCESS_TOKEN_TYPE, Client};
+use crate::domain::{OAuthCore, TokenResponse, storage_failure};
+use crate::storage::RevocationStore;
 
 /// The parameters of an exchange request (RFC 8693 §2.1).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExchangeRequest {
-    pub subject_token: String,
+    pub subject_token: Secret,
     pub subject_token_type: String,
     /// The target service, as a logical name (`audience`) or URI (`resource`,
     /// RFC 8707); either names the `aud` of the issued token.
@@ -19,20 +19,10 @@ pub struct ExchangeRequest {
     pub resource: Option<String>,
     pub scope: Option<String>,
     pub requested_token_type: Option<String>,
-    pub actor_token: Option<String>,
+    pub actor_token: Option<Secret>,
 }
 
-impl std::fmt::Debug for ExchangeRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExchangeRequest")
-            .field("audience", &self.audience)
-            .field("resource", &self.resource)
-            .field("scope", &self.scope)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S: Store> OAuthCore<S> {
+impl<S: RevocationStore> OAuthCore<S> {
     /// RFC 8693 §2: issues a token for `audience`, for the subject of the
     /// presented token, acting as `client`. Policy:
     /// - only a confidential client registered for token exchange, and only for
@@ -41,7 +31,7 @@ impl<S: Store> OAuthCore<S> {
     ///   client), still valid and not revoked: a client cannot exchange tokens it
     ///   merely got hold of;
     /// - the scope can only narrow; the lifetime never outlasts the subject token.
-    pub(super) async fn token_exchange(
+    pub(in crate::domain) async fn token_exchange_grant(
         &self,
         client: &Client,
         request: ExchangeRequest,
@@ -80,7 +70,7 @@ impl<S: Store> OAuthCore<S> {
         let keys = self.signer.verification_keys();
         let subject: AccessTokenClaims = self
             .own_tokens
-            .verify_any_audience(&keys, &request.subject_token, now)
+            .verify_any_audience(&keys, request.subject_token.expose(), now)
             .map_err(|_| OAuthError::invalid_request("subject_token is invalid or expired"))?;
         if self.store.is_access_token_revoked(&subject.jti).await.map_err(storage_failure)? {
             return Err(OAuthError::invalid_request("subject_token is revoked"));
@@ -125,5 +115,125 @@ impl<S: Store> OAuthCore<S> {
             subject: subject.sub,
             grant_id: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tollgate_token::{AccessTokenClaims, Clock as _, Scope, Secret};
+
+    use super::*;
+    use crate::domain::Grant;
+    use crate::domain::grants::testing::{Fixture, SUBJECT, auth};
+    use crate::domain::model::GrantRecord;
+    use crate::domain::model::GrantType::{AuthorizationCode, TokenExchange};
+
+    const NOTES: &str = "tollgate-notes-store";
+    const RS: &str = "tollgate-resource";
+
+    /// A user's token for the resource server (`aud` = its client id), and the
+    /// resource server registered for exchange to the notes store.
+    async fn users_token(fx: &Fixture) -> Secret {
+        let web = fx.client("web", Some("s3cret"), &[AuthorizationCode]).await;
+        fx.client(RS, Some("s3cret"), &[TokenExchange]).await;
+        let grant = GrantRecord {
+            grant_id: "grant-1".into(),
+            client_id: "web".into(),
+            subject: SUBJECT.into(),
+            scope: Scope::parse("notes:read notes:write").expect("scope"),
+            audience: RS.into(),
+            created_at: fx.clock.now(),
+        };
+        fx.core.issue_for_new_grant(&web, grant, None).await.expect("grant").access_token
+    }
+
+    fn exchange(subject_token: &Secret, audience: &str, scope: Option<&str>) -> Grant {
+        Grant::TokenExchange(ExchangeRequest {
+            subject_token: subject_token.clone(),
+            subject_token_type: ACCESS_TOKEN_TYPE.into(),
+            audience: Some(audience.into()),
+            resource: None,
+            scope: scope.map(str::to_owned),
+            requested_token_type: None,
+            actor_token: None,
+        })
+    }
+
+    fn claims(fx: &Fixture, token: &Secret) -> AccessTokenClaims {
+        let keys = fx.core.signer().verification_keys();
+        fx.core.own_tokens.verify_any_audience(&keys, token.expose(), fx.clock.now()).expect("ours")
+    }
+
+    async fn refused(fx: &Fixture, client: &str, grant: Grant) -> (&'static str, String) {
+        let err = fx.core.token(&auth(client, Some("s3cret")), grant).await.expect_err("refused");
+        (err.code(), err.description().to_owned())
+    }
+
+    #[tokio::test]
+    async fn the_exchanged_token_names_the_user_the_actor_and_the_target() {
+        let fx = Fixture::new().await;
+        let user = users_token(&fx).await;
+        fx.advance(100);
+        let exchanged = fx
+            .core
+            .token(&auth(RS, Some("s3cret")), exchange(&user, NOTES, Some("notes:read")))
+            .await
+            .expect("exchanged");
+        assert_eq!(exchanged.issued_token_type, Some(ACCESS_TOKEN_TYPE));
+        let (subject, token) = (claims(&fx, &user), claims(&fx, &exchanged.access_token));
+        assert_eq!(token.sub, SUBJECT);
+        assert!(token.aud.contains(NOTES) && !token.aud.contains(RS));
+        assert_eq!(token.act.map(|act| act.sub).as_deref(), Some(RS));
+        assert_eq!(token.scope.as_deref(), Some("notes:read"));
+        // Never outlives the token it was exchanged from.
+        assert_eq!(token.exp, subject.exp);
+        assert_eq!(exchanged.expires_in, subject.exp - fx.clock.now());
+    }
+
+    #[tokio::test]
+    async fn only_for_registered_audiences_and_within_the_scope() {
+        let fx = Fixture::new().await;
+        let user = users_token(&fx).await;
+        assert_eq!(
+            refused(&fx, RS, exchange(&user, "billing", None)).await,
+            ("invalid_target", "this client may not obtain tokens for billing".into())
+        );
+        assert_eq!(
+            refused(&fx, RS, exchange(&user, NOTES, Some("notes:read admin"))).await,
+            ("invalid_scope", "scope exceeds what the subject_token grants".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn only_the_audience_of_the_subject_token_may_exchange_it() {
+        let fx = Fixture::new().await;
+        let user = users_token(&fx).await;
+        fx.client("other", Some("s3cret"), &[TokenExchange]).await;
+        assert_eq!(
+            refused(&fx, "other", exchange(&user, NOTES, None)).await,
+            ("invalid_request", "subject_token was not issued for this client".into())
+        );
+        fx.client("public", None, &[TokenExchange]).await;
+        let err = fx.core.token(&auth("public", None), exchange(&user, NOTES, None)).await;
+        assert_eq!(
+            err.map_err(|e| (e.code(), e.description().to_owned())).expect_err("refused"),
+            ("unauthorized_client", "a public client cannot exchange tokens".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_revoked_subject_token_is_refused() {
+        let fx = Fixture::new().await;
+        let user = users_token(&fx).await;
+        let jti = claims(&fx, &user).jti;
+        fx.core
+            .store()
+            .revoke_access_token(&jti, fx.clock.now() + 300, fx.clock.now())
+            .await
+            .expect("revoked");
+        assert_eq!(
+            refused(&fx, RS, exchange(&user, NOTES, None)).await,
+            ("invalid_request", "subject_token is revoked".into())
+        );
     }
 }

@@ -1,0 +1,193 @@
+//! Client authentication at the token, introspection, revocation and device
+//! endpoints (RFC 6749 §2.3, §3.2.1): who is calling, proven how.
+//!
+//! - `client_secret_basic` / `client_secret_post`: the secret, compared with its
+//!   stored SHA-256 in constant time (see [`super::secrets`]);
+//! - `private_key_jwt` (RFC 7523 §2.2 and §3, RFC 7521 §4.2): the client signs a
+//!   short-lived JWT with a key whose public half it registered, instead of
+//!   sending a secret; each assertion's `jti` is spent once;
+//! - `none`: a public client names itself and proves nothing here (PKCE and
+//!   redirect URIs protect its flows).
+
+use std::collections::HashSet;
+
+use serde::Deserialize;
+use tollgate_token::{JwkSet, KeyAlgorithm, KeySet, OAuthError, Secret};
+
+use super::model::Client;
+use super::{OAuthCore, secrets, storage_failure};
+use crate::storage::ClientStore;
+
+/// How a client authenticated at the token endpoint (RFC 6749 §2.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// `client_secret_basic`: HTTP Basic.
+    SecretBasic { client_id: String, secret: Secret },
+    /// `client_secret_post`: in the form body.
+    SecretPost { client_id: String, secret: Secret },
+    /// `private_key_jwt` (RFC 7523 §2.2): a JWT signed with the client's key.
+    PrivateKeyJwt { client_id: String, assertion: Secret },
+    /// A public client: only its id (`none`).
+    None { client_id: String },
+}
+
+impl ClientAuth {
+    pub fn client_id(&self) -> &str {
+        match self {
+            Self::SecretBasic { client_id, .. }
+            | Self::SecretPost { client_id, .. }
+            | Self::PrivateKeyJwt { client_id, .. }
+            | Self::None { client_id } => client_id,
+        }
+    }
+
+    /// The RFC 8414 `token_endpoint_auth_method` name (spans, audit).
+    pub fn method(&self) -> &'static str {
+        match self {
+            Self::SecretBasic { .. } => "client_secret_basic",
+            Self::SecretPost { .. } => "client_secret_post",
+            Self::PrivateKeyJwt { .. } => "private_key_jwt",
+            Self::None { .. } => "none",
+        }
+    }
+
+    fn secret(&self) -> Option<&Secret> {
+        match self {
+            Self::SecretBasic { secret, .. } | Self::SecretPost { secret, .. } => Some(secret),
+            Self::PrivateKeyJwt { .. } | Self::None { .. } => None,
+        }
+    }
+}
+
+impl<S: ClientStore> OAuthCore<S> {
+    /// RFC 6749 §2.3 and §3.2.1: identifies and authenticates the client. A
+    /// confidential client must prove its secret; a public client must not
+    /// present one; a client with registered keys must use them.
+    #[tracing::instrument(skip_all, fields(client_id = %auth.client_id(), method = auth.method()))]
+    pub async fn authenticate_client(&self, auth: &ClientAuth) -> Result<Client, OAuthError> {
+        let client = self
+            .store
+            .client(auth.client_id())
+            .await
+            .map_err(storage_failure)?
+            .ok_or_else(|| OAuthError::invalid_client("unknown client or bad credentials"))?;
+        // A client with keys authenticates with them, and only with them.
+        if client.jwks.is_some() || matches!(auth, ClientAuth::PrivateKeyJwt { .. }) {
+            let ClientAuth::PrivateKeyJwt { assertion, .. } = auth else {
+                return Err(OAuthError::invalid_client(
+                    "client must authenticate with private_key_jwt",
+                ));
+            };
+            self.verify_client_assertion(&client, assertion.expose()).await?;
+            return Ok(client);
+        }
+        match (&client.secret_hash, auth.secret()) {
+            (Some(hash), Some(secret)) if secrets::verify_secret(secret.expose(), hash) => {
+                Ok(client)
+            }
+            (Some(_), Some(_)) => {
+                Err(OAuthError::invalid_client("unknown client or bad credentials"))
+            }
+            (Some(_), None) => Err(OAuthError::invalid_client("client authentication required")),
+            (None, None) => Ok(client),
+            (None, Some(_)) => {
+                Err(OAuthError::invalid_client("public client must not send a secret"))
+            }
+        }
+    }
+}
+
+/// The longest an assertion may live (`exp` − now): long enough for one
+/// request, short enough that the replay cache stays small.
+pub const MAX_ASSERTION_LIFETIME_SECS: i64 = 300;
+/// Clock skew tolerated on `iat`.
+const LEEWAY_SECS: i64 = 30;
+
+#[derive(Deserialize)]
+struct AssertionClaims {
+    exp: i64,
+    iat: i64,
+    jti: String,
+}
+
+/// The client an assertion names (`iss`/`sub`), read before it is verified so
+/// the right keys can be found. Never trusted beyond that.
+pub fn assertion_subject(assertion: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Unverified {
+        sub: String,
+    }
+    let payload = assertion.split('.').nth(1)?;
+    let bytes =
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).ok()?;
+    serde_json::from_slice::<Unverified>(&bytes).ok().map(|u| u.sub)
+}
+
+impl<S: ClientStore> OAuthCore<S> {
+    /// RFC 7523 §3: signature by one of the client's registered keys; `iss` and
+    /// `sub` the client; `aud` this server (its issuer or token endpoint);
+    /// `exp` in the future and at most five minutes away; `iat` not in the
+    /// future; `jti` never seen before from this client.
+    async fn verify_client_assertion(
+        &self,
+        client: &Client,
+        assertion: &str,
+    ) -> Result<(), OAuthError> {
+        let bad = || OAuthError::invalid_client("client assertion is invalid");
+        let Some(jwks) = &client.jwks else {
+            return Err(OAuthError::invalid_client("client is not registered for private_key_jwt"));
+        };
+        let header = jsonwebtoken::decode_header(assertion).map_err(|_| bad())?;
+        let alg = match header.alg {
+            jsonwebtoken::Algorithm::EdDSA => KeyAlgorithm::EdDSA,
+            jsonwebtoken::Algorithm::ES256 => KeyAlgorithm::ES256,
+            _ => return Err(OAuthError::invalid_client("client assertion algorithm not allowed")),
+        };
+        let keys = KeySet::from_jwks(&JwkSet { keys: jwks.clone() });
+        let mut validation = jsonwebtoken::Validation::new(header.alg);
+        validation
+            .set_audience(&[self.settings.issuer.as_str(), self.settings.token_endpoint.as_str()]);
+        validation.set_issuer(&[client.client_id.as_str()]);
+        validation.sub = Some(client.client_id.clone());
+        // Time is checked below against our clock, not the system's.
+        validation.validate_exp = false;
+        validation.required_spec_claims = HashSet::from(["iss", "sub", "aud"].map(str::to_owned));
+        let candidates = keys
+            .iter()
+            .filter(|(kid, key_alg, _)| {
+                *key_alg == alg && header.kid.as_deref().is_none_or(|wanted| wanted == *kid)
+            })
+            .map(|(_, _, key)| key);
+        let claims = candidates
+            .filter_map(|key| {
+                jsonwebtoken::decode::<AssertionClaims>(assertion, key, &validation).ok()
+            })
+            .map(|data| data.claims)
+            .next()
+            .ok_or_else(bad)?;
+
+        let now = self.clock.now();
+        if claims.exp <= now {
+            return Err(OAuthError::invalid_client("client assertion has expired"));
+        }
+        if claims.exp - now > MAX_ASSERTION_LIFETIME_SECS {
+            return Err(OAuthError::invalid_client("client assertion lives too long"));
+        }
+        if claims.iat > now + LEEWAY_SECS {
+            return Err(OAuthError::invalid_client("client assertion was issued in the future"));
+        }
+        if claims.jti.is_empty() {
+            return Err(bad());
+        }
+        let fresh = self
+            .store
+            .use_assertion_jti(&client.client_id, &claims.jti, claims.exp, now)
+            .await
+            .map_err(storage_failure)?;
+        if !fresh {
+            tracing::warn!(client_id = %client.client_id, "client assertion replay refused");
+            return Err(OAuthError::invalid_client("client assertion was already used"));
+        }
+        Ok(())
+    }
+}
