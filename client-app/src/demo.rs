@@ -8,7 +8,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use tollgate_token::Clock;
+use tollgate_token::{Clock, Secret};
 
 use crate::discovery::discover;
 use crate::loopback::LoopbackRedirect;
@@ -19,7 +19,7 @@ use crate::tokens::{TokenSet, redact};
 use crate::{ClientError, claims};
 
 /// What the demo runs against, and as whom.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct DemoOptions {
     pub issuer: String,
     pub resource_url: String,
@@ -27,25 +27,26 @@ pub struct DemoOptions {
     pub client: ClientIdentity,
     pub scopes: Vec<String>,
     pub username: String,
-    pub password: String,
+    pub password: Secret,
     /// A machine client for the client-credentials part, if any.
     pub machine_client: Option<ClientIdentity>,
     pub machine_scopes: Vec<String>,
+    /// The hop behind the resource server, shown with the resource server's own
+    /// credentials (only where the demo runs them, as the quickstart does).
+    pub hop: Option<HopOptions>,
 }
 
-impl std::fmt::Debug for DemoOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DemoOptions")
-            .field("issuer", &self.issuer)
-            .field("resource_url", &self.resource_url)
-            .field("client", &self.client)
-            .field("scopes", &self.scopes)
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .field("machine_client", &self.machine_client)
-            .field("machine_scopes", &self.machine_scopes)
-            .finish()
-    }
+/// What the resource server uses to reach the notes store: its own identity at
+/// the authorization server, and where the notes store is.
+#[derive(Debug, Clone)]
+pub struct HopOptions {
+    /// The resource server as a client (its client id and secret).
+    pub service: ClientIdentity,
+    /// The authorization server's gRPC endpoint (RFC 8693 exchange).
+    pub auth_grpc_url: String,
+    pub notes_store_url: String,
+    /// The notes store's audience, `tollgate-notes-store`.
+    pub notes_store_audience: String,
 }
 
 struct Narrator<'a> {
@@ -137,7 +138,7 @@ pub async fn run(
         .submit(
             &login,
             "/authorize/login",
-            &[("username", &options.username), ("password", &options.password)],
+            &[("username", &options.username), ("password", options.password.expose())],
         )
         .await?;
     n.say(format!(
@@ -192,6 +193,10 @@ pub async fn run(
         Ok(_) => return Err(ClientError::Protocol("another owner's notes were readable".into())),
     }
 
+    if let Some(hop) = &options.hop {
+        exchange_hop(&mut n, hop, &tokens).await?;
+    }
+
     n.step("Client refreshes; the server rotates the refresh token (RFC 9700 §4.14)")?;
     let refreshed = client.refresh(&tokens).await?;
     n.say("POST /token grant_type=refresh_token → 200, new access and refresh tokens")?;
@@ -235,4 +240,108 @@ pub async fn run(
 
     n.step("Done: every step followed the protocol")?;
     Ok(())
+}
+
+/// The microservice hop: on every notes call the resource server trades the
+/// user's token (whose `aud` is the resource server) for one the notes store
+/// accepts (RFC 8693): same `sub`, `aud` the notes store, `act` the resource
+/// server, only the scope the call needs, never outliving the user's token.
+/// Shown by making the same exchange with the resource server's credentials.
+async fn exchange_hop(
+    n: &mut Narrator<'_>,
+    hop: &HopOptions,
+    tokens: &TokenSet,
+) -> Result<(), ClientError> {
+    use tollgate_proto::auth::v1::token_request::Grant;
+    use tollgate_proto::auth::v1::token_service_client::TokenServiceClient;
+    use tollgate_proto::auth::v1::{ClientAuthentication, TokenExchangeGrant, TokenRequest};
+    use tollgate_proto::notes::v1::ListNotesRequest;
+    use tollgate_proto::notes::v1::note_store_client::NoteStoreClient;
+
+    const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
+    n.step("Behind the resource server: each notes call is a token exchange (RFC 8693)")?;
+    n.say(format!(
+        "The notes store accepts only tokens for itself (aud = {}); the user's token names the \
+         resource server. So the resource server, authenticated as {:?}, exchanges it:",
+        hop.notes_store_audience, hop.service.client_id
+    ))?;
+    let secret = hop.service.client_secret.as_ref().map(|s| s.expose().clone());
+    let request = TokenRequest {
+        client: Some(ClientAuthentication {
+            client_id: hop.service.client_id.clone(),
+            client_secret: secret,
+            client_assertion: None,
+        }),
+        grant: Some(Grant::TokenExchange(TokenExchangeGrant {
+            subject_token: tokens.access_token.clone(),
+            subject_token_type: ACCESS_TOKEN.into(),
+            audience: Some(hop.notes_store_audience.clone()),
+            resource: None,
+            scope: Some("notes:read".into()),
+            requested_token_type: None,
+        })),
+    };
+    let mut auth = TokenServiceClient::new(grpc_channel(&hop.auth_grpc_url).await?);
+    let exchanged = auth.token(request).await?.into_inner();
+    n.say(format!(
+        "TokenService.Token grant=token-exchange subject_token=<the user's> audience={} \
+         scope=notes:read → issued_token_type {}",
+        hop.notes_store_audience,
+        exchanged.issued_token_type.as_deref().unwrap_or("-")
+    ))?;
+    let (_, user) = claims::decode_unverified(&tokens.access_token)?;
+    let (_, delegated) = claims::decode_unverified(&exchanged.access_token)?;
+    let rows: Vec<(&str, String, String)> =
+        ["iss", "sub", "aud", "client_id", "act", "scope", "exp"]
+            .into_iter()
+            .map(|claim| {
+                let show = |v: &serde_json::Value| match v.get(claim) {
+                    None => "-".to_owned(),
+                    Some(serde_json::Value::String(s)) => s.clone(),
+                    Some(other) => other.to_string(),
+                };
+                (claim, show(&user), show(&delegated))
+            })
+            .collect();
+    let width = rows.iter().map(|(_, mine, _)| mine.len()).max().unwrap_or(0);
+    n.say(format!("{:<10} {:<width$}  {}", "claim", "the user's token", "the exchanged token"))?;
+    for (claim, mine, theirs) in rows {
+        n.say(format!("{claim:<10} {mine:<width$}  {theirs}"))?;
+    }
+
+    let mut store = NoteStoreClient::new(grpc_channel(&hop.notes_store_url).await?);
+    let listed = store
+        .list_notes(crate::resource::bearer(ListNotesRequest {}, &exchanged.access_token)?)
+        .await?
+        .into_inner();
+    n.say(format!(
+        "NoteStore.ListNotes with the exchanged token → {} note(s) of sub={}",
+        listed.notes.len(),
+        user.get("sub").and_then(|s| s.as_str()).unwrap_or("-")
+    ))?;
+    match store
+        .list_notes(crate::resource::bearer(ListNotesRequest {}, &tokens.access_token)?)
+        .await
+    {
+        Err(status) => n.say(format!(
+            "NoteStore.ListNotes with the user's own token → refused: {}",
+            status_line(&status)
+        ))?,
+        Ok(_) => {
+            return Err(ClientError::Protocol(
+                "the notes store accepted a token not meant for it".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn grpc_channel(
+    url: &str,
+) -> Result<tollgate_telemetry::propagation::Propagating<tonic::transport::Channel>, ClientError> {
+    let channel = tonic::transport::Channel::from_shared(url.to_owned())
+        .map_err(|e| ClientError::Protocol(format!("gRPC URL {url:?}: {e}")))?
+        .connect()
+        .await?;
+    Ok(tollgate_telemetry::propagation::traced(channel))
 }

@@ -13,7 +13,7 @@ use tollgate_client_app::oauth::{ClientAuthMethod, ClientIdentity, OAuthClient};
 use tollgate_client_app::resource::ResourceClient;
 use tollgate_client_app::tokens::{TokenFile, TokenSet, redact};
 use tollgate_telemetry::{self as telemetry, LogFormat, TelemetryConfig};
-use tollgate_token::{Clock, SystemClock};
+use tollgate_token::{Clock, Secret, SystemClock};
 use tracing::Instrument as _;
 
 #[derive(Parser)]
@@ -35,7 +35,7 @@ struct Cli {
     /// The client secret of a confidential client (omit for a public client).
     /// Prefer the environment variable: arguments are visible to other users.
     #[arg(long, env = "CLIENT_SECRET", hide_env_values = true, global = true)]
-    client_secret: Option<String>,
+    client_secret: Option<Secret>,
     #[arg(long, value_enum, default_value = "client-secret-basic", global = true)]
     auth_method: ClientAuthMethod,
     /// Where tokens are kept (created with mode 0600).
@@ -88,7 +88,7 @@ enum Command {
         #[arg(long, default_value = "alice")]
         username: String,
         #[arg(long, env = "DEMO_PASSWORD", hide_env_values = true)]
-        password: String,
+        password: Secret,
         #[arg(
             long,
             value_delimiter = ' ',
@@ -99,7 +99,7 @@ enum Command {
         #[arg(long, env = "DEMO_MACHINE_CLIENT_ID")]
         machine_client_id: Option<String>,
         #[arg(long, env = "DEMO_MACHINE_CLIENT_SECRET", hide_env_values = true)]
-        machine_client_secret: Option<String>,
+        machine_client_secret: Option<Secret>,
     },
 }
 
@@ -292,6 +292,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 password: password.clone(),
                 machine_client,
                 machine_scopes: vec!["reports:read".into()],
+                // The client app does not hold the resource server's credentials.
+                hop: None,
             };
             demo::run(&options, clock, &mut std::io::stdout()).await?;
         }

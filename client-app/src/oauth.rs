@@ -13,7 +13,7 @@ use oauth2::{
     StandardDeviceAuthorizationResponse, StandardErrorResponse, TokenResponse as _, TokenUrl,
 };
 use subtle::ConstantTimeEq as _;
-use tollgate_token::Clock;
+use tollgate_token::{Clock, Secret};
 
 use crate::ClientError;
 use crate::discovery::ServerMetadata;
@@ -58,22 +58,12 @@ pub enum ClientAuthMethod {
 }
 
 /// Who this client is.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct ClientIdentity {
     pub client_id: String,
     /// `None` for a public client (RFC 6749 §2.1), which proves itself with PKCE.
-    pub client_secret: Option<String>,
+    pub client_secret: Option<Secret>,
     pub auth_method: ClientAuthMethod,
-}
-
-impl std::fmt::Debug for ClientIdentity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientIdentity")
-            .field("client_id", &self.client_id)
-            .field("client_secret", &self.client_secret.as_ref().map(|_| "<redacted>"))
-            .field("auth_method", &self.auth_method)
-            .finish()
-    }
 }
 
 /// An authorization request sent to the browser, waiting for its answer.
@@ -146,7 +136,7 @@ fn base_client(identity: &ClientIdentity) -> BasicClient {
         },
     );
     if let Some(secret) = &identity.client_secret {
-        client = client.set_client_secret(ClientSecret::new(secret.clone()));
+        client = client.set_client_secret(ClientSecret::new(secret.expose().clone()));
     }
     client
 }

@@ -5,6 +5,7 @@
 
 use tollgate_auth_server::domain::secrets::generate_secret as random_secret;
 use tollgate_client_app::oauth::{ClientAuthMethod, ClientIdentity};
+use tollgate_token::Secret;
 
 /// Demo resource owners and their passwords. Demo only: never reuse these.
 pub const PASSWORDS: &[(&str, &str)] =
@@ -148,7 +149,7 @@ pub fn cli_client() -> ClientIdentity {
 pub fn web_client(secrets: &DemoSecrets) -> ClientIdentity {
     ClientIdentity {
         client_id: WEB_CLIENT.into(),
-        client_secret: Some(secrets.web.clone()),
+        client_secret: Some(Secret::new(secrets.web.clone())),
         auth_method: ClientAuthMethod::ClientSecretBasic,
     }
 }
@@ -156,7 +157,7 @@ pub fn web_client(secrets: &DemoSecrets) -> ClientIdentity {
 pub fn reporter_client(secrets: &DemoSecrets) -> ClientIdentity {
     ClientIdentity {
         client_id: REPORTER_CLIENT.into(),
-        client_secret: Some(secrets.reporter.clone()),
+        client_secret: Some(Secret::new(secrets.reporter.clone())),
         auth_method: ClientAuthMethod::ClientSecretBasic,
     }
 }
@@ -164,7 +165,7 @@ pub fn reporter_client(secrets: &DemoSecrets) -> ClientIdentity {
 pub fn other_api_client(secrets: &DemoSecrets) -> ClientIdentity {
     ClientIdentity {
         client_id: OTHER_API_CLIENT.into(),
-        client_secret: Some(secrets.other_api.clone()),
+        client_secret: Some(Secret::new(secrets.other_api.clone())),
         auth_method: ClientAuthMethod::ClientSecretBasic,
     }
 }
@@ -172,7 +173,7 @@ pub fn other_api_client(secrets: &DemoSecrets) -> ClientIdentity {
 pub fn backup_client(secrets: &DemoSecrets) -> ClientIdentity {
     ClientIdentity {
         client_id: BACKUP_CLIENT.into(),
-        client_secret: Some(secrets.backup.clone()),
+        client_secret: Some(Secret::new(secrets.backup.clone())),
         auth_method: ClientAuthMethod::ClientSecretBasic,
     }
 }
@@ -180,7 +181,7 @@ pub fn backup_client(secrets: &DemoSecrets) -> ClientIdentity {
 pub fn resource_server_client(secrets: &DemoSecrets) -> ClientIdentity {
     ClientIdentity {
         client_id: RESOURCE_SERVER_CLIENT.into(),
-        client_secret: Some(secrets.resource_server.clone()),
+        client_secret: Some(Secret::new(secrets.resource_server.clone())),
         auth_method: ClientAuthMethod::ClientSecretBasic,
     }
 }

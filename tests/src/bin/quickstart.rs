@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use clap::Parser;
-use tollgate_client_app::demo::{self, DemoOptions};
+use tollgate_client_app::demo::{self, DemoOptions, HopOptions};
 use tollgate_e2e::{PASSWORDS, StackOptions, TestStack, password_of};
 use tollgate_token::{Clock, SystemClock};
 
@@ -78,6 +78,13 @@ async fn main() -> anyhow::Result<()> {
         password: password_of("alice")?.into(),
         machine_client: Some(stack.reporter_client()),
         machine_scopes: vec!["reports:read".into()],
+        hop: Some(HopOptions {
+            service: stack.resource_server_client(),
+            auth_grpc_url: stack.auth_grpc_url(),
+            notes_store_url: stack.notes_url(),
+            notes_store_audience: tollgate_resource_server::config::DEFAULT_NOTES_STORE_AUDIENCE
+                .into(),
+        }),
     };
     demo::run(&options, clock, &mut std::io::stdout()).await?;
 

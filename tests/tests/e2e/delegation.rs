@@ -242,7 +242,7 @@ async fn the_notes_store_serves_users_only_through_a_trusted_actor() {
     let reply = post_form(
         &stack,
         "/token",
-        Some(("rogue-service", &secret)),
+        Some(("rogue-service", secret.expose())),
         &[
             ("grant_type", EXCHANGE),
             ("subject_token", &own),

@@ -149,7 +149,7 @@ pub async fn register(stack: &TestStack, spec: &str) -> ClientIdentity {
     register_client(core.store(), &client, core.now()).await.unwrap();
     ClientIdentity {
         client_id: spec.client_id.clone(),
-        client_secret: spec.secret.as_ref().map(|s| s.expose().clone()),
+        client_secret: spec.secret.clone(),
         auth_method: ClientAuthMethod::ClientSecretBasic,
     }
 }
