@@ -1,0 +1,123 @@
+//! `cargo xtask <task>`: the one entry point for the developer loop and CI.
+//!
+//! | task | what it runs |
+//! |---|---|
+//! | `ci` | what `.ci/run` runs: `services`, `lint`, `test` with the PostgreSQL variants required, the quickstart, `compose-e2e` |
+//! | `test` | `cargo test --workspace` (the README's test command) |
+//! | `lint` | `cargo fmt --check`, `cargo clippy -D warnings` |
+//! | `services` | installs and starts Chromium and PostgreSQL (`scripts/ci-services.sh`) |
+//! | `quickstart` | `cargo run --bin quickstart` (the README's main command) |
+//! | `compose-e2e` | the compose stack, its client flow and fault tests (`scripts/compose-e2e.sh`) |
+//!
+//! Each task prints the commands it runs and stops at the first that fails,
+//! with that command's exit status. Only the standard library: it builds in
+//! seconds on a clean machine.
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+/// The PostgreSQL that `services` starts, for the storage suites' second backend.
+const CI_POSTGRES_URL: &str = "postgres://tollgate:tollgate@127.0.0.1:5432/postgres";
+
+const USAGE: &str = "usage: cargo xtask <ci|test|lint|services|quickstart|compose-e2e> [args…]
+  ci           everything CI runs (.ci/run)
+  test         cargo test --workspace [args…]
+  lint         cargo fmt --check and cargo clippy -D warnings
+  services     install and start Chromium and PostgreSQL (Debian, root)
+  quickstart   cargo run --bin quickstart [args…]
+  compose-e2e  the compose stack with replicas, its flow and fault tests [args…]";
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let task = args.next().unwrap_or_default();
+    let rest: Vec<String> = args.collect();
+    let result = match task.as_str() {
+        "ci" => ci(),
+        "test" => test(&rest, &[]),
+        "lint" => lint(),
+        "services" => services(),
+        "quickstart" => quickstart(&rest),
+        "compose-e2e" => compose_e2e(&rest),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("xtask {task}: {failure}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Result = std::result::Result<(), String>;
+
+/// The workspace root (this crate's parent), whatever the caller's directory.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// Runs a program to completion in the workspace root, echoing it first.
+fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> Result {
+    println!("--- {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("could not start {program}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{program} {}` failed ({status})", args.join(" ")))
+    }
+}
+
+fn cargo(args: &[&str], env: &[(&str, &str)]) -> Result {
+    run(&std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()), args, env)
+}
+
+fn lint() -> Result {
+    cargo(&["fmt", "--all", "--check"], &[])?;
+    cargo(&["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"], &[])
+}
+
+fn test(extra: &[String], env: &[(&str, &str)]) -> Result {
+    let mut args = vec!["test", "--workspace", "--locked"];
+    args.extend(extra.iter().map(String::as_str));
+    cargo(&args, env)
+}
+
+fn services() -> Result {
+    run("bash", &["scripts/ci-services.sh"], &[])
+}
+
+fn quickstart(extra: &[String]) -> Result {
+    let mut args = vec!["run", "--locked", "--bin", "quickstart"];
+    if !extra.is_empty() {
+        args.push("--");
+        args.extend(extra.iter().map(String::as_str));
+    }
+    cargo(&args, &[])
+}
+
+fn compose_e2e(extra: &[String]) -> Result {
+    let mut args = vec!["scripts/compose-e2e.sh"];
+    args.extend(extra.iter().map(String::as_str));
+    run("bash", &args, &[])
+}
+
+/// Everything CI checks, in the order that fails fastest.
+fn ci() -> Result {
+    services()?;
+    lint()?;
+    // The storage suites' PostgreSQL variants fail rather than skip.
+    let postgres =
+        [("TOLLGATE_TEST_POSTGRES_URL", CI_POSTGRES_URL), ("TOLLGATE_REQUIRE_POSTGRES", "1")];
+    test(&[], &postgres)?;
+    quickstart(&[])?;
+    compose_e2e(&["--profile".into(), "dev".into()])
+}
