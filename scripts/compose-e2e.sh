@@ -57,5 +57,12 @@ echo "--- client-app: the full flow, run once inside the stack"
 docker-compose run --rm --no-deps client-app | tee target/compose-demo.log
 grep -q "Done: every step followed the protocol" target/compose-demo.log
 
+echo "--- client-app: a machine client's token and call in one container (README)"
+docker-compose run --rm --no-deps -e CLIENT_ID=tollgate-reporter \
+    -e CLIENT_SECRET_FILE=/secrets/reporter-secret \
+    client-app sh -c 'client-app client-credentials && client-app call report' \
+    | tee target/compose-report.log
+grep -q "owners" target/compose-report.log
+
 echo "--- fault tests against the stack"
 cargo test --locked --workspace --test compose -- --ignored --test-threads=1

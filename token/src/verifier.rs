@@ -51,6 +51,7 @@ pub struct KeySet {
     keys: HashMap<String, (KeyAlgorithm, DecodingKey)>,
 }
 
+// Hand-written: `DecodingKey` has no `Debug`; a key set is told apart by its kids.
 impl std::fmt::Debug for KeySet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeySet").field("kids", &self.keys.keys().collect::<Vec<_>>()).finish()
