@@ -55,8 +55,8 @@ pub enum AdminCommand {
     /// or each create a first key (docker-compose.yml's `migrate` job).
     Init,
     /// Deletes the codes, tokens and grants that expired more than
-    /// --purge-retention seconds ago, as running servers do every
-    /// --purge-interval seconds.
+    /// --purge-retention-secs seconds ago, as running servers do every
+    /// --purge-interval-secs seconds.
     Purge,
 }
 

@@ -1,5 +1,5 @@
-//! The resource owner's sign-in, on every page that takes a password (the
-//! authorization, device and account pages) and in the admin command.
+//! The resource owner's sign-in, on every page that takes a password: the
+//! authorization, device and account pages.
 
 use tollgate_telemetry::audit::{self, Event, Subject};
 use tollgate_token::OAuthError;
