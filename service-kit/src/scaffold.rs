@@ -201,7 +201,7 @@ impl<S: ProtectedService> Application<S> {
         .with_drain(std::time::Duration::from_secs(config.service.shutdown_drain_secs));
         tracing::info!(
             service = S::SPEC.name, addr = %listener.addr(), issuer = %config.tokens.issuer,
-            audience = config.audience(), "bound"
+            audience = config.audience(), "gRPC listener bound"
         );
         Ok(Self { listener, service })
     }
