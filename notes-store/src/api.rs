@@ -4,16 +4,20 @@
 
 use std::sync::Arc;
 
-use tollgate_proto::notes::v1::note_store_server::NoteStore;
+use tollgate_proto::notes::v1::note_store_server::{NoteStore, NoteStoreServer};
 use tollgate_proto::notes::v1::{
     CountNotesRequest, CountNotesResponse, CreateNoteRequest, DeleteNoteRequest,
     DeleteNoteResponse, ListNotesRequest, ListNotesResponse, Note,
 };
-use tollgate_service_kit::auth::{AuthContext, auth_context};
+use tollgate_service_kit::auth::{self, AuthContext};
+use tollgate_service_kit::input::{check_len, required};
+use tollgate_service_kit::scaffold::{ProtectedService, ServiceSpec};
+use tollgate_service_kit::serve::ProtectedRouter;
 use tollgate_service_kit::status::to_status;
 use tollgate_token::{Clock, OAuthError};
 use tonic::{Request, Response, Status};
 
+use crate::Config;
 use crate::storage::NoteStorage;
 use tollgate_service_kit::status::storage_unavailable as storage_failure;
 
@@ -27,11 +31,24 @@ pub struct Api {
     trusted_actors: Arc<Vec<String>>,
 }
 
-impl Api {
-    pub fn new(storage: NoteStorage, clock: Arc<dyn Clock>, trusted_actors: Vec<String>) -> Self {
-        Self { storage, clock, trusted_actors: Arc::new(trusted_actors) }
+/// The notes store as the shared scaffolding builds and serves it.
+impl ProtectedService for Api {
+    const SPEC: ServiceSpec = crate::config::SPEC;
+    type Settings = crate::config::Settings;
+
+    async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let storage = config.open_database(NoteStorage::connect).await?;
+        let trusted_actors = config.settings.trusted_actors.clone();
+        tracing::info!(?trusted_actors, "services trusted to act for users");
+        Ok(Self { storage, clock, trusted_actors: Arc::new(trusted_actors) })
     }
 
+    fn routes(self, router: ProtectedRouter) -> ProtectedRouter {
+        router.add_service(NoteStoreServer::new(self))
+    }
+}
+
+impl Api {
     /// The owner a call acts for, and the service acting: only a trusted service
     /// (RFC 8693 `act`) acting for a user. A token without `act` is someone
     /// calling in person, which this internal service does not serve.
@@ -39,7 +56,7 @@ impl Api {
         &self,
         request: &'a Request<T>,
     ) -> Result<(&'a AuthContext, &'a str), Status> {
-        let caller = auth_context(request)?;
+        let caller = auth::caller(request)?;
         match caller.actor.as_deref() {
             Some(actor) if self.trusted_actors.iter().any(|a| a == actor) => Ok((caller, actor)),
             Some(actor) => {
@@ -72,14 +89,9 @@ impl NoteStore for Api {
     ) -> Result<Response<Note>, Status> {
         let (caller, actor) = self.acting_for(&request)?;
         let CreateNoteRequest { title, body } = request.get_ref();
-        if title.trim().is_empty() {
-            return Err(Status::invalid_argument("title is required"));
-        }
-        if title.chars().count() > MAX_TITLE || body.chars().count() > MAX_BODY {
-            return Err(Status::invalid_argument(format!(
-                "title is limited to {MAX_TITLE} and body to {MAX_BODY} characters"
-            )));
-        }
+        required("title", title)?;
+        check_len("title", title, MAX_TITLE)?;
+        check_len("body", body, MAX_BODY)?;
         let note = self
             .storage
             .create(&caller.subject, title, body, actor, self.clock.now())

@@ -6,10 +6,8 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 use tollgate_proto::notes::v1::Note;
 
-static MIGRATIONS: tollgate_service_kit::db::Migrations =
-    tollgate_service_kit::db::Migrations { sqlite: &SQLITE, postgres: &POSTGRES };
-static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+/// This store's schema, per backend (`migrations/`).
+static MIGRATIONS: tollgate_service_kit::db::Migrations = tollgate_service_kit::migrations!();
 
 #[derive(Debug, Clone)]
 pub struct NoteStorage {

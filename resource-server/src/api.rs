@@ -7,17 +7,23 @@ use std::sync::Arc;
 use crate::downstream::TracedChannel;
 use tollgate_proto::notes::v1 as store;
 use tollgate_proto::notes::v1::note_store_client::NoteStoreClient;
+use tollgate_proto::resource::v1::notes_service_server::{NotesService, NotesServiceServer};
+use tollgate_proto::resource::v1::profile_service_server::{ProfileService, ProfileServiceServer};
+use tollgate_proto::resource::v1::report_service_server::{ReportService, ReportServiceServer};
 use tollgate_proto::resource::v1::{
     CreateNoteRequest, DeleteNoteRequest, DeleteNoteResponse, GetProfileRequest,
     GetUsageReportRequest, ListNotesRequest, ListNotesResponse, Note, Profile,
-    UpdateProfileRequest, UsageReport, notes_service_server::NotesService,
-    profile_service_server::ProfileService, report_service_server::ReportService,
+    UpdateProfileRequest, UsageReport,
 };
-use tollgate_service_kit::auth::{SubjectToken, auth_context};
+use tollgate_service_kit::auth;
+use tollgate_service_kit::input::{check_len, required};
+use tollgate_service_kit::scaffold::{ProtectedService, ServiceSpec};
+use tollgate_service_kit::serve::ProtectedRouter;
 use tollgate_service_kit::status::to_status;
 use tollgate_token::{Clock, OAuthError};
 use tonic::{Request, Response, Status};
 
+use crate::Config;
 use crate::downstream::NotesBackend;
 use crate::policy::{NOTES_READ, NOTES_WRITE};
 use crate::storage::ResourceStore;
@@ -42,16 +48,35 @@ pub struct Api {
     clock: Arc<dyn Clock>,
 }
 
-impl Api {
-    pub fn new(store: ResourceStore, notes: NotesBackend, clock: Arc<dyn Clock>) -> Self {
-        Self { store, notes, clock }
+/// The resource server as the shared scaffolding builds and serves it.
+impl ProtectedService for Api {
+    const SPEC: ServiceSpec = crate::config::SPEC;
+    type Settings = crate::config::Settings;
+
+    async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let store = config.open_database(ResourceStore::connect).await?;
+        let notes = NotesBackend::new(
+            &config.settings.notes_store_url,
+            &config.tokens.auth_grpc_url,
+            config.tokens.credentials(),
+            config.settings.notes_store_audience.clone(),
+            clock.clone(),
+        )?;
+        Ok(Self { store, notes, clock })
+    }
+
+    fn routes(self, router: ProtectedRouter) -> ProtectedRouter {
+        router
+            .add_service(ProfileServiceServer::new(self.clone()))
+            .add_service(NotesServiceServer::new(self.clone()))
+            .add_service(ReportServiceServer::new(self))
     }
 }
 
 /// The owner a request may act on: the token's subject, named either as itself or
 /// as "me". Anyone else's data is PERMISSION_DENIED, whatever the scopes say.
 fn owner_of<T>(request: &Request<T>, owner: &str) -> Result<String, Status> {
-    let caller = auth_context(request)?;
+    let caller = auth::caller(request)?;
     // RFC 9068 §2.2: with no resource owner (client credentials) `sub` is the
     // client itself. Such a token acts for nobody, so it reaches nobody's data,
     // whatever scopes a (mis)configured client was given.
@@ -71,13 +96,6 @@ fn owner_of<T>(request: &Request<T>, owner: &str) -> Result<String, Status> {
         );
         Err(to_status(&OAuthError::AccessDenied("an owner can only reach their own data".into())))
     }
-}
-
-fn check_len(field: &str, value: &str, max: usize) -> Result<(), Status> {
-    if value.chars().count() > max {
-        return Err(Status::invalid_argument(format!("{field} is longer than {max} characters")));
-    }
-    Ok(())
 }
 
 #[tonic::async_trait]
@@ -150,17 +168,13 @@ impl Api {
         message: M,
     ) -> Result<(NoteStoreClient<TracedChannel>, Request<M>), Status> {
         owner_of(request, owner)?;
-        let caller = auth_context(request)?;
+        let caller = auth::caller(request)?;
         // The authorization server will not exchange a token past its `exp`
         // (the leeway here is for clock skew, not extra life): say so plainly.
         if caller.expires_at <= self.clock.now() {
             return Err(to_status(&OAuthError::invalid_token("token has expired")));
         }
-        let subject = request
-            .extensions()
-            .get::<SubjectToken>()
-            .ok_or_else(|| Status::internal("the auth layer did not run"))?;
-        self.notes.for_caller(caller, subject, scope, message).await
+        self.notes.for_caller(caller, auth::subject_token(request)?, scope, message).await
     }
 }
 
@@ -182,9 +196,7 @@ impl NotesService for Api {
         request: Request<CreateNoteRequest>,
     ) -> Result<Response<Note>, Status> {
         let CreateNoteRequest { owner, title, body } = request.get_ref();
-        if title.trim().is_empty() {
-            return Err(Status::invalid_argument("title is required"));
-        }
+        required("title", title)?;
         check_len("title", title, MAX_TITLE)?;
         check_len("body", body, MAX_BODY)?;
         let message = store::CreateNoteRequest { title: title.clone(), body: body.clone() };

@@ -2,8 +2,6 @@
 //! door. A method missing here is refused (deny by default, see
 //! [`tollgate_service_kit::auth`]).
 
-use tollgate_service_kit::auth::ScopePolicy;
-
 pub const PROFILE_READ: &str = "profile:read";
 pub const PROFILE_WRITE: &str = "profile:write";
 pub const NOTES_READ: &str = "notes:read";
@@ -11,7 +9,9 @@ pub const NOTES_WRITE: &str = "notes:write";
 /// Meant for machine clients (client_credentials): aggregate figures only.
 pub const REPORTS_READ: &str = "reports:read";
 
-/// `(gRPC path, scope)`, one line per method of the API.
+/// `(gRPC path, scope)`, one line per method of the API. The auth layer
+/// enforces it, with health checks and reflection open to all (orchestrators
+/// probe without tokens): [`tollgate_service_kit::auth::ScopePolicy::for_api`].
 pub const METHOD_SCOPES: &[(&str, &str)] = &[
     ("/tollgate.resource.v1.ProfileService/GetProfile", PROFILE_READ),
     ("/tollgate.resource.v1.ProfileService/UpdateProfile", PROFILE_WRITE),
@@ -21,22 +21,15 @@ pub const METHOD_SCOPES: &[(&str, &str)] = &[
     ("/tollgate.resource.v1.ReportService/GetUsageReport", REPORTS_READ),
 ];
 
-/// The policy the auth layer enforces: the table above, plus health checks and
-/// reflection open to all (orchestrators probe without tokens).
-pub fn scope_policy() -> ScopePolicy {
-    ScopePolicy::for_api(METHOD_SCOPES)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    /// Every method in the proto has a line in the table: a new RPC cannot ship
-    /// without someone deciding its scope (it would be unreachable, not open).
+    /// The table matches the proto: every RPC has a line (a new one cannot ship
+    /// without someone deciding its scope), no line is stale or repeated.
     #[test]
-    fn every_rpc_in_the_contract_has_a_scope() {
-        let mut declared: Vec<_> = METHOD_SCOPES.iter().map(|(p, _)| p.to_string()).collect();
-        declared.sort();
-        assert_eq!(tollgate_proto::rpc_paths("tollgate.resource.v1"), declared);
+    fn the_scope_table_matches_the_contract() {
+        tollgate_service_kit::testing::assert_scope_table(
+            "tollgate.resource.v1",
+            super::METHOD_SCOPES,
+        );
     }
 }

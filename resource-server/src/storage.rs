@@ -5,10 +5,8 @@
 use sqlx::{AnyPool, Row};
 use tollgate_proto::resource::v1::Profile;
 
-static MIGRATIONS: tollgate_service_kit::db::Migrations =
-    tollgate_service_kit::db::Migrations { sqlite: &SQLITE, postgres: &POSTGRES };
-static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+/// This store's schema, per backend (`migrations/`).
+static MIGRATIONS: tollgate_service_kit::db::Migrations = tollgate_service_kit::migrations!();
 
 #[derive(Debug, Clone)]
 pub struct ResourceStore {

@@ -18,15 +18,9 @@ async fn profiles_are_per_owner(store: ResourceStore) {
 }
 
 #[tokio::test]
-async fn on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = tollgate_service_kit::db::sqlite_url(dir.path(), "resource.db");
-    profiles_are_per_owner(ResourceStore::connect(&url).await.unwrap()).await;
-}
-
-#[tokio::test]
-async fn on_postgres() {
-    if let Some(url) = tollgate_service_kit::db::fresh_postgres_database().await {
-        profiles_are_per_owner(ResourceStore::connect(&url).await.unwrap()).await;
-    }
+async fn on_each_backend() {
+    tollgate_service_kit::testing::on_each_backend(async |url| {
+        profiles_are_per_owner(ResourceStore::connect(url).await.unwrap()).await;
+    })
+    .await;
 }

@@ -362,12 +362,25 @@ impl<S> AuthService<S> {
     }
 }
 
-/// The caller's [`AuthContext`], for handlers. `UNAUTHENTICATED` if the layer did
-/// not run for this method (a wiring bug, refused rather than trusted).
-pub fn auth_context<T>(request: &tonic::Request<T>) -> Result<&AuthContext, tonic::Status> {
+/// The caller's [`AuthContext`]: how every handler learns who is calling.
+/// `UNAUTHENTICATED` if the layer did not run for this method (a wiring bug,
+/// refused rather than trusted).
+pub fn caller<T>(request: &tonic::Request<T>) -> Result<&AuthContext, tonic::Status> {
+    from_layer(request)
+}
+
+/// The caller's verified token, for a service that exchanges it (RFC 8693);
+/// refused like [`caller`] if the layer did not run.
+pub fn subject_token<T>(request: &tonic::Request<T>) -> Result<&SubjectToken, tonic::Status> {
+    from_layer(request)
+}
+
+fn from_layer<X: Send + Sync + 'static, T>(
+    request: &tonic::Request<T>,
+) -> Result<&X, tonic::Status> {
     request
         .extensions()
-        .get::<AuthContext>()
+        .get::<X>()
         .ok_or_else(|| to_status(&OAuthError::invalid_token("no authenticated caller")))
 }
 

@@ -18,6 +18,19 @@ pub struct Migrations {
     pub postgres: &'static Migrator,
 }
 
+/// The calling crate's [`Migrations`], from its `migrations/sqlite` and
+/// `migrations/postgres` folders (embedded at compile time by `sqlx::migrate!`;
+/// the crate needs `sqlx` with its `migrate` feature, as every service has).
+#[macro_export]
+macro_rules! migrations {
+    () => {
+        $crate::db::Migrations {
+            sqlite: &::sqlx::migrate!("./migrations/sqlite"),
+            postgres: &::sqlx::migrate!("./migrations/postgres"),
+        }
+    };
+}
+
 /// Connects to `url` (`sqlite://…?mode=rwc` or `postgres://…`), creating a SQLite
 /// file if needed, and applies the backend's migrations.
 pub async fn connect(url: &str, migrations: &Migrations) -> Result<AnyPool, sqlx::Error> {

@@ -8,19 +8,28 @@
 //! - [`protect`]: the token-validation settings and start-up every protected
 //!   service shares.
 //! - [`serve`]: serving a protected API with health, reflection and readiness.
+//! - [`scaffold`]: a protected service's configuration, build, serve and `main`,
+//!   so each service writes only what is its own.
+//! - [`input`]: the checks on request fields that handlers share.
 //! - [`status`]: the one mapping from [`tollgate_token::OAuthError`] to `tonic::Status`.
 //! - [`db`]: opening and migrating a service's database (SQLite or PostgreSQL).
 //! - [`telemetry`], [`shutdown`]: process plumbing.
+//! - `testing` (feature `test-support`): the scope-table contract check and the
+//!   both-backends runner for services' tests.
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod db;
+pub mod input;
 pub mod jwks;
 pub mod protect;
 pub mod revocation;
+pub mod scaffold;
 pub mod serve;
 pub mod shutdown;
 pub mod status;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 /// Logs, traces, metrics and audit events: the shared telemetry crate.
 pub use tollgate_telemetry as telemetry;
 

@@ -189,7 +189,7 @@ impl TestStack {
             tokens.client_id = Some(demo_data::RESOURCE_SERVER_CLIENT.into());
             tokens.client_secret = Some(Secret::new(&secrets.resource_server));
         }
-        resource_config.notes_store_url = format!("http://{notes_grpc}");
+        resource_config.settings.notes_store_url = format!("http://{notes_grpc}");
         let resource = tollgate_resource_server::Application::build(resource_config, clock.clone())
             .await
             .context("starting the resource server")?;

@@ -56,8 +56,8 @@ async fn main() -> anyhow::Result<()> {
                 if serve {
                     config.auth.http_addr = auth_http;
                     config.auth.grpc_addr = auth_grpc;
-                    config.resource.grpc_addr = resource_grpc;
-                    config.notes.grpc_addr = notes_grpc;
+                    config.resource.service.grpc_addr = resource_grpc;
+                    config.notes.service.grpc_addr = notes_grpc;
                 }
             },
         );

@@ -1,0 +1,104 @@
+//! Test helpers every protected service's tests share (the `test-support`
+//! feature: a service enables it in its `[dev-dependencies]`, so none of this
+//! is in a release build).
+
+use std::collections::HashMap;
+
+/// Checks a service's scope table against its gRPC contract, and panics with
+/// every problem found:
+///
+/// - every method of `package` (as compiled into `tollgate_proto`) has a line,
+///   so a new RPC cannot ship without someone deciding its scope (it would be
+///   unreachable, not open: deny by default);
+/// - every line names a method of `package`, so a renamed or removed RPC does
+///   not leave a stale line that opens nothing;
+/// - no method has two lines (the table is read into a map: one would win
+///   silently);
+/// - every scope is a scope-token (RFC 6749 §3.3: printable ASCII without space,
+///   `"` or `\`).
+#[track_caller]
+pub fn assert_scope_table(package: &str, method_scopes: &[(&str, &str)]) {
+    let problems = scope_table_problems(package, method_scopes);
+    assert!(problems.is_empty(), "the scope table of {package}:\n  {}", problems.join("\n  "));
+}
+
+/// What [`assert_scope_table`] reports, one line a problem.
+pub fn scope_table_problems(package: &str, method_scopes: &[(&str, &str)]) -> Vec<String> {
+    let contract = tollgate_proto::rpc_paths(package);
+    let mut problems = Vec::new();
+    if contract.is_empty() {
+        problems.push(format!("{package} has no RPC in tollgate_proto (is the package right?)"));
+    }
+    let mut lines: HashMap<&str, usize> = HashMap::new();
+    for (path, scope) in method_scopes {
+        *lines.entry(path).or_default() += 1;
+        if !contract.iter().any(|rpc| rpc == path) {
+            problems.push(format!("{path} is not a method of {package}"));
+        }
+        let scope_token =
+            |c: char| c == '!' || ('#'..='[').contains(&c) || (']'..='~').contains(&c);
+        if scope.is_empty() || !scope.chars().all(scope_token) {
+            problems.push(format!("{path}: {scope:?} is not a scope-token (RFC 6749 §3.3)"));
+        }
+    }
+    for rpc in &contract {
+        if !lines.contains_key(rpc.as_str()) {
+            problems.push(format!("{rpc} has no line: it would be refused to everyone"));
+        }
+    }
+    let mut repeated: Vec<_> = lines.into_iter().filter(|(_, n)| *n > 1).collect();
+    repeated.sort();
+    problems.extend(repeated.into_iter().map(|(path, n)| format!("{path} has {n} lines")));
+    problems
+}
+
+/// Runs `test` on a fresh SQLite database in a temporary directory, then on a
+/// fresh PostgreSQL database when the environment names a server (see
+/// [`crate::db::fresh_postgres_database`]): a store's tests pass on both
+/// backends or fail.
+pub async fn on_each_backend(test: impl AsyncFn(&str)) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("a temporary directory: {e}"));
+    test(&crate::db::sqlite_url(dir.path(), "test.db")).await;
+    if let Some(url) = crate::db::fresh_postgres_database().await {
+        test(&url).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOTES: &[(&str, &str)] = &[
+        ("/tollgate.notes.v1.NoteStore/ListNotes", "notes:read"),
+        ("/tollgate.notes.v1.NoteStore/CreateNote", "notes:write"),
+        ("/tollgate.notes.v1.NoteStore/DeleteNote", "notes:write"),
+        ("/tollgate.notes.v1.NoteStore/CountNotes", "notes:count"),
+    ];
+
+    #[test]
+    fn a_table_that_matches_its_contract_passes() {
+        assert_scope_table("tollgate.notes.v1", NOTES);
+    }
+
+    #[test]
+    fn missing_stale_repeated_and_malformed_lines_are_each_reported() {
+        let mut table = NOTES[1..].to_vec();
+        table.push(("/tollgate.notes.v1.NoteStore/ListNote", "notes:read"));
+        table.push(("/tollgate.notes.v1.NoteStore/CountNotes", "notes count"));
+        assert_eq!(
+            scope_table_problems("tollgate.notes.v1", &table),
+            [
+                "/tollgate.notes.v1.NoteStore/ListNote is not a method of tollgate.notes.v1",
+                "/tollgate.notes.v1.NoteStore/CountNotes: \"notes count\" is not a scope-token \
+                 (RFC 6749 §3.3)",
+                "/tollgate.notes.v1.NoteStore/ListNotes has no line: it would be refused to \
+                 everyone",
+                "/tollgate.notes.v1.NoteStore/CountNotes has 2 lines",
+            ]
+        );
+        assert_eq!(
+            scope_table_problems("tollgate.nope.v1", &[]),
+            ["tollgate.nope.v1 has no RPC in tollgate_proto (is the package right?)"]
+        );
+    }
+}
