@@ -24,9 +24,11 @@ while [ $# -gt 0 ]; do
         *) echo "usage: $0 [--profile release|dev]" >&2; exit 2 ;;
     esac
 done
+# Cargo's own target directory, wherever CARGO_TARGET_DIR puts it.
+cargo_target="${CARGO_TARGET_DIR:-target}"
 case "$profile" in
-    release) target_dir=target/release ;;
-    dev) target_dir=target/debug ;;
+    release) target_dir="$cargo_target/release" ;;
+    dev) target_dir="$cargo_target/debug" ;;
     *) echo "unknown profile $profile" >&2; exit 2 ;;
 esac
 
