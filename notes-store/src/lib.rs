@@ -19,7 +19,6 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use tollgate_proto::notes::v1::note_store_server::NoteStoreServer;
-use tollgate_service_kit::protect::TokenGuard;
 use tollgate_service_kit::serve::ProtectedListener;
 use tollgate_token::Clock;
 
@@ -54,8 +53,9 @@ impl Application {
         self.server.addr()
     }
 
-    /// The token guard's state: keys, denylist, access log (tests, metrics).
-    pub fn guard(&self) -> &TokenGuard {
+    /// The token guard's state: keys, denylist, access log. Test support only.
+    #[cfg(feature = "test-support")]
+    pub fn guard(&self) -> &tollgate_service_kit::protect::TokenGuard {
         self.server.guard()
     }
 

@@ -23,7 +23,6 @@ use anyhow::Context as _;
 use tollgate_proto::resource::v1::notes_service_server::NotesServiceServer;
 use tollgate_proto::resource::v1::profile_service_server::ProfileServiceServer;
 use tollgate_proto::resource::v1::report_service_server::ReportServiceServer;
-use tollgate_service_kit::protect::TokenGuard;
 use tollgate_service_kit::serve::ProtectedListener;
 use tollgate_token::Clock;
 
@@ -69,8 +68,9 @@ impl Application {
         self.server.addr()
     }
 
-    /// The token guard's state: keys, denylist, access log (tests, metrics).
-    pub fn guard(&self) -> &TokenGuard {
+    /// The token guard's state: keys, denylist, access log. Test support only.
+    #[cfg(feature = "test-support")]
+    pub fn guard(&self) -> &tollgate_service_kit::protect::TokenGuard {
         self.server.guard()
     }
 

@@ -11,7 +11,9 @@ use tokio::task::JoinHandle;
 use tollgate_token::{Clock, Verifier, VerifierConfig};
 
 use crate::Secret;
-use crate::auth::{AuthContext, AuthLayer, ScopePolicy};
+#[cfg(feature = "test-support")]
+use crate::auth::AuthContext;
+use crate::auth::{AuthLayer, ScopePolicy};
 use crate::jwks::{JwksCache, JwksConfig};
 use crate::revocation::{Denylist, RevocationConfig};
 
@@ -134,7 +136,8 @@ pub struct TokenGuard {
     pub layer: AuthLayer,
     pub jwks: JwksCache,
     pub denylist: Denylist,
-    /// Every admitted call's [`AuthContext`] (audit, metrics, tests).
+    /// Every admitted call's [`AuthContext`], for tests. Test support only.
+    #[cfg(feature = "test-support")]
     pub access_log: tokio::sync::broadcast::Sender<AuthContext>,
     tasks: Vec<JoinHandle<()>>,
     /// The protected service's name (spans, metrics).
@@ -168,7 +171,6 @@ impl TokenGuard {
                 Denylist::fixed([])
             }
         };
-        let (access_log, _) = tokio::sync::broadcast::channel(256);
         let layer = AuthLayer::new(
             Verifier::new(config.verifier(default_audience)),
             jwks.clone(),
@@ -176,9 +178,21 @@ impl TokenGuard {
             clock,
         )
         .with_denylist(denylist.clone())
-        .with_access_log(access_log.clone())
         .with_service(service);
-        Ok(Self { layer, jwks, denylist, access_log, tasks, service })
+        #[cfg(feature = "test-support")]
+        let (layer, access_log) = {
+            let (access_log, _) = tokio::sync::broadcast::channel(256);
+            (layer.with_access_log(access_log.clone()), access_log)
+        };
+        Ok(Self {
+            layer,
+            jwks,
+            denylist,
+            #[cfg(feature = "test-support")]
+            access_log,
+            tasks,
+            service,
+        })
     }
 
     /// Stops the background tasks.

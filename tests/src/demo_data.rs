@@ -176,11 +176,3 @@ pub fn backup_client(secrets: &DemoSecrets) -> ClientIdentity {
         auth_method: ClientAuthMethod::ClientSecretBasic,
     }
 }
-
-pub fn resource_server_client(secrets: &DemoSecrets) -> ClientIdentity {
-    ClientIdentity {
-        client_id: RESOURCE_SERVER_CLIENT.into(),
-        client_secret: Some(secrets.resource_server.clone()),
-        auth_method: ClientAuthMethod::ClientSecretBasic,
-    }
-}

@@ -51,8 +51,8 @@ async fn exchange(
 #[tokio::test]
 async fn each_hop_sees_the_user_and_a_narrower_token() {
     let stack = TestStack::start().await.unwrap();
-    let mut at_resource = stack.resource_access.subscribe();
-    let mut at_notes = stack.notes_access.subscribe();
+    let mut at_resource = stack.resource_access();
+    let mut at_notes = stack.notes_access();
     let tokens = stack.sign_in(&stack.cli_client(), "alice", &ALL).await.unwrap();
     let api = stack.resource().await.unwrap();
 
