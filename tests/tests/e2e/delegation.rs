@@ -19,7 +19,7 @@ const ALL: [&str; 4] = ["profile:read", "profile:write", "notes:read", "notes:wr
 
 /// The next context `log` saw.
 async fn seen(log: &mut broadcast::Receiver<AuthContext>) -> AuthContext {
-    log.recv().await.unwrap()
+    tollgate_e2e::within("an admitted call", log.recv()).await.unwrap().unwrap()
 }
 
 async fn notes_store_as(stack: &TestStack, token: &str) -> Result<usize, tonic::Status> {
