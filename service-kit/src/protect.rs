@@ -11,8 +11,6 @@ use tokio::task::JoinHandle;
 use tollgate_token::{Clock, Verifier, VerifierConfig};
 
 use crate::Secret;
-#[cfg(feature = "test-support")]
-use crate::auth::AuthContext;
 use crate::auth::{AuthLayer, ScopePolicy};
 use crate::jwks::{JwksCache, JwksConfig};
 use crate::revocation::{Denylist, RevocationConfig};
@@ -138,7 +136,7 @@ pub struct TokenGuard {
     pub denylist: Denylist,
     /// Every admitted call's [`AuthContext`], for tests. Test support only.
     #[cfg(feature = "test-support")]
-    pub access_log: tokio::sync::broadcast::Sender<AuthContext>,
+    pub access_log: tokio::sync::broadcast::Sender<crate::auth::AuthContext>,
     tasks: Vec<JoinHandle<()>>,
     /// The protected service's name (spans, metrics).
     pub service: &'static str,
