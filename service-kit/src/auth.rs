@@ -125,6 +125,8 @@ struct Shared {
     policy: ScopePolicy,
     clock: Arc<dyn Clock>,
     denylist: Denylist,
+    /// Tests that assert who a service admitted listen here.
+    #[cfg(feature = "test-support")]
     access_log: Option<tokio::sync::broadcast::Sender<AuthContext>>,
     /// Names this service in spans and metrics.
     service: &'static str,
@@ -219,6 +221,7 @@ impl AuthLayer {
                 policy,
                 clock,
                 denylist,
+                #[cfg(feature = "test-support")]
                 access_log: None,
                 service: "protected-service",
             }),
@@ -232,8 +235,9 @@ impl AuthLayer {
         Self { shared: Arc::new(shared) }
     }
 
-    /// Publishes the [`AuthContext`] of every admitted call on `log` (audit,
-    /// metrics, and tests that assert who a service saw). Never the token.
+    /// Publishes the [`AuthContext`] of every admitted call on `log`, for tests
+    /// that assert who a service saw. Never the token. Test support only.
+    #[cfg(feature = "test-support")]
     pub fn with_access_log(self, log: tokio::sync::broadcast::Sender<AuthContext>) -> Self {
         let mut shared = Arc::unwrap_or_clone(self.shared);
         shared.access_log = Some(log);
@@ -322,6 +326,7 @@ where
                 span.record("scope", context.scopes.join(" ").as_str());
                 tollgate_telemetry::metrics::token_validated(self.shared.service, None);
                 // Only tests listen: no clone per call when nobody does.
+                #[cfg(feature = "test-support")]
                 if let Some(log) = &self.shared.access_log
                     && log.receiver_count() > 0
                 {

@@ -92,6 +92,9 @@ pub fn database_url(
 /// it). `None`, with a note on stderr, when it is not set, unless
 /// `TOLLGATE_REQUIRE_POSTGRES` is set (as in CI), which makes the test fail: CI
 /// never passes without having run the PostgreSQL variants.
+///
+/// Test support only (the `test-support` feature, enabled by dev-dependencies).
+#[cfg(feature = "test-support")]
 pub async fn fresh_postgres_database() -> Option<String> {
     let Ok(server) = std::env::var("TOLLGATE_TEST_POSTGRES_URL") else {
         assert!(

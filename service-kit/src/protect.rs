@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tollgate_token::{Clock, Verifier, VerifierConfig};
 
-use crate::auth::{AuthContext, AuthLayer, ScopePolicy};
+use crate::auth::{AuthLayer, ScopePolicy};
 use crate::jwks::{JwksCache, JwksConfig};
 use crate::revocation::{Denylist, RevocationConfig};
 use tollgate_token::Secret;
@@ -134,8 +134,9 @@ pub struct TokenGuard {
     pub layer: AuthLayer,
     pub jwks: JwksCache,
     pub denylist: Denylist,
-    /// Every admitted call's [`AuthContext`] (audit, metrics, tests).
-    pub access_log: tokio::sync::broadcast::Sender<AuthContext>,
+    /// Every admitted call's [`AuthContext`], for tests. Test support only.
+    #[cfg(feature = "test-support")]
+    pub access_log: tokio::sync::broadcast::Sender<crate::auth::AuthContext>,
     tasks: Vec<JoinHandle<()>>,
     /// The protected service's name (spans, metrics).
     pub service: &'static str,
@@ -168,7 +169,6 @@ impl TokenGuard {
                 Denylist::fixed([])
             }
         };
-        let (access_log, _) = tokio::sync::broadcast::channel(256);
         let layer = AuthLayer::new(
             Verifier::new(config.verifier(default_audience)),
             jwks.clone(),
@@ -176,9 +176,21 @@ impl TokenGuard {
             clock,
         )
         .with_denylist(denylist.clone())
-        .with_access_log(access_log.clone())
         .with_service(service);
-        Ok(Self { layer, jwks, denylist, access_log, tasks, service })
+        #[cfg(feature = "test-support")]
+        let (layer, access_log) = {
+            let (access_log, _) = tokio::sync::broadcast::channel(256);
+            (layer.with_access_log(access_log.clone()), access_log)
+        };
+        Ok(Self {
+            layer,
+            jwks,
+            denylist,
+            #[cfg(feature = "test-support")]
+            access_log,
+            tasks,
+            service,
+        })
     }
 
     /// Stops the background tasks.

@@ -25,7 +25,7 @@ use clap::{Args, FromArgMatches as _};
 use tollgate_token::{Clock, SystemClock};
 
 use crate::auth::ScopePolicy;
-use crate::protect::{TokenGuard, TokenValidationConfig};
+use crate::protect::TokenValidationConfig;
 use crate::serve::{ProtectedListener, ProtectedRouter};
 use crate::telemetry::{LogFormat, TelemetryConfig};
 
@@ -210,8 +210,9 @@ impl<S: ProtectedService> Application<S> {
         self.listener.addr()
     }
 
-    /// The token guard's state: keys, denylist, access log (tests, metrics).
-    pub fn guard(&self) -> &TokenGuard {
+    /// The token guard's state: keys, denylist, access log. Test support only.
+    #[cfg(feature = "test-support")]
+    pub fn guard(&self) -> &crate::protect::TokenGuard {
         self.listener.guard()
     }
 

@@ -47,7 +47,8 @@ impl ProtectedListener {
         self.addr
     }
 
-    /// The token guard's state: keys, denylist, access log (tests, metrics).
+    /// The token guard's state: keys, denylist, access log. Test support only.
+    #[cfg(feature = "test-support")]
     pub fn guard(&self) -> &TokenGuard {
         &self.guard
     }

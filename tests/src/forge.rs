@@ -1,9 +1,15 @@
-//! Tokens an attacker could make: signed JWTs with keys the authorization server
-//! never published. For refusal tests, here and against the compose stack.
+//! Tokens for refusal tests: what an attacker could make (signed JWTs with keys
+//! the authorization server never published), here and against the compose
+//! stack; and what only the issuer could make (its own key, claims of the
+//! test's choosing), to reach the rules checked after the signature.
 
+use anyhow::Context as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
+use tollgate_auth_server::domain::OAuthCore;
+use tollgate_auth_server::storage::SqlStore;
+use tollgate_token::AccessTokenClaims;
 
 /// A JWT with `header` and `claims`, signed with the Ed25519 `key`.
 pub fn sign_jwt(
@@ -40,4 +46,18 @@ pub fn with_unknown_key(token: &str) -> String {
     let attacker = new_ed25519_key();
     header["kid"] = B64.encode(attacker.public_key().as_ref()).into();
     sign_jwt(&header, &claims, &attacker)
+}
+
+/// `token`'s claims, changed by `edit` and signed again with `issuer`'s own
+/// active key: validly signed, so a verifier gets past the signature to the
+/// claims (`iat`, `nbf`, `exp`, `aud`).
+pub fn reissued(
+    issuer: &OAuthCore<SqlStore>,
+    token: &str,
+    edit: impl FnOnce(&mut AccessTokenClaims),
+) -> anyhow::Result<String> {
+    let claims = token.split('.').nth(1).context("not a JWT")?;
+    let mut claims: AccessTokenClaims = serde_json::from_slice(&B64.decode(claims)?)?;
+    edit(&mut claims);
+    Ok(issuer.signer().sign(&claims, issuer.now())?)
 }

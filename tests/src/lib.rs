@@ -12,18 +12,26 @@
 //!
 //! Time is a [`ManualClock`] shared by every service: tests move it instead of
 //! sleeping. Readiness is the services' gRPC health turning `SERVING`, watched,
-//! not polled on a timer.
+//! not polled on a timer. What happens in the background (the denylist sync, the
+//! key refresh) is waited for on cue, and every wait gives up after
+//! [`PATIENCE`] with a message rather than hanging.
+//!
+//! With the `test-support` feature, which only this crate's test targets turn
+//! on, the harness also sees inside the protected services: their denylists,
+//! key caches and access logs.
 #![forbid(unsafe_code)]
 
-pub mod demo_data;
+mod demo_data;
 pub mod forge;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
+use futures::future::BoxFuture;
 use tempfile::TempDir;
-use tokio::sync::broadcast;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt as _;
@@ -36,203 +44,272 @@ use tollgate_client_app::oauth::{ClientIdentity, OAuthClient};
 use tollgate_client_app::owner::{Page, ScriptedOwner};
 use tollgate_client_app::resource::ResourceClient;
 use tollgate_client_app::tokens::TokenSet;
-use tollgate_service_kit::auth::AuthContext;
-use tollgate_service_kit::jwks::JwksCache;
-use tollgate_service_kit::revocation::Denylist;
-use tollgate_token::Secret;
-use tollgate_token::{Clock, ManualClock};
+use tollgate_service_kit::protect::TokenValidationConfig;
+use tollgate_token::{Clock, ManualClock, Secret, SystemClock};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 pub use demo_data::{DemoSecrets, PASSWORDS};
-pub use tollgate_auth_server::Config as AuthConfig;
-pub use tollgate_notes_store::Config as NotesConfig;
-pub use tollgate_resource_server::Config as ResourceConfig;
+
+/// How long any wait of the harness lasts before it fails with a message: far
+/// beyond what a healthy run needs on a loaded machine, so running out means
+/// something is broken, not slow.
+pub const PATIENCE: Duration = Duration::from_secs(30);
 
 /// Every service's configuration, before they start. The resource server's and
 /// the notes store's issuer and authorization-server URL are filled in once the
 /// authorization server is bound (unless a tweak set them).
 pub struct StackConfig {
-    pub auth: AuthConfig,
-    pub resource: ResourceConfig,
-    pub notes: NotesConfig,
+    pub auth: tollgate_auth_server::Config,
+    pub resource: tollgate_resource_server::Config,
+    pub notes: tollgate_notes_store::Config,
 }
 
-/// Adjusts the services' configuration before they start.
-pub type Tweak = Box<dyn FnOnce(&mut StackConfig) + Send>;
-
-/// How to start a [`TestStack`].
-pub struct StackOptions {
-    pub clock: Arc<dyn Clock>,
-    pub manual_clock: Option<Arc<ManualClock>>,
-    pub tweak: Tweak,
+/// The time every service of a stack reads.
+#[derive(Clone)]
+enum StackClock {
+    /// Moved by the test ([`TestStack::advance`]).
+    Manual(Arc<ManualClock>),
+    /// Real time (the quickstart).
+    System,
 }
 
-impl Default for StackOptions {
-    /// A manual clock starting at the current time; configuration untouched.
-    fn default() -> Self {
-        let manual = Arc::new(ManualClock::starting_now());
-        Self { clock: manual.clone(), manual_clock: Some(manual), tweak: Box::new(|_| {}) }
+impl StackClock {
+    fn shared(&self) -> Arc<dyn Clock> {
+        match self {
+            Self::Manual(clock) => clock.clone(),
+            Self::System => Arc::new(SystemClock),
+        }
     }
 }
 
-impl StackOptions {
+/// How to start a [`TestStack`]: [`TestStack::builder`], then
+/// [`StackBuilder::start`].
+pub struct StackBuilder {
+    clock: StackClock,
+    tweak: Box<dyn FnOnce(&mut StackConfig) + Send>,
+}
+
+impl StackBuilder {
+    /// Every service reads the system clock instead of a manual one (the
+    /// quickstart, which runs in real time). [`TestStack::advance`] then panics.
+    pub fn system_clock(mut self) -> Self {
+        self.clock = StackClock::System;
+        self
+    }
+
+    /// Adjusts the services' configuration before they start.
     pub fn tweak(mut self, tweak: impl FnOnce(&mut StackConfig) + Send + 'static) -> Self {
         self.tweak = Box::new(tweak);
         self
     }
-}
 
-/// The running services (authorization server, resource server, notes store)
-/// with the demo clients and users registered.
-pub struct TestStack {
-    /// The time every service reads.
-    pub clock: Arc<dyn Clock>,
-    /// The same clock, when it is a manual one the test moves.
-    manual_clock: Option<Arc<ManualClock>>,
-    pub issuer: String,
-    pub auth_http: SocketAddr,
-    pub auth_grpc: SocketAddr,
-    pub resource_grpc: SocketAddr,
-    pub notes_grpc: SocketAddr,
-    pub secrets: DemoSecrets,
-    /// The resource server's copy of the revocation denylist.
-    pub denylist: Denylist,
-    /// The resource server's cache of the authorization server's keys.
-    pub resource_keys: JwksCache,
-    /// The authorization server's protocol core (keys, storage) for tests that
-    /// act as its operator.
-    pub auth_core: Arc<OAuthCore<SqlStore>>,
-    /// Who each protected service admitted, call by call.
-    pub resource_access: broadcast::Sender<AuthContext>,
-    pub notes_access: broadcast::Sender<AuthContext>,
-    stops: Vec<oneshot::Sender<()>>,
-    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
-    _dir: TempDir,
-}
-
-impl TestStack {
-    /// Every service on a manual clock, with the default configuration.
-    pub async fn start() -> anyhow::Result<Self> {
-        Self::start_with(StackOptions::default()).await
-    }
-
-    /// Every service with `options.tweak` applied to its configuration.
-    pub async fn start_with(options: StackOptions) -> anyhow::Result<Self> {
-        let StackOptions { clock, manual_clock, tweak } = options;
+    /// Starts the authorization server with the demo clients and users, then
+    /// the notes store and the resource server identified at it, and waits
+    /// until all three are `SERVING`.
+    pub async fn start(self) -> anyhow::Result<TestStack> {
         let dir = tempfile::tempdir()?;
         let secrets = DemoSecrets::generate();
         let bootstrap = dir.path().join("bootstrap.toml");
         std::fs::write(&bootstrap, demo_data::bootstrap_toml(&secrets))?;
 
         let mut config = StackConfig {
-            auth: AuthConfig::local(dir.path().join("auth")),
-            resource: ResourceConfig::local(dir.path().join("resource"), ""),
-            notes: NotesConfig::local(dir.path().join("notes"), ""),
+            auth: tollgate_auth_server::Config::local(dir.path().join("auth")),
+            resource: tollgate_resource_server::Config::local(dir.path().join("resource"), ""),
+            notes: tollgate_notes_store::Config::local(dir.path().join("notes"), ""),
         };
         config.auth.bootstrap = Some(bootstrap);
         for tokens in [&mut config.resource.tokens, &mut config.notes.tokens] {
-            // Fast, so revocation and key tests wait a second rather than minutes.
-            tokens.revocation_sync_secs = 1;
+            // A rotated key reaches the protected services in a second, not
+            // minutes. (Their denylists keep the production interval: a test
+            // that needs a revocation in force syncs them on cue.)
             tokens.jwks_refresh_secs = 1;
             tokens.jwks_min_refetch_secs = 1;
         }
-        tweak(&mut config);
-        let StackConfig {
-            auth: auth_config,
-            resource: mut resource_config,
-            notes: mut notes_config,
-        } = config;
+        (self.tweak)(&mut config);
+        let StackConfig { auth, mut resource, mut notes } = config;
+        let clock = self.clock.shared();
+        let mut running = Running::default();
 
-        let auth = tollgate_auth_server::Application::build(auth_config, clock.clone())
+        let auth = tollgate_auth_server::Application::build(auth, clock.clone())
             .await
             .context("starting the authorization server")?;
         let issuer = auth.issuer().to_owned();
         let auth_core = auth.core();
-        let (auth_http, auth_grpc) = (auth.http_addr(), auth.grpc_addr());
-        let mut stops = Vec::new();
-        let mut tasks = Vec::new();
-        let (stop, stopped) = oneshot::channel::<()>();
-        stops.push(stop);
-        tasks.push(tokio::spawn(auth.run_until_stopped(async move {
-            let _ = stopped.await;
-        })));
+        let auth_grpc = auth.grpc_addr();
+        running
+            .spawn_service("authorization server", auth_grpc, |stop| auth.run_until_stopped(stop));
 
         // The notes store, identified at the authorization server for the denylist.
-        let tokens = &mut notes_config.tokens;
-        if tokens.issuer.is_empty() {
-            tokens.issuer = issuer.clone();
-        }
-        tokens.auth_grpc_url = format!("http://{auth_grpc}");
-        if tokens.client_id.is_none() {
-            tokens.client_id = Some(demo_data::NOTES_STORE_CLIENT.into());
-            tokens.client_secret = Some(Secret::new(&secrets.notes_store));
-        }
-        let notes = tollgate_notes_store::Application::build(notes_config, clock.clone())
+        identify(
+            &mut notes.tokens,
+            &issuer,
+            auth_grpc,
+            demo_data::NOTES_STORE_CLIENT,
+            &secrets.notes_store,
+        );
+        let notes = tollgate_notes_store::Application::build(notes, clock.clone())
             .await
             .context("starting the notes store")?;
         let notes_grpc = notes.grpc_addr();
-        let notes_access = notes.guard().access_log.clone();
-        let (stop, stopped) = oneshot::channel::<()>();
-        stops.push(stop);
-        tasks.push(tokio::spawn(notes.run_until_stopped(async move {
-            let _ = stopped.await;
-        })));
+        #[cfg(feature = "test-support")]
+        let notes_guard = Inside::of(notes.guard());
+        running.spawn_service("notes store", notes_grpc, |stop| notes.run_until_stopped(stop));
 
         // The resource server: exchanges user tokens for the notes store.
-        let tokens = &mut resource_config.tokens;
-        if tokens.issuer.is_empty() {
-            tokens.issuer = issuer.clone();
-        }
-        tokens.auth_grpc_url = format!("http://{auth_grpc}");
-        if tokens.client_id.is_none() {
-            tokens.client_id = Some(demo_data::RESOURCE_SERVER_CLIENT.into());
-            tokens.client_secret = Some(Secret::new(&secrets.resource_server));
-        }
-        resource_config.settings.notes_store_url = format!("http://{notes_grpc}");
-        let resource = tollgate_resource_server::Application::build(resource_config, clock.clone())
+        identify(
+            &mut resource.tokens,
+            &issuer,
+            auth_grpc,
+            demo_data::RESOURCE_SERVER_CLIENT,
+            &secrets.resource_server,
+        );
+        resource.settings.notes_store_url = format!("http://{notes_grpc}");
+        let resource = tollgate_resource_server::Application::build(resource, clock.clone())
             .await
             .context("starting the resource server")?;
         let resource_grpc = resource.grpc_addr();
-        let denylist = resource.guard().denylist.clone();
-        let resource_keys = resource.guard().jwks.clone();
-        let resource_access = resource.guard().access_log.clone();
-        let (stop, stopped) = oneshot::channel::<()>();
-        stops.push(stop);
-        tasks.push(tokio::spawn(resource.run_until_stopped(async move {
-            let _ = stopped.await;
-        })));
+        #[cfg(feature = "test-support")]
+        let resource_guard = Inside::of(resource.guard());
+        running.spawn_service("resource server", resource_grpc, |stop| {
+            resource.run_until_stopped(stop)
+        });
 
-        let stack = Self {
-            clock,
-            manual_clock,
+        running.wait_until_serving().await?;
+        Ok(TestStack {
+            clock: self.clock,
             issuer,
-            auth_http,
             auth_grpc,
             resource_grpc,
             notes_grpc,
             secrets,
-            denylist,
-            resource_keys,
             auth_core,
-            resource_access,
-            notes_access,
-            stops,
-            tasks,
+            #[cfg(feature = "test-support")]
+            resource_guard,
+            #[cfg(feature = "test-support")]
+            notes_guard,
+            running,
             _dir: dir,
-        };
-        wait_until_serving(stack.auth_grpc).await.context("authorization server health")?;
-        wait_until_serving(stack.notes_grpc).await.context("notes store health")?;
-        wait_until_serving(stack.resource_grpc).await.context("resource server health")?;
-        Ok(stack)
+        })
+    }
+}
+
+/// Points a protected service at the authorization server and gives it its
+/// own client credentials there (denylist, token exchange), unless a tweak
+/// already did.
+fn identify(
+    tokens: &mut TokenValidationConfig,
+    issuer: &str,
+    auth_grpc: SocketAddr,
+    client_id: &str,
+    secret: &str,
+) {
+    if tokens.issuer.is_empty() {
+        tokens.issuer = issuer.to_owned();
+    }
+    tokens.auth_grpc_url = format!("http://{auth_grpc}");
+    if tokens.client_id.is_none() {
+        tokens.client_id = Some(client_id.into());
+        tokens.client_secret = Some(Secret::new(secret));
+    }
+}
+
+/// What a service's `run_until_stopped` waits on.
+type StopSignal = BoxFuture<'static, ()>;
+
+/// The started services: each one's name and gRPC address, its stop switch and
+/// its task. Dropping it stops them (the switches close).
+#[derive(Default)]
+struct Running {
+    services: Vec<(&'static str, SocketAddr)>,
+    stops: Vec<oneshot::Sender<()>>,
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Running {
+    /// Runs a built service (`run` is its `run_until_stopped`) until the stack
+    /// stops.
+    fn spawn_service<F>(
+        &mut self,
+        name: &'static str,
+        grpc: SocketAddr,
+        run: impl FnOnce(StopSignal) -> F,
+    ) where
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let (stop, stopped) = oneshot::channel::<()>();
+        self.stops.push(stop);
+        self.tasks.push(tokio::spawn(run(Box::pin(async move {
+            let _ = stopped.await;
+        }))));
+        self.services.push((name, grpc));
+    }
+
+    async fn wait_until_serving(&self) -> anyhow::Result<()> {
+        for (name, grpc) in &self.services {
+            wait_until_serving(*grpc).await.with_context(|| format!("{name} health"))?;
+        }
+        Ok(())
+    }
+
+    /// Tells every service to stop (health NOT_SERVING, then drain) and waits
+    /// for them.
+    async fn stop(&mut self) -> anyhow::Result<()> {
+        for stop in self.stops.drain(..) {
+            let _ = stop.send(());
+        }
+        for (task, (name, _)) in self.tasks.drain(..).zip(&self.services) {
+            within(&format!("the {name} to stop"), task).await???;
+        }
+        Ok(())
+    }
+}
+
+/// The running services (authorization server, resource server, notes store)
+/// with the demo clients and users registered.
+pub struct TestStack {
+    clock: StackClock,
+    pub issuer: String,
+    pub auth_grpc: SocketAddr,
+    pub resource_grpc: SocketAddr,
+    notes_grpc: SocketAddr,
+    pub secrets: DemoSecrets,
+    /// The authorization server's protocol core (keys, storage) for tests that
+    /// act as its operator.
+    pub auth_core: Arc<OAuthCore<SqlStore>>,
+    #[cfg(feature = "test-support")]
+    resource_guard: Inside,
+    #[cfg(feature = "test-support")]
+    notes_guard: Inside,
+    running: Running,
+    _dir: TempDir,
+}
+
+impl TestStack {
+    /// Every service on a manual clock, with the default configuration.
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::builder().start().await
+    }
+
+    /// A manual clock starting at the current time; configuration untouched.
+    pub fn builder() -> StackBuilder {
+        StackBuilder {
+            clock: StackClock::Manual(Arc::new(ManualClock::starting_now())),
+            tweak: Box::new(|_| {}),
+        }
+    }
+
+    /// The time every service reads.
+    pub fn now(&self) -> i64 {
+        self.clock.shared().now()
     }
 
     /// Moves the shared clock forward (tests of expiry). Panics on a real clock:
     /// that is a mistake in the test, not a condition to handle.
     pub fn advance(&self, secs: i64) {
-        match &self.manual_clock {
-            Some(clock) => clock.advance(secs),
-            None => panic!("this stack runs on the system clock"),
+        match &self.clock {
+            StackClock::Manual(clock) => clock.advance(secs),
+            StackClock::System => panic!("this stack runs on the system clock"),
         }
     }
 
@@ -259,13 +336,13 @@ impl TestStack {
         ResourceClient::connect(&self.resource_url()).await
     }
 
-    pub async fn metadata(&self) -> Result<ServerMetadata, ClientError> {
+    async fn metadata(&self) -> Result<ServerMetadata, ClientError> {
         discover(&reqwest::Client::new(), &self.issuer).await
     }
 
     /// An OAuth client (the `oauth2` crate underneath) for `identity`.
     pub async fn client(&self, identity: &ClientIdentity) -> Result<OAuthClient, ClientError> {
-        OAuthClient::new(self.metadata().await?, identity.clone(), self.clock.clone())
+        OAuthClient::new(self.metadata().await?, identity.clone(), self.clock.shared())
     }
 
     /// The public native client (PKCE, no secret).
@@ -283,40 +360,6 @@ impl TestStack {
         demo_data::reporter_client(&self.secrets)
     }
 
-    /// The resource server's own client identity.
-    pub fn resource_server_client(&self) -> ClientIdentity {
-        demo_data::resource_server_client(&self.secrets)
-    }
-
-    /// Waits until the resource server's denylist holds `jti` (the next sync
-    /// after its revocation), and returns how long that took.
-    pub async fn wait_until_denied(&self, jti: &str) -> std::time::Duration {
-        let started = std::time::Instant::now();
-        let mut updates = self.denylist.watch();
-        while !self.denylist.contains(jti) {
-            if updates.changed().await.is_err() {
-                break;
-            }
-        }
-        started.elapsed()
-    }
-
-    /// Starts a signing-key rotation, as `auth-server admin rotate-keys` does.
-    pub async fn rotate_keys(&self) -> anyhow::Result<String> {
-        let core = &self.auth_core;
-        Ok(core.signer().rotate(core.store(), core.now()).await?)
-    }
-
-    /// Waits until the resource server's key cache holds `kid`.
-    pub async fn wait_until_resource_server_knows(&self, kid: &str) {
-        let mut updates = self.resource_keys.watch();
-        while !self.resource_keys.current().is_some_and(|s| s.keys.contains(kid)) {
-            if updates.changed().await.is_err() {
-                return;
-            }
-        }
-    }
-
     /// A machine client (mis)configured with `notes:read`.
     pub fn backup_client(&self) -> ClientIdentity {
         demo_data::backup_client(&self.secrets)
@@ -325,6 +368,18 @@ impl TestStack {
     /// A machine client whose tokens are for another API (`aud` = `other-api`).
     pub fn other_api_client(&self) -> ClientIdentity {
         demo_data::other_api_client(&self.secrets)
+    }
+
+    /// The resource server's own identity at the authorization server (the
+    /// quickstart shows the exchange it makes for the notes store).
+    pub fn resource_server_client(&self) -> ClientIdentity {
+        demo_data::resource_server_client(&self.secrets)
+    }
+
+    /// Starts a signing-key rotation, as `auth-server admin rotate-keys` does.
+    pub async fn rotate_keys(&self) -> anyhow::Result<String> {
+        let core = &self.auth_core;
+        Ok(core.signer().rotate(core.store(), core.now()).await?)
     }
 
     /// The authorization-code flow, start to finish: the client builds the
@@ -345,20 +400,104 @@ impl TestStack {
         let back = approve(&mut owner, &pending.url, username, password_of(username)?).await?;
         let redirect = back.location().context("consent did not redirect")?;
         owner.get(&redirect).await?;
-        let callback = waiting.await??;
+        let callback = within("the redirect to reach the client", waiting).await???;
         Ok(client.finish_authorization(pending, &callback).await?)
     }
 
     /// Stops every service (health NOT_SERVING, then drain) and waits for them.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
-        for stop in self.stops.drain(..) {
-            let _ = stop.send(());
+        self.running.stop().await
+    }
+}
+
+/// What the harness sees inside a protected service: its token guard's
+/// revocation denylist, key cache and access log.
+#[cfg(feature = "test-support")]
+struct Inside {
+    denylist: tollgate_service_kit::revocation::Denylist,
+    keys: tollgate_service_kit::jwks::JwksCache,
+    access_log: tokio::sync::broadcast::Sender<tollgate_service_kit::auth::AuthContext>,
+}
+
+#[cfg(feature = "test-support")]
+impl Inside {
+    fn of(guard: &tollgate_service_kit::protect::TokenGuard) -> Self {
+        Self {
+            denylist: guard.denylist.clone(),
+            keys: guard.jwks.clone(),
+            access_log: guard.access_log.clone(),
         }
-        for task in self.tasks.drain(..) {
-            task.await??;
+    }
+}
+
+#[cfg(feature = "test-support")]
+impl TestStack {
+    /// Has the resource server and the notes store fetch the revocation
+    /// denylist now, and returns once both enforce it: what their periodic sync
+    /// does within one interval (a bound service-kit's own tests prove), done on
+    /// the test's cue instead of the clock's.
+    pub async fn sync_denylists(&self) -> anyhow::Result<()> {
+        use tollgate_service_kit::revocation::SyncError;
+        for (name, inside) in
+            [("resource server", &self.resource_guard), ("notes store", &self.notes_guard)]
+        {
+            within(&format!("the {name}'s denylist to sync"), async {
+                loop {
+                    match inside.denylist.sync_now().await {
+                        Ok(()) => return Ok(()),
+                        // Slow or unreachable: as the service itself would at its
+                        // next tick, try again.
+                        Err(SyncError::Fetch(status))
+                            if matches!(
+                                status.code(),
+                                tonic::Code::Cancelled
+                                    | tonic::Code::DeadlineExceeded
+                                    | tonic::Code::Unavailable
+                            ) => {}
+                        Err(err) => return Err(err),
+                    }
+                }
+            })
+            .await?
+            .with_context(|| format!("syncing the {name}'s denylist"))?;
         }
         Ok(())
     }
+
+    /// Waits until the resource server's key cache holds `kid` (its periodic
+    /// refresh, every second in this stack).
+    pub async fn wait_until_resource_server_knows(&self, kid: &str) -> anyhow::Result<()> {
+        let keys = &self.resource_guard.keys;
+        let mut updates = keys.watch();
+        within(&format!("the resource server to learn key {kid}"), async {
+            while !keys.current().is_some_and(|s| s.keys.contains(kid)) {
+                updates.changed().await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        })
+        .await?
+    }
+
+    /// Who the resource server admits from now on, call by call.
+    pub fn resource_access(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<tollgate_service_kit::auth::AuthContext> {
+        self.resource_guard.access_log.subscribe()
+    }
+
+    /// Who the notes store admits from now on, call by call.
+    pub fn notes_access(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<tollgate_service_kit::auth::AuthContext> {
+        self.notes_guard.access_log.subscribe()
+    }
+}
+
+/// `future`, or an error naming `what` after [`PATIENCE`].
+pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> anyhow::Result<T> {
+    tokio::time::timeout(PATIENCE, future)
+        .await
+        .map_err(|_| anyhow::anyhow!("gave up after {PATIENCE:?} waiting for {what}"))
 }
 
 /// The demo password of a demo user.
@@ -421,18 +560,21 @@ pub async fn approve(
 }
 
 /// Waits for a service's overall health (`""`) to be `SERVING`, following the
-/// health Watch stream (no polling, no sleeps).
+/// health Watch stream (no polling, no sleeps), for at most [`PATIENCE`].
 pub async fn wait_until_serving(addr: SocketAddr) -> anyhow::Result<()> {
-    let channel =
-        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect().await?;
-    let mut stream = HealthClient::new(channel)
-        .watch(HealthCheckRequest { service: String::new() })
-        .await?
-        .into_inner();
-    while let Some(update) = stream.next().await {
-        if update?.status == ServingStatus::Serving as i32 {
-            return Ok(());
+    within(&format!("{addr} to be SERVING"), async {
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect().await?;
+        let mut stream = HealthClient::new(channel)
+            .watch(HealthCheckRequest { service: String::new() })
+            .await?
+            .into_inner();
+        while let Some(update) = stream.next().await {
+            if update?.status == ServingStatus::Serving as i32 {
+                return Ok(());
+            }
         }
-    }
-    anyhow::bail!("the health stream ended before SERVING")
+        anyhow::bail!("the health stream ended before SERVING")
+    })
+    .await?
 }

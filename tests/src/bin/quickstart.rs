@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use clap::Parser;
 use tollgate_client_app::demo::{self, DemoOptions, HopOptions};
-use tollgate_e2e::{PASSWORDS, StackOptions, TestStack, password_of};
-use tollgate_token::{Clock, SystemClock};
+use tollgate_e2e::{PASSWORDS, TestStack, password_of};
+use tollgate_token::SystemClock;
 
 #[derive(Parser)]
 #[command(name = "quickstart", about = "Run the Tollgate platform and its full OAuth flow")]
@@ -47,21 +47,20 @@ async fn main() -> anyhow::Result<()> {
         &Default::default(),
         if args.verbose { "info,sqlx=warn" } else { "error" },
     );
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (serve, auth_http, auth_grpc, resource_grpc, notes_grpc) =
         (args.serve, args.auth_http, args.auth_grpc, args.resource_grpc, args.notes_grpc);
-    let options =
-        StackOptions { clock: clock.clone(), manual_clock: None, ..StackOptions::default() }.tweak(
-            move |config| {
-                if serve {
-                    config.auth.http_addr = auth_http;
-                    config.auth.grpc_addr = auth_grpc;
-                    config.resource.service.grpc_addr = resource_grpc;
-                    config.notes.service.grpc_addr = notes_grpc;
-                }
-            },
-        );
-    let stack = TestStack::start_with(options).await?;
+    let stack = TestStack::builder()
+        .system_clock()
+        .tweak(move |config| {
+            if serve {
+                config.auth.http_addr = auth_http;
+                config.auth.grpc_addr = auth_grpc;
+                config.resource.service.grpc_addr = resource_grpc;
+                config.notes.service.grpc_addr = notes_grpc;
+            }
+        })
+        .start()
+        .await?;
     println!("Tollgate quickstart: SQLite in a temporary directory, demo clients and users.");
     println!("  authorization server  {} (gRPC {})", stack.issuer, stack.auth_grpc);
     println!("  resource server       {} (gRPC)", stack.resource_url());
@@ -86,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
                 .into(),
         }),
     };
-    demo::run(&options, clock, &mut std::io::stdout()).await?;
+    demo::run(&options, Arc::new(SystemClock), &mut std::io::stdout()).await?;
 
     if serve {
         let users: Vec<String> = PASSWORDS.iter().map(|(u, p)| format!("{u} / {p}")).collect();

@@ -19,24 +19,31 @@ struct ChromeDriver {
 }
 
 impl ChromeDriver {
-    /// Starts chromedriver and waits for it to say it is listening (its own
-    /// start-up line, not a sleep).
+    /// Starts chromedriver on a port it binds itself (`--port=0`, so no port is
+    /// picked here and released for someone else to take) and waits for its
+    /// start-up line, which names the port: no sleep, and no hang if it never
+    /// comes.
     async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let binary = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
         let mut child = tokio::process::Command::new(&binary)
-            .arg(format!("--port={port}"))
+            .arg("--port=0")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {binary} ({e}): install Debian's chromium and chromium-driver (see .ci/run)"));
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.contains("started successfully") {
-                break;
+        let port = tollgate_e2e::within("chromedriver to start", async {
+            // "ChromeDriver was started successfully on port 41735."
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some((_, port)) = line.split_once("started successfully on port ") {
+                    return port.trim_end_matches('.').parse::<u16>().unwrap();
+                }
             }
-        }
+            panic!("{binary} exited without starting")
+        })
+        .await
+        .unwrap();
         // Keep draining its output so it never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Self { child, port }

@@ -1,6 +1,9 @@
 //! The client-credentials grant (RFC 6749 §4.4) and client authentication at the
 //! token endpoint (§2.3, §5.2), over HTTP and over gRPC.
 
+use tollgate_auth_server::bootstrap::{ClientSpec, client_from_spec};
+use tollgate_auth_server::domain::model::GrantType;
+use tollgate_auth_server::storage::ClientStore as _;
 use tollgate_client_app::ClientError;
 use tollgate_client_app::claims::decode_unverified;
 use tollgate_client_app::oauth::ClientAuthMethod;
@@ -94,27 +97,60 @@ async fn an_unknown_client_is_invalid_client() {
     .assert_error(401, "invalid_client");
 }
 
+/// A public client that lists the client-credentials grant. Registration
+/// refuses one, so it is written straight to the store (as a hand-edited
+/// database, or a registration path that forgot the rule, would leave it).
+async fn store_public_client_with_client_credentials(stack: &TestStack) {
+    let spec = |grants: &str| -> ClientSpec {
+        toml::from_str(&format!(
+            r#"
+            client_id = "public-machine"
+            public = true
+            redirect_uris = ["http://127.0.0.1/callback"]
+            grant_types = [{grants}]
+            scopes = ["reports:read"]
+        "#
+        ))
+        .unwrap()
+    };
+    let refused =
+        client_from_spec(&spec(r#""client_credentials""#), "tollgate-resource").unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        "client public-machine: a public client cannot use client_credentials"
+    );
+    let mut client =
+        client_from_spec(&spec(r#""authorization_code""#), "tollgate-resource").unwrap();
+    client.grant_types.push(GrantType::ClientCredentials);
+    let core = &stack.auth_core;
+    core.store().upsert_client(&client, core.now()).await.unwrap();
+}
+
 #[tokio::test]
 async fn a_public_client_cannot_use_client_credentials() {
     let stack = TestStack::start().await.unwrap();
+    store_public_client_with_client_credentials(&stack).await;
     let reply = post_token(
         &stack,
         None,
-        &[("grant_type", "client_credentials"), ("client_id", "tollgate-cli")],
+        &[("grant_type", "client_credentials"), ("client_id", "public-machine")],
     )
     .await;
-    // RFC 6749 §4.4: only confidential clients (registration refuses a public
-    // client with this grant, and the token endpoint refuses it again).
+    // RFC 6749 §4.4: only confidential clients. The client may use the grant by
+    // its registration, so this is the refusal of a public client as such.
     reply.assert_error(400, "unauthorized_client");
+    assert_eq!(reply.body["error_description"], "a public client cannot use client_credentials");
 }
 
 #[tokio::test]
 async fn a_client_may_only_use_its_registered_grants() {
     let stack = TestStack::start().await.unwrap();
     let web = stack.secrets.web.clone();
-    post_token(&stack, Some(("tollgate-web", &web)), &[("grant_type", "client_credentials")])
-        .await
-        .assert_error(400, "unauthorized_client");
+    let reply =
+        post_token(&stack, Some(("tollgate-web", &web)), &[("grant_type", "client_credentials")])
+            .await;
+    reply.assert_error(400, "unauthorized_client");
+    assert_eq!(reply.body["error_description"], "client may not use the client_credentials grant");
 }
 
 #[tokio::test]

@@ -19,7 +19,7 @@ const ALL: [&str; 4] = ["profile:read", "profile:write", "notes:read", "notes:wr
 
 /// The next context `log` saw.
 async fn seen(log: &mut broadcast::Receiver<AuthContext>) -> AuthContext {
-    log.recv().await.unwrap()
+    tollgate_e2e::within("an admitted call", log.recv()).await.unwrap().unwrap()
 }
 
 async fn notes_store_as(stack: &TestStack, token: &str) -> Result<usize, tonic::Status> {
@@ -51,8 +51,8 @@ async fn exchange(
 #[tokio::test]
 async fn each_hop_sees_the_user_and_a_narrower_token() {
     let stack = TestStack::start().await.unwrap();
-    let mut at_resource = stack.resource_access.subscribe();
-    let mut at_notes = stack.notes_access.subscribe();
+    let mut at_resource = stack.resource_access();
+    let mut at_notes = stack.notes_access();
     let tokens = stack.sign_in(&stack.cli_client(), "alice", &ALL).await.unwrap();
     let api = stack.resource().await.unwrap();
 
@@ -170,7 +170,12 @@ async fn revoking_the_users_grant_revokes_the_exchanged_tokens_too() {
     let tokens = stack.sign_in(&stack.cli_client(), "alice", &["notes:read"]).await.unwrap();
     let reply =
         exchange(&stack, &tokens.access_token, &[("audience", "tollgate-notes-store")]).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
     let exchanged = reply.body["access_token"].as_str().unwrap().to_owned();
+    // Before: the exchanged token works at the notes store.
+    assert_eq!(notes_store_as(&stack, &exchanged).await.unwrap(), 0);
+
+    // Alice's client revokes her grant (its refresh token, RFC 7009 §2.1).
     let reply = post_form(
         &stack,
         "/revoke",
@@ -179,7 +184,22 @@ async fn revoking_the_users_grant_revokes_the_exchanged_tokens_too() {
     )
     .await;
     assert_eq!(reply.status, 200);
-    // The notes store's own denylist sync refuses the derived token too.
+    stack.sync_denylists().await.unwrap();
+
+    // After: the notes store refuses the token derived from the grant, as the
+    // resource server refuses the one it was derived from.
+    let status = notes_store_as(&stack, &exchanged).await.unwrap_err();
+    assert_eq!(
+        (status.code(), oauth_error_code(&status), status.message()),
+        (Code::Unauthenticated, Some("invalid_token"), "token has been revoked")
+    );
+    let status =
+        stack.resource().await.unwrap().list_notes(&tokens.access_token, "me").await.unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (Code::Unauthenticated, "token has been revoked")
+    );
+    // The authorization server says so too.
     let secret = stack.secrets.resource_server.clone();
     let body = post_form(
         &stack,

@@ -6,7 +6,7 @@ use tollgate_client_app::claims::decode_unverified;
 use tollgate_client_app::owner::{Page, ScriptedOwner};
 use tollgate_e2e::{TestStack, password_of};
 
-use crate::support::{TokenReply, post_form};
+use crate::support::{TokenReply, post_form, register};
 
 const DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
@@ -142,16 +142,62 @@ async fn a_denied_or_expired_device_code_ends_the_flow() {
 #[tokio::test]
 async fn a_device_code_belongs_to_its_client_and_the_grant_to_registered_clients() {
     let stack = TestStack::start().await.unwrap();
+    // Another device app, registered for the device grant like the CLI.
+    register(
+        &stack,
+        &format!(
+            r#"
+            client_id = "tollgate-tv"
+            public = true
+            grant_types = ["{DEVICE_CODE}"]
+            scopes = ["notes:read"]
+        "#
+        ),
+    )
+    .await;
     let started = start(&stack).await;
+    let device_code = started["device_code"].as_str().unwrap();
+    let done =
+        decide(started["verification_uri_complete"].as_str().unwrap(), "alice", "approve").await;
+    assert_eq!(done.status, 200);
+
+    // The approved code, redeemed by the other app: refused by the cross-client
+    // rule (RFC 8628 §3.4: a device code is bound to the client it was issued to).
+    let stolen = post_form(
+        &stack,
+        "/token",
+        None,
+        &[("grant_type", DEVICE_CODE), ("client_id", "tollgate-tv"), ("device_code", device_code)],
+    )
+    .await;
+    stolen.assert_error(400, "invalid_grant");
+    assert_eq!(
+        stolen.body["error_description"],
+        "device code is invalid, another client's, or already used"
+    );
+    // The attempt spent nothing: the rightful client still gets its tokens.
+    let issued = poll(&stack, device_code).await;
+    assert_eq!(issued.status, 200, "{:?}", issued.body);
+    let (_, claims) = decode_unverified(issued.body["access_token"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (claims["sub"].as_str(), claims["client_id"].as_str()),
+        (Some("alice"), Some("tollgate-cli"))
+    );
+
+    // A client not registered for the grant is refused for that, at both endpoints.
     let web = stack.secrets.web.clone();
-    post_form(
+    let refused = post_form(
         &stack,
         "/token",
         Some(("tollgate-web", &web)),
-        &[("grant_type", DEVICE_CODE), ("device_code", started["device_code"].as_str().unwrap())],
+        &[("grant_type", DEVICE_CODE), ("device_code", device_code)],
     )
-    .await
-    .assert_error(400, "unauthorized_client");
+    .await;
+    refused.assert_error(400, "unauthorized_client");
+    assert_eq!(
+        refused.body["error_description"],
+        format!("client may not use the {DEVICE_CODE} grant")
+    );
     let reporter = stack.secrets.reporter.clone();
     post_form(&stack, "/device_authorization", Some(("tollgate-reporter", &reporter)), &[])
         .await

@@ -2,7 +2,7 @@
 //! tokens signed with the old key and the new one across the change.
 
 use tollgate_client_app::claims::decode_unverified;
-use tollgate_e2e::{StackOptions, TestStack};
+use tollgate_e2e::TestStack;
 
 fn kid_of(token: &str) -> String {
     decode_unverified(token).unwrap().0["kid"].as_str().unwrap().to_owned()
@@ -16,11 +16,11 @@ async fn published_kids(stack: &TestStack) -> Vec<String> {
 
 #[tokio::test]
 async fn rotation_keeps_old_and_new_tokens_valid_at_the_resource_server() {
-    let stack = TestStack::start_with(StackOptions::default().tweak(|c| {
-        c.auth.key_propagation_secs = 150; // tokens live 300 s
-    }))
-    .await
-    .unwrap();
+    let stack = TestStack::builder()
+        .tweak(|c| c.auth.key_propagation_secs = 150) // tokens live 300 s
+        .start()
+        .await
+        .unwrap();
     let api = stack.resource().await.unwrap();
     let old_token = stack.sign_in(&stack.cli_client(), "alice", &["notes:read"]).await.unwrap();
     let old_kid = kid_of(&old_token.access_token);
@@ -33,7 +33,7 @@ async fn rotation_keeps_old_and_new_tokens_valid_at_the_resource_server() {
     assert_eq!(kid_of(&still_old.access_token), old_kid, "not signing with it yet");
 
     // Resource servers learn the new key during the propagation delay.
-    stack.wait_until_resource_server_knows(&new_kid).await;
+    stack.wait_until_resource_server_knows(&new_kid).await.unwrap();
     stack.advance(160);
     let new_token = stack.sign_in(&stack.cli_client(), "alice", &["notes:read"]).await.unwrap();
     assert_eq!(kid_of(&new_token.access_token), new_kid);

@@ -1,6 +1,9 @@
 //! After issuance: introspection (RFC 7662), revocation (RFC 7009), replay
-//! detection for codes and refresh tokens, and the resource server learning of
-//! revocations within its sync interval.
+//! detection for codes and refresh tokens, and the resource server refusing
+//! revoked tokens once its denylist has synced. (That the sync happens within
+//! one interval plus one fetch is proven by service-kit's `revocation` tests,
+//! on tokio's paused clock; here the tests sync on cue, so nothing depends on
+//! how fast this machine is.)
 
 use tollgate_client_app::ClientError;
 use tollgate_client_app::claims::decode_unverified;
@@ -11,10 +14,6 @@ use tollgate_service_kit::status::oauth_error_code;
 use tonic::Code;
 
 use crate::support::{obtain_code, post_form, redeem};
-
-/// The revocation bound with the harness's 1 s sync interval: one interval plus
-/// one fetch, which times out after at most one interval.
-const DENYLIST_BOUND: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn jti_of(token: &str) -> String {
     decode_unverified(token).unwrap().1["jti"].as_str().unwrap().to_owned()
@@ -27,9 +26,9 @@ async fn introspect_as(stack: &TestStack, client: (&str, &str), token: &str) -> 
     reply.body
 }
 
+/// After the next denylist sync, `access_token` is refused as revoked.
 async fn assert_refused_as_revoked(stack: &TestStack, access_token: &str) {
-    let elapsed = stack.wait_until_denied(&jti_of(access_token)).await;
-    assert!(elapsed <= DENYLIST_BOUND, "denied after {elapsed:?}");
+    stack.sync_denylists().await.unwrap();
     let status = stack.resource().await.unwrap().list_notes(access_token, "me").await.unwrap_err();
     assert_eq!(
         (status.code(), status.message()),
@@ -149,7 +148,7 @@ async fn revoking_a_refresh_token_ends_the_grant_and_its_access_tokens() {
 }
 
 #[tokio::test]
-async fn revoking_an_access_token_stops_it_at_the_resource_server_within_the_bound() {
+async fn revoking_an_access_token_stops_it_at_the_resource_servers_next_sync() {
     let stack = TestStack::start().await.unwrap();
     let reporter = stack.client(&stack.reporter_client()).await.unwrap();
     let tokens = reporter.client_credentials(&[]).await.unwrap();
@@ -165,8 +164,7 @@ async fn revoking_an_access_token_stops_it_at_the_resource_server_within_the_bou
     )
     .await;
     assert_eq!(reply.status, 200);
-    let elapsed = stack.wait_until_denied(&jti_of(&tokens.access_token)).await;
-    assert!(elapsed <= DENYLIST_BOUND, "denied after {elapsed:?}");
+    stack.sync_denylists().await.unwrap();
     let status = api.usage_report(&tokens.access_token).await.unwrap_err();
     assert_eq!(
         (status.code(), status.message()),

@@ -13,6 +13,7 @@ mod delegation;
 mod device;
 mod keys;
 mod lifecycle;
+mod mix_up;
 mod pages;
 mod private_key_jwt;
 mod refresh;

@@ -40,7 +40,7 @@ async fn key_client(stack: &TestStack) -> KeyClient {
 
 impl KeyClient {
     fn assertion(&self, stack: &TestStack, edit: impl FnOnce(&mut serde_json::Value)) -> String {
-        let now = stack.clock.now();
+        let now = stack.now();
         let mut claims = serde_json::json!({
             "iss": "signing-service",
             "sub": "signing-service",
@@ -123,7 +123,7 @@ async fn a_replayed_assertion_is_refused() {
 async fn assertion_lifetimes_are_bounded() {
     let stack = TestStack::start().await.unwrap();
     let client = key_client(&stack).await;
-    let now = stack.clock.now();
+    let now = stack.now();
     assert_refused(
         &token_with(&stack, &client.assertion(&stack, |c| c["exp"] = now.into())).await,
         "client assertion has expired",

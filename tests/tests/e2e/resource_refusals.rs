@@ -159,16 +159,28 @@ async fn an_expired_token_is_unauthenticated_after_the_leeway() {
 #[tokio::test]
 async fn a_token_issued_in_the_future_is_unauthenticated() {
     let stack = TestStack::start().await.unwrap();
-    let token = alice_token(&stack, &["notes:read"]).await;
-    // The resource server's clock is behind the issuer's by more than the leeway.
-    stack.advance(-120);
-    let refused = stack.resource().await.unwrap().list_notes(&token, "me").await;
-    let status = refused.unwrap_err();
-    assert_eq!(status.code(), Code::Unauthenticated);
-    assert!(
-        ["token is not valid yet", "token was issued in the future"].contains(&status.message()),
-        "{status:?}"
+    // profile:read is served by the resource server itself: no exchange, so
+    // the refusals below are its own.
+    let token = alice_token(&stack, &["profile:read"]).await;
+    let api = stack.resource().await.unwrap();
+    let now = stack.now();
+    // Alice's token with other times, signed with the issuer's real key.
+    let at = |iat: i64, nbf: Option<i64>| {
+        tollgate_e2e::forge::reissued(&stack.auth_core, &token, |claims| {
+            claims.iat = iat;
+            claims.nbf = nbf;
+        })
+        .unwrap()
+    };
+    // Up to the 30 s leeway ahead is clock skew: accepted.
+    assert!(api.get_profile(&at(now + 30, Some(now + 30)), "me").await.is_ok());
+    // RFC 7519 §4.1.6: issued later than now, beyond the leeway.
+    invalid_token(
+        api.get_profile(&at(now + 31, None), "me").await,
+        "token was issued in the future",
     );
+    // RFC 7519 §4.1.5: not to be accepted before `nbf`.
+    invalid_token(api.get_profile(&at(now, Some(now + 31)), "me").await, "token is not valid yet");
 }
 
 #[tokio::test]

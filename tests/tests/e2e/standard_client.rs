@@ -10,7 +10,7 @@ use jwt_compact::jwk::JsonWebKey;
 use jwt_compact::{Algorithm, AlgorithmExt as _, UntrustedToken};
 use oauth2::basic::BasicClient;
 use oauth2::{AuthUrl, ClientId, ClientSecret, Scope, TokenResponse as _, TokenUrl};
-use tollgate_e2e::{StackOptions, TestStack};
+use tollgate_e2e::TestStack;
 
 type Claims = HashMap<String, serde_json::Value>;
 
@@ -119,7 +119,7 @@ async fn the_oauth2_crate_configured_from_metadata_gets_tokens_that_verify_again
     assert_eq!(response.expires_in().unwrap().as_secs(), 300);
 
     let jwks = get_json(metadata["jwks_uri"].as_str().unwrap()).await;
-    let claims = verify_independently(response.access_token().secret(), &jwks, stack.clock.now());
+    let claims = verify_independently(response.access_token().secret(), &jwks, stack.now());
     assert_eq!(claims["iss"], stack.issuer.as_str());
     assert_eq!(claims["sub"], "tollgate-reporter");
     assert_eq!(claims["aud"], "tollgate-resource");
@@ -127,24 +127,24 @@ async fn the_oauth2_crate_configured_from_metadata_gets_tokens_that_verify_again
 
     // A resource owner's token from the authorization-code flow verifies the same way.
     let tokens = stack.sign_in(&stack.cli_client(), "alice", &["notes:read"]).await.unwrap();
-    let claims = verify_independently(&tokens.access_token, &jwks, stack.clock.now());
+    let claims = verify_independently(&tokens.access_token, &jwks, stack.now());
     assert_eq!(claims["sub"], "alice");
     assert_eq!(claims["client_id"], "tollgate-cli");
 }
 
 #[tokio::test]
 async fn es256_is_selectable_and_verifies_independently_and_at_the_resource_server() {
-    let stack = TestStack::start_with(StackOptions::default().tweak(|c| {
-        c.auth.signing_alg = tollgate_auth_server::config::SigningAlg::Es256;
-    }))
-    .await
-    .unwrap();
+    let stack = TestStack::builder()
+        .tweak(|c| c.auth.signing_alg = tollgate_auth_server::config::SigningAlg::Es256)
+        .start()
+        .await
+        .unwrap();
     let jwks = get_json(&format!("{}/jwks.json", stack.issuer)).await;
     assert_eq!(jwks["keys"][0]["alg"], "ES256");
     assert_eq!(jwks["keys"][0]["crv"], "P-256");
     assert!(jwks["keys"][0].get("d").is_none(), "the JWKS must not hold private parts");
     let tokens = stack.sign_in(&stack.cli_client(), "bob", &["notes:read"]).await.unwrap();
-    let claims = verify_independently(&tokens.access_token, &jwks, stack.clock.now());
+    let claims = verify_independently(&tokens.access_token, &jwks, stack.now());
     assert_eq!(claims["sub"], "bob");
     let notes = stack.resource().await.unwrap().list_notes(&tokens.access_token, "me").await;
     assert!(notes.is_ok(), "{notes:?}");
