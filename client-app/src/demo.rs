@@ -65,13 +65,13 @@ impl Narrator<'_> {
     }
 
     fn tokens(&mut self, tokens: &TokenSet, clock: &dyn Clock) -> Result<(), ClientError> {
-        self.say(format!("access_token  = {}", redact(&tokens.access_token)))?;
+        self.say(format!("access_token  = {}", redact(tokens.access_token.expose())))?;
         if let Some(refresh) = &tokens.refresh_token {
-            self.say(format!("refresh_token = {}", redact(refresh)))?;
+            self.say(format!("refresh_token = {}", redact(refresh.expose())))?;
         }
         self.say(format!("expires_in    = {}s", tokens.expires_at - clock.now()))?;
         self.say(format!("scope         = {}", tokens.scope))?;
-        let (header, claims) = claims::decode_unverified(&tokens.access_token)?;
+        let (header, claims) = claims::decode_unverified(tokens.access_token.expose())?;
         self.say(format!("JWT header    = {header}"))?;
         let pretty = serde_json::to_string_pretty(&claims).unwrap_or_default();
         self.say("JWT claims    =")?;
@@ -178,15 +178,20 @@ pub async fn run(
     let api = ResourceClient::connect(&options.resource_url).await?;
     let display = format!("{} (via Tollgate demo)", options.username);
     let email = format!("{}@example.com", options.username);
-    let profile = api.update_profile(&tokens.access_token, "me", &display, &email).await?;
+    let profile = api.update_profile(tokens.access_token.expose(), "me", &display, &email).await?;
     n.say(format!("UpdateProfile(owner=me) [profile:write] → {profile:?}"))?;
     let note = api
-        .create_note(&tokens.access_token, "me", "First note", "Written with an access token.")
+        .create_note(
+            tokens.access_token.expose(),
+            "me",
+            "First note",
+            "Written with an access token.",
+        )
         .await?;
     n.say(format!("CreateNote(owner=me) [notes:write] → id {}", note.id))?;
-    let notes = api.list_notes(&tokens.access_token, "me").await?;
+    let notes = api.list_notes(tokens.access_token.expose(), "me").await?;
     n.say(format!("ListNotes(owner=me) [notes:read] → {} note(s)", notes.len()))?;
-    match api.list_notes(&tokens.access_token, "someone-else").await {
+    match api.list_notes(tokens.access_token.expose(), "someone-else").await {
         Err(status) => {
             n.say(format!("ListNotes(owner=someone-else) → refused: {}", status_line(&status)))?
         }
@@ -224,12 +229,12 @@ pub async fn run(
             "POST /token grant_type=client_credentials (HTTP Basic client authentication) → 200",
         )?;
         n.tokens(&token, clock.as_ref())?;
-        let report = api.usage_report(&token.access_token).await?;
+        let report = api.usage_report(token.access_token.expose()).await?;
         n.say(format!(
             "GetUsageReport [reports:read] → owners={} notes={}",
             report.owners, report.notes
         ))?;
-        match api.list_notes(&token.access_token, "me").await {
+        match api.list_notes(token.access_token.expose(), "me").await {
             Err(status) => n.say(format!(
                 "ListNotes with the machine token → refused: {}",
                 status_line(&status)
@@ -273,7 +278,7 @@ async fn exchange_hop(
             client_assertion: None,
         }),
         grant: Some(Grant::TokenExchange(TokenExchangeGrant {
-            subject_token: tokens.access_token.clone(),
+            subject_token: tokens.access_token.expose().clone(),
             subject_token_type: ACCESS_TOKEN.into(),
             audience: Some(hop.notes_store_audience.clone()),
             resource: None,
@@ -289,7 +294,7 @@ async fn exchange_hop(
         hop.notes_store_audience,
         exchanged.issued_token_type.as_deref().unwrap_or("-")
     ))?;
-    let (_, user) = claims::decode_unverified(&tokens.access_token)?;
+    let (_, user) = claims::decode_unverified(tokens.access_token.expose())?;
     let (_, delegated) = claims::decode_unverified(&exchanged.access_token)?;
     let rows: Vec<(&str, String, String)> =
         ["iss", "sub", "aud", "client_id", "act", "scope", "exp"]
@@ -320,7 +325,7 @@ async fn exchange_hop(
         user.get("sub").and_then(|s| s.as_str()).unwrap_or("-")
     ))?;
     match store
-        .list_notes(crate::resource::bearer(ListNotesRequest {}, &tokens.access_token)?)
+        .list_notes(crate::resource::bearer(ListNotesRequest {}, tokens.access_token.expose())?)
         .await
     {
         Err(status) => n.say(format!(

@@ -152,7 +152,7 @@ impl Cli {
 fn print_tokens(tokens: &TokenSet, file: &TokenFile, clock: &dyn Clock) {
     println!(
         "access token {} (scope: {}), expires in {}s",
-        redact(&tokens.access_token),
+        redact(tokens.access_token.expose()),
         tokens.scope,
         tokens.expires_at - clock.now()
     );
@@ -248,14 +248,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Claims => {
             let tokens = file.load()?.context("no tokens stored")?;
-            let (header, claims) = claims::decode_unverified(&tokens.access_token)?;
+            let (header, claims) = claims::decode_unverified(tokens.access_token.expose())?;
             println!("(decoded for display only: a client treats access tokens as opaque)");
             println!("header: {}", serde_json::to_string_pretty(&header)?);
             println!("claims: {}", serde_json::to_string_pretty(&claims)?);
         }
         Command::Call(call) => {
             let tokens = fresh_tokens(&cli, &file, clock.clone()).await?;
-            let token = tokens.access_token.as_str();
+            let token = tokens.access_token.expose().as_str();
             let api = ResourceClient::connect(&cli.resource_url).await?;
             let shown = match call {
                 Call::Profile { owner } => format!("{:#?}", api.get_profile(token, owner).await?),

@@ -311,7 +311,7 @@ impl OAuthClient {
             .ok_or_else(|| ClientError::Protocol("these tokens have no refresh token".into()))?;
         let response = self
             .inner
-            .exchange_refresh_token(&RefreshToken::new(refresh))
+            .exchange_refresh_token(&RefreshToken::new(refresh.into_exposed()))
             .request_async(&self.http)
             .await
             .map_err(token_error)?;
@@ -350,8 +350,8 @@ impl OAuthClient {
             None => previous_scope.unwrap_or_default().to_owned(),
         };
         TokenSet {
-            access_token: response.access_token().secret().clone(),
-            refresh_token: response.refresh_token().map(|t| t.secret().clone()),
+            access_token: Secret::new(response.access_token().secret().clone()),
+            refresh_token: response.refresh_token().map(|t| Secret::new(t.secret().clone())),
             expires_at: self.clock.now()
                 + response.expires_in().and_then(|d| i64::try_from(d.as_secs()).ok()).unwrap_or(0),
             scope,

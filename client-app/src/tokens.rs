@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use tollgate_token::Secret;
 
 use crate::ClientError;
 
@@ -16,30 +17,20 @@ pub enum Obtained {
     ClientCredentials,
 }
 
-/// An access token and what came with it. `Debug` hides the secrets.
-#[derive(Clone, Serialize, Deserialize)]
+/// An access token and what came with it. The tokens are [`Secret`]s: `Debug`
+/// never shows them; only the token file writes them out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TokenSet {
-    pub access_token: String,
-    pub refresh_token: Option<String>,
+    #[serde(serialize_with = "tollgate_token::secret::exposed")]
+    pub access_token: Secret,
+    #[serde(serialize_with = "tollgate_token::secret::exposed_opt")]
+    pub refresh_token: Option<Secret>,
     /// Unix seconds, computed from `expires_in` when the token arrived.
     pub expires_at: i64,
     pub scope: String,
     pub obtained: Obtained,
     /// The client the tokens belong to; a token file is not shared across clients.
     pub client_id: String,
-}
-
-impl std::fmt::Debug for TokenSet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenSet")
-            .field("access_token", &redact(&self.access_token))
-            .field("refresh_token", &self.refresh_token.as_deref().map(redact))
-            .field("expires_at", &self.expires_at)
-            .field("scope", &self.scope)
-            .field("obtained", &self.obtained)
-            .field("client_id", &self.client_id)
-            .finish()
-    }
 }
 
 /// Enough of a secret to tell two apart in a terminal, not enough to use it.
@@ -110,8 +101,8 @@ mod tests {
 
     fn sample() -> TokenSet {
         TokenSet {
-            access_token: "eyJhbGciOiJFZERTQSJ9.payload.signature".into(),
-            refresh_token: Some("refresh-secret-value".into()),
+            access_token: Secret::new("eyJhbGciOiJFZERTQSJ9.payload.signature"),
+            refresh_token: Some(Secret::new("refresh-secret-value")),
             expires_at: 1000,
             scope: "notes:read".into(),
             obtained: Obtained::AuthorizationCode,
@@ -126,7 +117,10 @@ mod tests {
         assert!(file.load().unwrap().is_none());
         file.save(&sample()).unwrap();
         let loaded = file.load().unwrap().unwrap();
-        assert_eq!(loaded.refresh_token.as_deref(), Some("refresh-secret-value"));
+        assert_eq!(
+            loaded.refresh_token.as_ref().map(|t| t.expose().as_str()),
+            Some("refresh-secret-value")
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt as _;

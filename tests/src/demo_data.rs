@@ -23,31 +23,25 @@ pub const RESOURCE_SERVER_CLIENT: &str = "tollgate-resource";
 pub const NOTES_STORE_CLIENT: &str = "tollgate-notes-store";
 
 /// The confidential clients' secrets for one run.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct DemoSecrets {
-    pub web: String,
-    pub reporter: String,
-    pub other_api: String,
-    pub backup: String,
-    pub resource_server: String,
-    pub notes_store: String,
-}
-
-impl std::fmt::Debug for DemoSecrets {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("DemoSecrets(<redacted>)")
-    }
+    pub web: Secret,
+    pub reporter: Secret,
+    pub other_api: Secret,
+    pub backup: Secret,
+    pub resource_server: Secret,
+    pub notes_store: Secret,
 }
 
 impl DemoSecrets {
     pub fn generate() -> Self {
         Self {
-            web: random_secret(),
-            reporter: random_secret(),
-            other_api: random_secret(),
-            backup: random_secret(),
-            resource_server: random_secret(),
-            notes_store: random_secret(),
+            web: Secret::new(random_secret()),
+            reporter: Secret::new(random_secret()),
+            other_api: Secret::new(random_secret()),
+            backup: Secret::new(random_secret()),
+            resource_server: Secret::new(random_secret()),
+            notes_store: Secret::new(random_secret()),
         }
     }
 }
@@ -129,12 +123,12 @@ grant_types = []
 scopes = []
 
 {users}"#,
-        web = secrets.web,
-        reporter = secrets.reporter,
-        other_api = secrets.other_api,
-        backup = secrets.backup,
-        resource_server = secrets.resource_server,
-        notes_store = secrets.notes_store,
+        web = secrets.web.expose(),
+        reporter = secrets.reporter.expose(),
+        other_api = secrets.other_api.expose(),
+        backup = secrets.backup.expose(),
+        resource_server = secrets.resource_server.expose(),
+        notes_store = secrets.notes_store.expose(),
     )
 }
 
@@ -149,7 +143,7 @@ pub fn cli_client() -> ClientIdentity {
 pub fn web_client(secrets: &DemoSecrets) -> ClientIdentity {
     ClientIdentity {
         client_id: WEB_CLIENT.into(),
-        client_secret: Some(Secret::new(secrets.web.clone())),
+        client_secret: Some(secrets.web.clone()),
         auth_method: ClientAuthMethod::ClientSecretBasic,
     }
 }
@@ -157,7 +151,7 @@ pub fn web_client(secrets: &DemoSecrets) -> ClientIdentity {
 pub fn reporter_client(secrets: &DemoSecrets) -> ClientIdentity {
     ClientIdentity {
         client_id: REPORTER_CLIENT.into(),
-        client_secret: Some(Secret::new(secrets.reporter.clone())),
+        client_secret: Some(secrets.reporter.clone()),
         auth_method: ClientAuthMethod::ClientSecretBasic,
     }
 }
@@ -165,7 +159,7 @@ pub fn reporter_client(secrets: &DemoSecrets) -> ClientIdentity {
 pub fn other_api_client(secrets: &DemoSecrets) -> ClientIdentity {
     ClientIdentity {
         client_id: OTHER_API_CLIENT.into(),
-        client_secret: Some(Secret::new(secrets.other_api.clone())),
+        client_secret: Some(secrets.other_api.clone()),
         auth_method: ClientAuthMethod::ClientSecretBasic,
     }
 }
@@ -173,7 +167,7 @@ pub fn other_api_client(secrets: &DemoSecrets) -> ClientIdentity {
 pub fn backup_client(secrets: &DemoSecrets) -> ClientIdentity {
     ClientIdentity {
         client_id: BACKUP_CLIENT.into(),
-        client_secret: Some(Secret::new(secrets.backup.clone())),
+        client_secret: Some(secrets.backup.clone()),
         auth_method: ClientAuthMethod::ClientSecretBasic,
     }
 }
@@ -181,7 +175,7 @@ pub fn backup_client(secrets: &DemoSecrets) -> ClientIdentity {
 pub fn resource_server_client(secrets: &DemoSecrets) -> ClientIdentity {
     ClientIdentity {
         client_id: RESOURCE_SERVER_CLIENT.into(),
-        client_secret: Some(Secret::new(secrets.resource_server.clone())),
+        client_secret: Some(secrets.resource_server.clone()),
         auth_method: ClientAuthMethod::ClientSecretBasic,
     }
 }

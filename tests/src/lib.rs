@@ -6,7 +6,7 @@
 //! # async fn f() -> anyhow::Result<()> {
 //! let stack = tollgate_e2e::TestStack::start().await?;
 //! let tokens = stack.sign_in(&stack.cli_client(), "alice", &["notes:read"]).await?;
-//! let notes = stack.resource().await?.list_notes(&tokens.access_token, "me").await?;
+//! let notes = stack.resource().await?.list_notes(tokens.access_token.expose(), "me").await?;
 //! # Ok(()) }
 //! ```
 //!
@@ -146,7 +146,7 @@ impl StackBuilder {
             &issuer,
             auth_grpc,
             demo_data::NOTES_STORE_CLIENT,
-            &secrets.notes_store,
+            secrets.notes_store.expose(),
         );
         let notes = tollgate_notes_store::Application::build(notes, clock.clone())
             .await
@@ -162,7 +162,7 @@ impl StackBuilder {
             &issuer,
             auth_grpc,
             demo_data::RESOURCE_SERVER_CLIENT,
-            &secrets.resource_server,
+            secrets.resource_server.expose(),
         );
         resource.settings.notes_store_url = format!("http://{notes_grpc}");
         let resource = tollgate_resource_server::Application::build(resource, clock.clone())
@@ -302,6 +302,12 @@ impl TestStack {
     /// The time every service reads.
     pub fn now(&self) -> i64 {
         self.clock.shared().now()
+    }
+
+    /// The clock every service reads, for a service a test starts beside them
+    /// (docs/protect-a-service.md).
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.shared()
     }
 
     /// Moves the shared clock forward (tests of expiry). Panics on a real clock:

@@ -304,14 +304,14 @@ async fn a_flow_is_one_trace_across_the_services_counted_audited_and_free_of_sec
         // An API call that crosses resource server -> notes store (with a token
         // exchanged at the authorization server).
         let api = stack.resource().await.unwrap();
-        api.create_note(&tokens.access_token, "me", "Traced", "a note").await.unwrap();
-        api.list_notes(&tokens.access_token, "me").await.unwrap();
+        api.create_note(tokens.access_token.expose(), "me", "Traced", "a note").await.unwrap();
+        api.list_notes(tokens.access_token.expose(), "me").await.unwrap();
         tokens
     }
     .instrument(root)
     .await;
-    secrets_seen.push(tokens.access_token.clone());
-    secrets_seen.push(tokens.refresh_token.clone().unwrap());
+    secrets_seen.push(tokens.access_token.expose().clone());
+    secrets_seen.push(tokens.refresh_token.clone().unwrap().into_exposed());
 
     // A known sequence of successes and refusals, for the metrics.
     let reporter = stack.client(&stack.reporter_client()).await.unwrap();
@@ -323,7 +323,7 @@ async fn a_flow_is_one_trace_across_the_services_counted_audited_and_free_of_sec
     let api = stack.resource().await.unwrap();
     let missing = api.list_notes("", "me").await.unwrap_err();
     assert_eq!(missing.code(), tonic::Code::Unauthenticated);
-    let forged = tollgate_e2e::forge::with_unknown_key(&tokens.access_token);
+    let forged = tollgate_e2e::forge::with_unknown_key(tokens.access_token.expose());
     let unknown = api.list_notes(&forged, "me").await.unwrap_err();
     assert_eq!(unknown.code(), tonic::Code::Unauthenticated);
     // A scanner's made-up methods: refused, and measured under one
@@ -341,7 +341,7 @@ async fn a_flow_is_one_trace_across_the_services_counted_audited_and_free_of_sec
         let mut grpc = tonic::client::Grpc::new(channel);
         grpc.ready().await.unwrap();
         let mut request = tonic::Request::new(());
-        let bearer = format!("Bearer {}", tokens.access_token);
+        let bearer = format!("Bearer {}", tokens.access_token.expose());
         request.metadata_mut().insert("authorization", bearer.parse().unwrap());
         let codec = tonic::codec::ProstCodec::<(), ()>::default();
         let path = http::uri::PathAndQuery::from_static(path);
@@ -361,9 +361,9 @@ async fn a_flow_is_one_trace_across_the_services_counted_audited_and_free_of_sec
     for secret in [
         password.to_owned(),
         "wrong-password".to_owned(),
-        stack.secrets.reporter.clone(),
-        stack.secrets.resource_server.clone(),
-        stack.secrets.notes_store.clone(),
+        stack.secrets.reporter.clone().into_exposed(),
+        stack.secrets.resource_server.clone().into_exposed(),
+        stack.secrets.notes_store.clone().into_exposed(),
         forged,
     ] {
         secrets_seen.push(secret);
@@ -542,7 +542,10 @@ async fn a_flow_is_one_trace_across_the_services_counted_audited_and_free_of_sec
         assert!(!logs.contains(secret.as_str()), "a secret value is in a log line");
     }
     // No JWT of any kind, including the exchanged tokens this test never saw.
-    assert!(contains_jwt(&format!("x {} y", tokens.access_token)), "the check finds a real JWT");
+    assert!(
+        contains_jwt(&format!("x {} y", tokens.access_token.expose())),
+        "the check finds a real JWT"
+    );
     assert!(!contains_jwt(&exported), "a JWT-shaped value is in an exported span");
     assert!(!contains_jwt(&logs), "a JWT-shaped value is in a log line");
     assert!(!all.is_empty() && !logs.is_empty());

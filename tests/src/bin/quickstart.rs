@@ -96,7 +96,7 @@ async fn main() -> anyhow::Result<()> {
         println!("Machine client (secret generated for this run only):");
         println!(
             "  CLIENT_ID=tollgate-reporter CLIENT_SECRET={} cargo run --bin client-app -- client-credentials",
-            stack.secrets.reporter
+            stack.secrets.reporter.expose()
         );
         tollgate_service_kit::shutdown::signal().await;
     }

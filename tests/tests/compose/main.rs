@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use stack::{auth_replicas, rs_replicas};
+use tollgate_token::Secret;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -28,7 +29,7 @@ async fn a_code_from_one_auth_replica_is_redeemed_at_the_other_and_rotation_hold
     // Sign-in and consent at replica A; the code is redeemed at replica B.
     let tokens = stack::sign_in(&a, &b, &["profile:read", "notes:read"]).await;
     let rs = rs_replicas().await;
-    rs[0].resource().await.get_profile(&tokens.access_token, "me").await.unwrap();
+    rs[0].resource().await.get_profile(tokens.access_token.expose(), "me").await.unwrap();
 
     // Refresh at A, then the new refresh token at B: one chain across replicas.
     let client_a = stack::cli_client(&a).await;
@@ -38,9 +39,13 @@ async fn a_code_from_one_auth_replica_is_redeemed_at_the_other_and_rotation_hold
     assert_ne!(second.refresh_token, third.refresh_token);
     // The spent first token is refused at either replica: the rotation was
     // recorded in the shared database, not in one replica's memory.
-    let reused = stack::post_refresh(&b, tokens.refresh_token.as_deref().unwrap()).await;
+    let reused = stack::post_refresh(
+        &b,
+        tokens.refresh_token.as_ref().map(|t| t.expose().as_str()).unwrap(),
+    )
+    .await;
     reused.assert_error(400, "invalid_grant");
-    rs[1].resource().await.get_profile(&third.access_token, "me").await.unwrap();
+    rs[1].resource().await.get_profile(third.access_token.expose(), "me").await.unwrap();
 }
 
 #[tokio::test]
@@ -48,14 +53,14 @@ async fn a_code_from_one_auth_replica_is_redeemed_at_the_other_and_rotation_hold
 async fn both_resource_server_replicas_validate_and_refuse_alike() {
     let [a, b] = auth_replicas().await;
     let tokens = stack::sign_in(&a, &b, &["profile:read"]).await;
-    let forged = tollgate_e2e::forge::with_unknown_key(&tokens.access_token);
+    let forged = tollgate_e2e::forge::with_unknown_key(tokens.access_token.expose());
     for replica in rs_replicas().await {
         let api = replica.resource().await;
-        let profile = api.get_profile(&tokens.access_token, "me").await.unwrap();
+        let profile = api.get_profile(tokens.access_token.expose(), "me").await.unwrap();
         assert_eq!(profile.owner, "alice", "at {replica:?}");
         let refused = api.get_profile(&forged, "me").await.unwrap_err();
         assert_eq!(refused.code(), Code::Unauthenticated, "at {replica:?}: {refused:?}");
-        let unscoped = api.list_notes(&tokens.access_token, "me").await.unwrap_err();
+        let unscoped = api.list_notes(tokens.access_token.expose(), "me").await.unwrap_err();
         assert_eq!(unscoped.code(), Code::PermissionDenied, "at {replica:?}: {unscoped:?}");
     }
 }
@@ -65,14 +70,14 @@ async fn both_resource_server_replicas_validate_and_refuse_alike() {
 async fn with_the_auth_server_down_known_keys_work_and_unknown_keys_become_unavailable() {
     let [a, b] = auth_replicas().await;
     let tokens = stack::sign_in(&a, &b, &["profile:read"]).await;
-    let forged = tollgate_e2e::forge::with_unknown_key(&tokens.access_token);
+    let forged = tollgate_e2e::forge::with_unknown_key(tokens.access_token.expose());
     let rs = rs_replicas().await;
     let rs_started = stack::started_at(&rs).await;
     let api = rs[0].resource().await;
 
     stack::compose(&["stop", "auth-server"]).await;
     // Tokens signed with a key the resource server already holds keep working.
-    api.get_profile(&tokens.access_token, "me").await.unwrap();
+    api.get_profile(tokens.access_token.expose(), "me").await.unwrap();
     // A token it cannot verify: once its keys are older than the configured
     // staleness (OAUTH_JWKS_MAX_STALENESS, 6 s here) it cannot tell forged from
     // newly rotated, so it says UNAVAILABLE, not UNAUTHENTICATED.
@@ -82,7 +87,7 @@ async fn with_the_auth_server_down_known_keys_work_and_unknown_keys_become_unava
     })
     .await;
     assert!(status.message().contains("signing keys"), "{status:?}");
-    api.get_profile(&tokens.access_token, "me").await.unwrap();
+    api.get_profile(tokens.access_token.expose(), "me").await.unwrap();
 
     stack::compose(&["start", "auth-server"]).await;
     stack::wait_healthy("auth-server").await;
@@ -95,7 +100,7 @@ async fn with_the_auth_server_down_known_keys_work_and_unknown_keys_become_unava
     .await;
     let [a, b] = auth_replicas().await;
     let fresh = stack::sign_in(&a, &b, &["profile:read"]).await;
-    api.get_profile(&fresh.access_token, "me").await.unwrap();
+    api.get_profile(fresh.access_token.expose(), "me").await.unwrap();
     let after = stack::started_at(&rs_replicas().await).await;
     assert_eq!(rs_started, after, "the resource servers must not have restarted");
 }
@@ -123,10 +128,10 @@ async fn a_postgres_restart_mid_traffic_gives_errors_then_recovers_and_loses_no_
                 let reply = if i % 2 == 0 {
                     stack::post_client_credentials(&a, reporter, &reporter_secret).await
                 } else {
-                    stack::post_refresh(&a, &refresh).await
+                    stack::post_refresh(&a, refresh.expose()).await
                 };
                 if reply.status == 200 && i % 2 == 1 {
-                    refresh = reply.body["refresh_token"].as_str().unwrap().to_owned();
+                    refresh = Secret::new(reply.body["refresh_token"].as_str().unwrap());
                 }
                 seen.lock().unwrap().push((reply.status, reply.error().to_owned()));
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -165,9 +170,14 @@ async fn a_postgres_restart_mid_traffic_gives_errors_then_recovers_and_loses_no_
     // Nothing lost: the grant's latest refresh token still works, the access
     // token issued before the restart still verifies, and the auth servers
     // recovered by themselves.
-    let renewed = stack::post_refresh(&b, &refresh).await;
+    let renewed = stack::post_refresh(&b, refresh.expose()).await;
     assert_eq!(renewed.status, 200, "{:?}", renewed.body);
-    rs_replicas().await[0].resource().await.get_profile(&tokens.access_token, "me").await.unwrap();
+    rs_replicas().await[0]
+        .resource()
+        .await
+        .get_profile(tokens.access_token.expose(), "me")
+        .await
+        .unwrap();
     let [a, b] = auth_replicas().await;
     assert_eq!(auth_started, stack::started_at(&[a, b]).await, "auth servers restarted");
 }
@@ -194,12 +204,12 @@ async fn sigterm_turns_health_not_serving_first_then_drains_and_exits_cleanly() 
         (reply.into_inner().status() == ServingStatus::NotServing).then_some(())
     })
     .await;
-    api.get_profile(&tokens.access_token, "me").await.unwrap();
+    api.get_profile(tokens.access_token.expose(), "me").await.unwrap();
     // Then it stops by itself, cleanly, well before Docker's 10 s SIGKILL.
     let code = stack::docker(&["wait", &victim.id]).await;
     assert_eq!(code.trim(), "0", "the resource server's exit status");
     // The other replica served throughout.
-    rs[1].resource().await.get_profile(&tokens.access_token, "me").await.unwrap();
+    rs[1].resource().await.get_profile(tokens.access_token.expose(), "me").await.unwrap();
 
     // The authorization server stops the same way.
     let auth_health = a.health().await;

@@ -26,7 +26,7 @@ async fn public_client_signs_in_alice_and_uses_her_notes() {
     assert_eq!(tokens.scope, "notes:read notes:write profile:read profile:write");
 
     // RFC 9068 §2.2: the claims a resource server relies on.
-    let (header, claims) = decode_unverified(&tokens.access_token).unwrap();
+    let (header, claims) = decode_unverified(tokens.access_token.expose()).unwrap();
     assert_eq!(header["typ"], "at+jwt");
     assert_eq!(header["alg"], "EdDSA");
     assert!(header["kid"].is_string());
@@ -38,7 +38,7 @@ async fn public_client_signs_in_alice_and_uses_her_notes() {
     assert!(claims["jti"].as_str().is_some_and(|j| j.len() >= 16));
 
     let api = stack.resource().await.unwrap();
-    let token = tokens.access_token.as_str();
+    let token = tokens.access_token.expose().as_str();
     let profile = api.update_profile(token, "me", "Alice", "alice@example.com").await.unwrap();
     assert_eq!(profile.owner, "alice");
     assert_eq!(api.get_profile(token, "alice").await.unwrap().display_name, "Alice");
@@ -57,7 +57,7 @@ async fn confidential_client_authenticates_with_basic_and_with_post() {
         let mut web = stack.web_client();
         web.auth_method = method;
         let tokens = stack.sign_in(&web, "bob", &["notes:read"]).await.unwrap();
-        let (_, claims) = decode_unverified(&tokens.access_token).unwrap();
+        let (_, claims) = decode_unverified(tokens.access_token.expose()).unwrap();
         assert_eq!(
             (claims["sub"].as_str(), claims["client_id"].as_str()),
             (Some("bob"), Some("tollgate-web"))
@@ -137,7 +137,7 @@ async fn a_code_is_bound_to_its_client() {
     let web_secret = stack.secrets.web.clone();
     let reply = post_token(
         &stack,
-        Some(("tollgate-web", &web_secret)),
+        Some(("tollgate-web", web_secret.expose())),
         &[
             ("grant_type", "authorization_code"),
             ("code", &code.code),

@@ -135,7 +135,7 @@ async fn a_person_signs_in_and_approves_in_a_real_browser() {
         .resource()
         .await
         .unwrap()
-        .create_note(&tokens.access_token, "me", "From Chromium", "")
+        .create_note(tokens.access_token.expose(), "me", "From Chromium", "")
         .await;
     assert_eq!(notes.unwrap().owner, "alice");
     browser.close().await.unwrap();

@@ -25,12 +25,13 @@ async fn a_machine_client_gets_a_token_for_itself_and_reads_the_report() {
         let tokens = client.client_credentials(&["reports:read".into()]).await.unwrap();
         // RFC 6749 §4.4.3: no refresh token for client credentials.
         assert!(tokens.refresh_token.is_none());
-        let (_, claims) = decode_unverified(&tokens.access_token).unwrap();
+        let (_, claims) = decode_unverified(tokens.access_token.expose()).unwrap();
         // RFC 9068 §2.2: with no resource owner, `sub` is the client.
         assert_eq!(claims["sub"], "tollgate-reporter");
         assert_eq!(claims["client_id"], "tollgate-reporter");
         assert_eq!(claims["scope"], "reports:read");
-        let report = stack.resource().await.unwrap().usage_report(&tokens.access_token).await;
+        let report =
+            stack.resource().await.unwrap().usage_report(tokens.access_token.expose()).await;
         assert_eq!(report.unwrap().notes, 0);
     }
 }
@@ -41,7 +42,7 @@ async fn a_token_response_is_json_and_never_cached() {
     let secret = stack.secrets.reporter.clone();
     let reply = post_token(
         &stack,
-        Some(("tollgate-reporter", &secret)),
+        Some(("tollgate-reporter", secret.expose())),
         &[("grant_type", "client_credentials")],
     )
     .await;
@@ -146,9 +147,12 @@ async fn a_public_client_cannot_use_client_credentials() {
 async fn a_client_may_only_use_its_registered_grants() {
     let stack = TestStack::start().await.unwrap();
     let web = stack.secrets.web.clone();
-    let reply =
-        post_token(&stack, Some(("tollgate-web", &web)), &[("grant_type", "client_credentials")])
-            .await;
+    let reply = post_token(
+        &stack,
+        Some(("tollgate-web", web.expose())),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
     reply.assert_error(400, "unauthorized_client");
     assert_eq!(reply.body["error_description"], "client may not use the client_credentials grant");
 }
@@ -159,7 +163,7 @@ async fn a_scope_beyond_the_registration_is_invalid_scope() {
     let secret = stack.secrets.reporter.clone();
     post_token(
         &stack,
-        Some(("tollgate-reporter", &secret)),
+        Some(("tollgate-reporter", secret.expose())),
         &[("grant_type", "client_credentials"), ("scope", "reports:read notes:read")],
     )
     .await
@@ -170,7 +174,7 @@ async fn a_scope_beyond_the_registration_is_invalid_scope() {
 async fn malformed_token_requests_get_rfc_errors() {
     let stack = TestStack::start().await.unwrap();
     let secret = stack.secrets.reporter.clone();
-    let basic = Some(("tollgate-reporter", secret.as_str()));
+    let basic = Some(("tollgate-reporter", secret.expose().as_str()));
     post_token(
         &stack,
         basic,
@@ -187,13 +191,17 @@ async fn malformed_token_requests_get_rfc_errors() {
     .await
     .assert_error(400, "invalid_request");
     // Two authentication methods at once (RFC 6749 §2.3).
-    post_token(&stack, basic, &[("grant_type", "client_credentials"), ("client_secret", &secret)])
-        .await
-        .assert_error(400, "invalid_request");
+    post_token(
+        &stack,
+        basic,
+        &[("grant_type", "client_credentials"), ("client_secret", secret.expose())],
+    )
+    .await
+    .assert_error(400, "invalid_request");
     // Not form-encoded (RFC 6749 §3.2).
     let response = reqwest::Client::new()
         .post(stack.url("/token"))
-        .basic_auth("tollgate-reporter", Some(&secret))
+        .basic_auth("tollgate-reporter", Some(secret.expose()))
         .json(&serde_json::json!({"grant_type": "client_credentials"}))
         .send()
         .await
@@ -228,7 +236,7 @@ async fn the_token_service_over_grpc_issues_and_refuses_like_http() {
     let mut grpc = TokenServiceClient::new(channel);
     let secret = stack.secrets.reporter.clone();
     let issued = grpc
-        .token(grpc_request("tollgate-reporter", Some(&secret), Some("reports:read")))
+        .token(grpc_request("tollgate-reporter", Some(secret.expose()), Some("reports:read")))
         .await
         .unwrap()
         .into_inner();
@@ -242,14 +250,16 @@ async fn the_token_service_over_grpc_issues_and_refuses_like_http() {
     assert_eq!(oauth_error_code(&refused), Some("invalid_client"));
 
     let refused = grpc
-        .token(grpc_request("tollgate-reporter", Some(&secret), Some("notes:write")))
+        .token(grpc_request("tollgate-reporter", Some(secret.expose()), Some("notes:write")))
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
     assert_eq!(oauth_error_code(&refused), Some("invalid_scope"));
 
-    let no_grant =
-        TokenRequest { grant: None, ..grpc_request("tollgate-reporter", Some(&secret), None) };
+    let no_grant = TokenRequest {
+        grant: None,
+        ..grpc_request("tollgate-reporter", Some(secret.expose()), None)
+    };
     let refused = grpc.token(no_grant).await.unwrap_err();
     assert_eq!(oauth_error_code(&refused), Some("invalid_request"));
 }

@@ -81,7 +81,7 @@ async fn withdrawing_an_approval_forgets_it_and_revokes_the_clients_tokens() {
         .await
         .unwrap();
     assert_eq!(forged.status, 403);
-    assert!(client.refresh(&tokens).await.is_ok_and(|t| !t.access_token.is_empty()));
+    assert!(client.refresh(&tokens).await.is_ok_and(|t| !t.access_token.expose().is_empty()));
 
     let tokens = stack.sign_in(&stack.cli_client(), "alice", &["notes:read"]).await.unwrap();
     // The page's withdraw form for this client (each approval has its own form).
@@ -97,8 +97,13 @@ async fn withdrawing_an_approval_forgets_it_and_revokes_the_clients_tokens() {
     // The client's tokens for alice are revoked...
     assert!(client.refresh(&tokens).await.is_err());
     stack.sync_denylists().await.unwrap();
-    let status =
-        stack.resource().await.unwrap().list_notes(&tokens.access_token, "me").await.unwrap_err();
+    let status = stack
+        .resource()
+        .await
+        .unwrap()
+        .list_notes(tokens.access_token.expose(), "me")
+        .await
+        .unwrap_err();
     assert_eq!(status.message(), "token has been revoked");
     // ...and the next authorization asks again.
     let asked = owner.get(&authz(&stack, "notes:read")).await.unwrap();

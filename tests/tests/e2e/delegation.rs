@@ -45,7 +45,7 @@ async fn exchange(
         ("subject_token_type", ACCESS_TOKEN),
     ];
     form.extend_from_slice(extra);
-    post_form(stack, "/token", Some(("tollgate-resource", &secret)), &form).await
+    post_form(stack, "/token", Some(("tollgate-resource", secret.expose())), &form).await
 }
 
 #[tokio::test]
@@ -56,8 +56,10 @@ async fn each_hop_sees_the_user_and_a_narrower_token() {
     let tokens = stack.sign_in(&stack.cli_client(), "alice", &ALL).await.unwrap();
     let api = stack.resource().await.unwrap();
 
-    let note =
-        api.create_note(&tokens.access_token, "me", "Delegated", "via two hops").await.unwrap();
+    let note = api
+        .create_note(tokens.access_token.expose(), "me", "Delegated", "via two hops")
+        .await
+        .unwrap();
     // Hop 1, the resource server: alice, through the CLI, with everything she granted.
     let first = seen(&mut at_resource).await;
     assert_eq!(
@@ -78,7 +80,7 @@ async fn each_hop_sees_the_user_and_a_narrower_token() {
     assert!(second.expires_at <= first.expires_at, "never outlives the user's token");
     assert_eq!((note.owner.as_str(), note.written_by.as_str()), ("alice", "tollgate-resource"));
 
-    let notes = api.list_notes(&tokens.access_token, "me").await.unwrap();
+    let notes = api.list_notes(tokens.access_token.expose(), "me").await.unwrap();
     assert_eq!(notes.len(), 1);
     assert_eq!(seen(&mut at_notes).await.scopes, ["notes:read"]);
 }
@@ -88,7 +90,7 @@ async fn a_users_own_token_is_refused_by_the_notes_store() {
     let stack = TestStack::start().await.unwrap();
     let tokens = stack.sign_in(&stack.cli_client(), "alice", &["notes:read"]).await.unwrap();
     // The same token the resource server accepts, sent straight to the service behind it.
-    let status = notes_store_as(&stack, &tokens.access_token).await.unwrap_err();
+    let status = notes_store_as(&stack, tokens.access_token.expose()).await.unwrap_err();
     assert_eq!(
         (status.code(), oauth_error_code(&status), status.message()),
         (Code::Unauthenticated, Some("invalid_token"), "token is not meant for this resource")
@@ -101,7 +103,7 @@ async fn an_exchanged_token_names_the_actor_and_narrows_the_scope() {
     let tokens = stack.sign_in(&stack.cli_client(), "bob", &ALL).await.unwrap();
     let reply = exchange(
         &stack,
-        &tokens.access_token,
+        tokens.access_token.expose(),
         &[("audience", "tollgate-notes-store"), ("scope", "notes:read")],
     )
     .await;
@@ -127,7 +129,7 @@ async fn an_exchanged_token_names_the_actor_and_narrows_the_scope() {
 async fn exchange_policy_refuses_what_the_client_may_not_do() {
     let stack = TestStack::start().await.unwrap();
     let tokens = stack.sign_in(&stack.cli_client(), "alice", &["notes:read"]).await.unwrap();
-    let subject = tokens.access_token.as_str();
+    let subject = tokens.access_token.expose().as_str();
     // An audience the resource server is not registered to exchange for.
     exchange(&stack, subject, &[("audience", "other-api")])
         .await
@@ -144,7 +146,8 @@ async fn exchange_policy_refuses_what_the_client_may_not_do() {
     let other = stack.client(&stack.other_api_client()).await.unwrap();
     let foreign = other.client_credentials(&["notes:read".into()]).await.unwrap();
     let reply =
-        exchange(&stack, &foreign.access_token, &[("audience", "tollgate-notes-store")]).await;
+        exchange(&stack, foreign.access_token.expose(), &[("audience", "tollgate-notes-store")])
+            .await;
     reply.assert_error(400, "invalid_request");
     assert_eq!(reply.body["error_description"], "subject_token was not issued for this client");
     // A client that is not registered for token exchange at all.
@@ -152,7 +155,7 @@ async fn exchange_policy_refuses_what_the_client_may_not_do() {
     post_form(
         &stack,
         "/token",
-        Some(("tollgate-reporter", &secret)),
+        Some(("tollgate-reporter", secret.expose())),
         &[
             ("grant_type", EXCHANGE),
             ("subject_token", subject),
@@ -169,7 +172,8 @@ async fn revoking_the_users_grant_revokes_the_exchanged_tokens_too() {
     let stack = TestStack::start().await.unwrap();
     let tokens = stack.sign_in(&stack.cli_client(), "alice", &["notes:read"]).await.unwrap();
     let reply =
-        exchange(&stack, &tokens.access_token, &[("audience", "tollgate-notes-store")]).await;
+        exchange(&stack, tokens.access_token.expose(), &[("audience", "tollgate-notes-store")])
+            .await;
     assert_eq!(reply.status, 200, "{:?}", reply.body);
     let exchanged = reply.body["access_token"].as_str().unwrap().to_owned();
     // Before: the exchanged token works at the notes store.
@@ -180,7 +184,10 @@ async fn revoking_the_users_grant_revokes_the_exchanged_tokens_too() {
         &stack,
         "/revoke",
         None,
-        &[("token", tokens.refresh_token.as_deref().unwrap()), ("client_id", "tollgate-cli")],
+        &[
+            ("token", tokens.refresh_token.as_ref().map(|t| t.expose().as_str()).unwrap()),
+            ("client_id", "tollgate-cli"),
+        ],
     )
     .await;
     assert_eq!(reply.status, 200);
@@ -193,8 +200,13 @@ async fn revoking_the_users_grant_revokes_the_exchanged_tokens_too() {
         (status.code(), oauth_error_code(&status), status.message()),
         (Code::Unauthenticated, Some("invalid_token"), "token has been revoked")
     );
-    let status =
-        stack.resource().await.unwrap().list_notes(&tokens.access_token, "me").await.unwrap_err();
+    let status = stack
+        .resource()
+        .await
+        .unwrap()
+        .list_notes(tokens.access_token.expose(), "me")
+        .await
+        .unwrap_err();
     assert_eq!(
         (status.code(), status.message()),
         (Code::Unauthenticated, "token has been revoked")
@@ -204,14 +216,14 @@ async fn revoking_the_users_grant_revokes_the_exchanged_tokens_too() {
     let body = post_form(
         &stack,
         "/introspect",
-        Some(("tollgate-resource", &secret)),
+        Some(("tollgate-resource", secret.expose())),
         &[("token", &exchanged)],
     )
     .await
     .body;
     assert_eq!(body, serde_json::json!({"active": false}));
     // And a revoked subject token cannot be exchanged again.
-    exchange(&stack, &tokens.access_token, &[("audience", "tollgate-notes-store")])
+    exchange(&stack, tokens.access_token.expose(), &[("audience", "tollgate-notes-store")])
         .await
         .assert_error(400, "invalid_request");
 }
@@ -233,7 +245,7 @@ async fn the_notes_store_serves_users_only_through_a_trusted_actor() {
     .await;
     let token =
         stack.client(&direct).await.unwrap().client_credentials(&[]).await.unwrap().access_token;
-    let status = notes_store_as(&stack, &token).await.unwrap_err();
+    let status = notes_store_as(&stack, token.expose()).await.unwrap_err();
     assert_eq!(
         (status.code(), oauth_error_code(&status), status.message()),
         (
@@ -265,7 +277,7 @@ async fn the_notes_store_serves_users_only_through_a_trusted_actor() {
         Some(("rogue-service", secret.expose())),
         &[
             ("grant_type", EXCHANGE),
-            ("subject_token", &own),
+            ("subject_token", own.expose()),
             ("subject_token_type", ACCESS_TOKEN),
             ("audience", "tollgate-notes-store"),
         ],

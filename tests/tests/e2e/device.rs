@@ -81,13 +81,21 @@ async fn the_oauth2_crate_completes_the_device_flow() {
         })
         .await
         .unwrap();
-    let (_, claims) = decode_unverified(&tokens.access_token).unwrap();
+    let (_, claims) = decode_unverified(tokens.access_token.expose()).unwrap();
     assert_eq!(
         (claims["sub"].as_str(), claims["client_id"].as_str()),
         (Some("alice"), Some("tollgate-cli"))
     );
     assert!(tokens.refresh_token.is_some());
-    assert!(stack.resource().await.unwrap().list_notes(&tokens.access_token, "me").await.is_ok());
+    assert!(
+        stack
+            .resource()
+            .await
+            .unwrap()
+            .list_notes(tokens.access_token.expose(), "me")
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test]
@@ -189,7 +197,7 @@ async fn a_device_code_belongs_to_its_client_and_the_grant_to_registered_clients
     let refused = post_form(
         &stack,
         "/token",
-        Some(("tollgate-web", &web)),
+        Some(("tollgate-web", web.expose())),
         &[("grant_type", DEVICE_CODE), ("device_code", device_code)],
     )
     .await;
@@ -199,7 +207,7 @@ async fn a_device_code_belongs_to_its_client_and_the_grant_to_registered_clients
         format!("client may not use the {DEVICE_CODE} grant")
     );
     let reporter = stack.secrets.reporter.clone();
-    post_form(&stack, "/device_authorization", Some(("tollgate-reporter", &reporter)), &[])
+    post_form(&stack, "/device_authorization", Some(("tollgate-reporter", reporter.expose())), &[])
         .await
         .assert_error(400, "unauthorized_client");
     // A wrong device code is just invalid.

@@ -42,10 +42,10 @@ async fn introspection_tells_the_tokens_client_and_audience_and_nobody_else() {
     let stack = TestStack::start().await.unwrap();
     let tokens = stack.sign_in(&stack.web_client(), "alice", &["notes:read"]).await.unwrap();
     let rs_secret = stack.secrets.resource_server.clone();
-    let resource_server = ("tollgate-resource", rs_secret.as_str());
+    let resource_server = ("tollgate-resource", rs_secret.expose().as_str());
 
     // The resource server, whose id is the token's audience.
-    let body = introspect_as(&stack, resource_server, &tokens.access_token).await;
+    let body = introspect_as(&stack, resource_server, tokens.access_token.expose()).await;
     assert_eq!(body["active"], true);
     assert_eq!(body["sub"], "alice");
     assert_eq!(body["client_id"], "tollgate-web");
@@ -53,18 +53,26 @@ async fn introspection_tells_the_tokens_client_and_audience_and_nobody_else() {
     assert_eq!(body["token_type"], "Bearer");
     assert_eq!(body["iss"], stack.issuer.as_str());
     assert_eq!(body["aud"], serde_json::json!(["tollgate-resource"]));
-    assert_eq!(body["jti"], jti_of(&tokens.access_token).as_str());
+    assert_eq!(body["jti"], jti_of(tokens.access_token.expose()).as_str());
 
     // The client that holds it: its refresh token too.
     let web_secret = stack.secrets.web.clone();
-    let web = ("tollgate-web", web_secret.as_str());
-    let body = introspect_as(&stack, web, tokens.refresh_token.as_deref().unwrap()).await;
+    let web = ("tollgate-web", web_secret.expose().as_str());
+    let body = introspect_as(
+        &stack,
+        web,
+        tokens.refresh_token.as_ref().map(|t| t.expose().as_str()).unwrap(),
+    )
+    .await;
     assert_eq!((body["active"].as_bool(), body["sub"].as_str()), (Some(true), Some("alice")));
 
     // Any other client learns nothing, not even that the token exists.
     let reporter_secret = stack.secrets.reporter.clone();
-    let reporter = ("tollgate-reporter", reporter_secret.as_str());
-    for token in [tokens.access_token.as_str(), tokens.refresh_token.as_deref().unwrap()] {
+    let reporter = ("tollgate-reporter", reporter_secret.expose().as_str());
+    for token in [
+        tokens.access_token.expose().as_str(),
+        tokens.refresh_token.as_ref().map(|t| t.expose().as_str()).unwrap(),
+    ] {
         assert_eq!(
             introspect_as(&stack, reporter, token).await,
             serde_json::json!({"active": false})
@@ -78,7 +86,7 @@ async fn introspection_tells_the_tokens_client_and_audience_and_nobody_else() {
 async fn introspection_requires_an_authenticated_confidential_client() {
     let stack = TestStack::start().await.unwrap();
     let tokens = stack.sign_in(&stack.cli_client(), "alice", &["notes:read"]).await.unwrap();
-    let token = tokens.access_token.as_str();
+    let token = tokens.access_token.expose().as_str();
     post_form(&stack, "/introspect", None, &[("token", token)])
         .await
         .assert_error(401, "invalid_client");
@@ -90,7 +98,7 @@ async fn introspection_requires_an_authenticated_confidential_client() {
         .await
         .assert_error(401, "invalid_client");
     let web_secret = stack.secrets.web.clone();
-    post_form(&stack, "/introspect", Some(("tollgate-web", &web_secret)), &[])
+    post_form(&stack, "/introspect", Some(("tollgate-web", web_secret.expose())), &[])
         .await
         .assert_error(400, "invalid_request");
 }
@@ -99,22 +107,27 @@ async fn introspection_requires_an_authenticated_confidential_client() {
 async fn expired_spent_and_revoked_tokens_are_inactive() {
     let stack = TestStack::start().await.unwrap();
     let web_secret = stack.secrets.web.clone();
-    let web = ("tollgate-web", web_secret.as_str());
+    let web = ("tollgate-web", web_secret.expose().as_str());
     let client = stack.client(&stack.web_client()).await.unwrap();
     let first = stack.sign_in(&stack.web_client(), "bob", &["notes:read"]).await.unwrap();
     let second = client.refresh(&first).await.unwrap();
     // The rotated-away refresh token is spent.
-    let body = introspect_as(&stack, web, first.refresh_token.as_deref().unwrap()).await;
+    let body = introspect_as(
+        &stack,
+        web,
+        first.refresh_token.as_ref().map(|t| t.expose().as_str()).unwrap(),
+    )
+    .await;
     assert_eq!(body, serde_json::json!({"active": false}));
     // An access token past its exp (no leeway at the issuer).
     stack.advance(300);
-    assert_eq!(introspect_as(&stack, web, &second.access_token).await["active"], false);
+    assert_eq!(introspect_as(&stack, web, second.access_token.expose()).await["active"], false);
     // A revoked refresh token.
     let refresh = second.refresh_token.clone().unwrap();
-    assert_eq!(introspect_as(&stack, web, &refresh).await["active"], true);
-    let reply = post_form(&stack, "/revoke", Some(web), &[("token", &refresh)]).await;
+    assert_eq!(introspect_as(&stack, web, refresh.expose()).await["active"], true);
+    let reply = post_form(&stack, "/revoke", Some(web), &[("token", refresh.expose())]).await;
     assert_eq!(reply.status, 200);
-    assert_eq!(introspect_as(&stack, web, &refresh).await["active"], false);
+    assert_eq!(introspect_as(&stack, web, refresh.expose()).await["active"], false);
 }
 
 #[tokio::test]
@@ -124,7 +137,7 @@ async fn revoking_a_refresh_token_ends_the_grant_and_its_access_tokens() {
     let first = stack.sign_in(&stack.cli_client(), "alice", &["notes:read"]).await.unwrap();
     let second = client.refresh(&first).await.unwrap();
     let api = stack.resource().await.unwrap();
-    assert!(api.list_notes(&second.access_token, "me").await.is_ok());
+    assert!(api.list_notes(second.access_token.expose(), "me").await.is_ok());
 
     // A public client revokes with its client_id alone (RFC 7009 §2.1).
     let refresh = second.refresh_token.clone().unwrap();
@@ -132,7 +145,11 @@ async fn revoking_a_refresh_token_ends_the_grant_and_its_access_tokens() {
         &stack,
         "/revoke",
         None,
-        &[("token", &refresh), ("token_type_hint", "refresh_token"), ("client_id", "tollgate-cli")],
+        &[
+            ("token", refresh.expose()),
+            ("token_type_hint", "refresh_token"),
+            ("client_id", "tollgate-cli"),
+        ],
     )
     .await;
     assert_eq!(reply.status, 200, "{:?}", reply.body);
@@ -143,8 +160,8 @@ async fn revoking_a_refresh_token_ends_the_grant_and_its_access_tokens() {
         "{refused:?}"
     );
     // Both access tokens of the grant, the first one's and the refreshed one's.
-    assert_refused_as_revoked(&stack, &second.access_token).await;
-    assert_refused_as_revoked(&stack, &first.access_token).await;
+    assert_refused_as_revoked(&stack, second.access_token.expose()).await;
+    assert_refused_as_revoked(&stack, first.access_token.expose()).await;
 }
 
 #[tokio::test]
@@ -153,26 +170,26 @@ async fn revoking_an_access_token_stops_it_at_the_resource_servers_next_sync() {
     let reporter = stack.client(&stack.reporter_client()).await.unwrap();
     let tokens = reporter.client_credentials(&[]).await.unwrap();
     let api = stack.resource().await.unwrap();
-    assert!(api.usage_report(&tokens.access_token).await.is_ok());
+    assert!(api.usage_report(tokens.access_token.expose()).await.is_ok());
 
     let secret = stack.secrets.reporter.clone();
     let reply = post_form(
         &stack,
         "/revoke",
-        Some(("tollgate-reporter", &secret)),
-        &[("token", &tokens.access_token), ("token_type_hint", "access_token")],
+        Some(("tollgate-reporter", secret.expose())),
+        &[("token", tokens.access_token.expose()), ("token_type_hint", "access_token")],
     )
     .await;
     assert_eq!(reply.status, 200);
     stack.sync_denylists().await.unwrap();
-    let status = api.usage_report(&tokens.access_token).await.unwrap_err();
+    let status = api.usage_report(tokens.access_token.expose()).await.unwrap_err();
     assert_eq!(
         (status.code(), status.message()),
         (Code::Unauthenticated, "token has been revoked")
     );
     // Another token of the same client is unaffected.
     let fresh = reporter.client_credentials(&[]).await.unwrap();
-    assert!(api.usage_report(&fresh.access_token).await.is_ok());
+    assert!(api.usage_report(fresh.access_token.expose()).await.is_ok());
 }
 
 #[tokio::test]
@@ -180,11 +197,14 @@ async fn a_client_cannot_revoke_another_clients_token() {
     let stack = TestStack::start().await.unwrap();
     let tokens = stack.sign_in(&stack.web_client(), "alice", &["notes:read"]).await.unwrap();
     let reporter_secret = stack.secrets.reporter.clone();
-    for token in [tokens.refresh_token.as_deref().unwrap(), tokens.access_token.as_str()] {
+    for token in [
+        tokens.refresh_token.as_ref().map(|t| t.expose().as_str()).unwrap(),
+        tokens.access_token.expose().as_str(),
+    ] {
         let reply = post_form(
             &stack,
             "/revoke",
-            Some(("tollgate-reporter", &reporter_secret)),
+            Some(("tollgate-reporter", reporter_secret.expose())),
             &[("token", token)],
         )
         .await;
@@ -195,8 +215,8 @@ async fn a_client_cannot_revoke_another_clients_token() {
     let client = stack.client(&stack.web_client()).await.unwrap();
     let refreshed = client.refresh(&tokens).await.unwrap();
     let api = stack.resource().await.unwrap();
-    assert!(api.list_notes(&tokens.access_token, "me").await.is_ok());
-    assert!(api.list_notes(&refreshed.access_token, "me").await.is_ok());
+    assert!(api.list_notes(tokens.access_token.expose(), "me").await.is_ok());
+    assert!(api.list_notes(refreshed.access_token.expose(), "me").await.is_ok());
 }
 
 #[tokio::test]
@@ -206,7 +226,7 @@ async fn revoking_an_unknown_token_succeeds_but_authentication_is_still_required
     let reply = post_form(
         &stack,
         "/revoke",
-        Some(("tollgate-reporter", &secret)),
+        Some(("tollgate-reporter", secret.expose())),
         &[("token", "no-such-token")],
     )
     .await;
@@ -264,7 +284,7 @@ async fn refresh_token_reuse_after_the_grace_window_revokes_the_whole_family() {
         "{refused:?}"
     );
     // ...and so do its access tokens.
-    assert_refused_as_revoked(&stack, &second.access_token).await;
+    assert_refused_as_revoked(&stack, second.access_token.expose()).await;
 }
 
 #[tokio::test]
@@ -281,7 +301,9 @@ async fn a_concurrent_refresh_within_the_grace_window_is_refused_without_revokin
     );
     // The winner's tokens are intact.
     let third = client.refresh(&second).await.unwrap();
-    assert!(stack.resource().await.unwrap().list_notes(&third.access_token, "me").await.is_ok());
+    assert!(
+        stack.resource().await.unwrap().list_notes(third.access_token.expose(), "me").await.is_ok()
+    );
 }
 
 #[tokio::test]
@@ -297,14 +319,14 @@ async fn introspection_and_revocation_over_grpc() {
     let web = || {
         Some(ClientAuthentication {
             client_id: "tollgate-web".into(),
-            client_secret: Some(stack.secrets.web.clone()),
+            client_secret: Some(stack.secrets.web.clone().into_exposed()),
             client_assertion: None,
         })
     };
     let reporter = || {
         Some(ClientAuthentication {
             client_id: "tollgate-reporter".into(),
-            client_secret: Some(stack.secrets.reporter.clone()),
+            client_secret: Some(stack.secrets.reporter.clone().into_exposed()),
             client_assertion: None,
         })
     };
@@ -312,7 +334,7 @@ async fn introspection_and_revocation_over_grpc() {
     let active = grpc
         .introspect(IntrospectRequest {
             client: web(),
-            token: tokens.access_token.clone(),
+            token: tokens.access_token.expose().clone(),
             token_type_hint: None,
         })
         .await
@@ -324,7 +346,7 @@ async fn introspection_and_revocation_over_grpc() {
     let refused = grpc
         .revoke(RevokeRequest {
             client: reporter(),
-            token: tokens.access_token.clone(),
+            token: tokens.access_token.expose().clone(),
             token_type_hint: None,
         })
         .await
@@ -334,7 +356,7 @@ async fn introspection_and_revocation_over_grpc() {
 
     grpc.revoke(RevokeRequest {
         client: web(),
-        token: tokens.access_token.clone(),
+        token: tokens.access_token.expose().clone(),
         token_type_hint: None,
     })
     .await
@@ -342,7 +364,7 @@ async fn introspection_and_revocation_over_grpc() {
     let inactive = grpc
         .introspect(IntrospectRequest {
             client: web(),
-            token: tokens.access_token.clone(),
+            token: tokens.access_token.expose().clone(),
             token_type_hint: None,
         })
         .await
@@ -350,5 +372,5 @@ async fn introspection_and_revocation_over_grpc() {
         .into_inner();
     assert!(!inactive.active);
     assert_eq!(inactive.sub, None);
-    assert_refused_as_revoked(&stack, &tokens.access_token).await;
+    assert_refused_as_revoked(&stack, tokens.access_token.expose()).await;
 }

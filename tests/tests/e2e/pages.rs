@@ -109,7 +109,7 @@ async fn pages_cannot_be_framed_cached_or_leak_the_request() {
 async fn token_and_other_json_answers_are_never_cached_or_sniffed() {
     let stack = TestStack::start().await.unwrap();
     let reporter = stack.secrets.reporter.clone();
-    let basic = Some(("tollgate-reporter", reporter.as_str()));
+    let basic = Some(("tollgate-reporter", reporter.expose().as_str()));
     // RFC 6749 §5.1, §5.2: the token endpoint, issuing and refusing.
     let issued = post_form(&stack, "/token", basic, &[("grant_type", "client_credentials")]).await;
     let refused = post_form(

@@ -25,7 +25,7 @@ async fn refresh_rotates_and_the_old_refresh_token_is_refused() {
     let second = client.refresh(&first).await.unwrap();
     assert_ne!(second.refresh_token, first.refresh_token, "the refresh token must rotate");
     assert_ne!(second.access_token, first.access_token);
-    let (_, claims) = decode_unverified(&second.access_token).unwrap();
+    let (_, claims) = decode_unverified(second.access_token.expose()).unwrap();
     assert_eq!(claims["sub"], "alice");
     assert_eq!(claims["iat"].as_i64().unwrap(), stack.now());
     assert_eq!(second.scope, first.scope);
@@ -35,7 +35,7 @@ async fn refresh_rotates_and_the_old_refresh_token_is_refused() {
     // ...and the new one works, once.
     let third = client.refresh(&second).await.unwrap();
     refused_with(client.refresh(&second).await, "invalid_grant");
-    let notes = stack.resource().await.unwrap().list_notes(&third.access_token, "me").await;
+    let notes = stack.resource().await.unwrap().list_notes(third.access_token.expose(), "me").await;
     assert!(notes.is_ok(), "{notes:?}");
 }
 
@@ -51,7 +51,7 @@ async fn refresh_may_narrow_the_scope_but_never_widen_it() {
         &[
             ("grant_type", "refresh_token"),
             ("client_id", "tollgate-cli"),
-            ("refresh_token", &refresh),
+            ("refresh_token", refresh.expose()),
             ("scope", "notes:read notes:write"),
         ],
     )
@@ -64,7 +64,7 @@ async fn refresh_may_narrow_the_scope_but_never_widen_it() {
         &[
             ("grant_type", "refresh_token"),
             ("client_id", "tollgate-cli"),
-            ("refresh_token", &refresh),
+            ("refresh_token", refresh.expose()),
             ("scope", "notes:read"),
         ],
     )
@@ -86,7 +86,7 @@ async fn a_refresh_token_is_bound_to_its_client() {
         &[
             ("grant_type", "refresh_token"),
             ("client_id", "tollgate-cli"),
-            ("refresh_token", tokens.refresh_token.as_deref().unwrap()),
+            ("refresh_token", tokens.refresh_token.as_ref().map(|t| t.expose().as_str()).unwrap()),
         ],
     )
     .await;

@@ -47,7 +47,7 @@ fn attacker_key() -> Ed25519KeyPair {
 }
 
 async fn alice_token(stack: &TestStack, scopes: &[&str]) -> String {
-    stack.sign_in(&stack.cli_client(), "alice", scopes).await.unwrap().access_token
+    stack.sign_in(&stack.cli_client(), "alice", scopes).await.unwrap().access_token.into_exposed()
 }
 
 #[tokio::test]
@@ -188,11 +188,11 @@ async fn a_token_for_another_audience_is_unauthenticated() {
     let stack = TestStack::start().await.unwrap();
     let client = stack.client(&stack.other_api_client()).await.unwrap();
     let tokens = client.client_credentials(&["notes:read".into()]).await.unwrap();
-    let (_, claims) = decode_unverified(&tokens.access_token).unwrap();
+    let (_, claims) = decode_unverified(tokens.access_token.expose()).unwrap();
     assert_eq!(claims["aud"], "other-api");
     // Validly signed by the same server, with the right scope, but not for us.
     invalid_token(
-        stack.resource().await.unwrap().list_notes(&tokens.access_token, "me").await,
+        stack.resource().await.unwrap().list_notes(tokens.access_token.expose(), "me").await,
         "token is not meant for this resource",
     );
 }
@@ -226,7 +226,7 @@ async fn a_token_without_the_method_scope_is_permission_denied() {
     let reporter = stack.client(&stack.reporter_client()).await.unwrap();
     let machine = reporter.client_credentials(&[]).await.unwrap().access_token;
     assert_refused(
-        api.list_notes(&machine, "me").await,
+        api.list_notes(machine.expose(), "me").await,
         Code::PermissionDenied,
         "insufficient_scope",
         "requires scope notes:read",
@@ -240,8 +240,9 @@ async fn one_owner_cannot_reach_another_owners_data() {
     let all = ["profile:read", "profile:write", "notes:read", "notes:write"];
     let alice = alice_token(&stack, &all).await;
     let bob = stack.sign_in(&stack.cli_client(), "bob", &all).await.unwrap().access_token;
-    let bobs_note = api.create_note(&bob, "me", "Bob's secret", "do not share").await.unwrap();
-    api.update_profile(&bob, "me", "Bob", "bob@example.com").await.unwrap();
+    let bobs_note =
+        api.create_note(bob.expose(), "me", "Bob's secret", "do not share").await.unwrap();
+    api.update_profile(bob.expose(), "me", "Bob", "bob@example.com").await.unwrap();
 
     let denied = |r| {
         assert_refused(
@@ -261,8 +262,8 @@ async fn one_owner_cannot_reach_another_owners_data() {
     assert_eq!(status.code(), Code::NotFound);
 
     // Bob's data is untouched; Alice's view of "me" is hers alone.
-    assert_eq!(api.list_notes(&bob, "me").await.unwrap().len(), 1);
-    assert_eq!(api.get_profile(&bob, "me").await.unwrap().display_name, "Bob");
+    assert_eq!(api.list_notes(bob.expose(), "me").await.unwrap().len(), 1);
+    assert_eq!(api.get_profile(bob.expose(), "me").await.unwrap().display_name, "Bob");
     assert!(api.list_notes(&alice, "me").await.unwrap().is_empty());
 }
 
@@ -283,9 +284,9 @@ async fn a_clients_own_token_reaches_no_owners_data_whatever_its_scopes() {
             "a client's own token acts for no resource owner",
         )
     };
-    denied(api.list_notes(&token, "me").await.map(|_| ()));
-    denied(api.list_notes(&token, "alice").await.map(|_| ()));
-    denied(api.list_notes(&token, "backup-job").await.map(|_| ()));
+    denied(api.list_notes(token.expose(), "me").await.map(|_| ()));
+    denied(api.list_notes(token.expose(), "alice").await.map(|_| ()));
+    denied(api.list_notes(token.expose(), "backup-job").await.map(|_| ()));
 }
 
 #[tokio::test]

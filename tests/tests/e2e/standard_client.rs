@@ -105,7 +105,7 @@ async fn the_oauth2_crate_configured_from_metadata_gets_tokens_that_verify_again
     let http =
         reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let client = BasicClient::new(ClientId::new("tollgate-reporter".into()))
-        .set_client_secret(ClientSecret::new(stack.secrets.reporter.clone()))
+        .set_client_secret(ClientSecret::new(stack.secrets.reporter.clone().into_exposed()))
         .set_auth_uri(
             AuthUrl::new(metadata["authorization_endpoint"].as_str().unwrap().into()).unwrap(),
         )
@@ -127,7 +127,7 @@ async fn the_oauth2_crate_configured_from_metadata_gets_tokens_that_verify_again
 
     // A resource owner's token from the authorization-code flow verifies the same way.
     let tokens = stack.sign_in(&stack.cli_client(), "alice", &["notes:read"]).await.unwrap();
-    let claims = verify_independently(&tokens.access_token, &jwks, stack.now());
+    let claims = verify_independently(tokens.access_token.expose(), &jwks, stack.now());
     assert_eq!(claims["sub"], "alice");
     assert_eq!(claims["client_id"], "tollgate-cli");
 }
@@ -144,9 +144,10 @@ async fn es256_is_selectable_and_verifies_independently_and_at_the_resource_serv
     assert_eq!(jwks["keys"][0]["crv"], "P-256");
     assert!(jwks["keys"][0].get("d").is_none(), "the JWKS must not hold private parts");
     let tokens = stack.sign_in(&stack.cli_client(), "bob", &["notes:read"]).await.unwrap();
-    let claims = verify_independently(&tokens.access_token, &jwks, stack.now());
+    let claims = verify_independently(tokens.access_token.expose(), &jwks, stack.now());
     assert_eq!(claims["sub"], "bob");
-    let notes = stack.resource().await.unwrap().list_notes(&tokens.access_token, "me").await;
+    let notes =
+        stack.resource().await.unwrap().list_notes(tokens.access_token.expose(), "me").await;
     assert!(notes.is_ok(), "{notes:?}");
 }
 
@@ -178,12 +179,12 @@ async fn the_oauth2_crate_introspects_with_the_advertised_endpoint() {
         reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     // The resource server introspects a token meant for it.
     let client = BasicClient::new(ClientId::new("tollgate-resource".into()))
-        .set_client_secret(ClientSecret::new(stack.secrets.resource_server.clone()))
+        .set_client_secret(ClientSecret::new(stack.secrets.resource_server.clone().into_exposed()))
         .set_introspection_url(
             IntrospectionUrl::new(metadata["introspection_endpoint"].as_str().unwrap().into())
                 .unwrap(),
         );
-    let token = AccessToken::new(tokens.access_token.clone());
+    let token = AccessToken::new(tokens.access_token.expose().clone());
     let answer = client.introspect(&token).request_async(&http).await.unwrap();
     assert!(answer.active());
     assert_eq!(answer.sub(), Some("alice"));
