@@ -23,30 +23,57 @@ impl ChromeDriver {
     /// picked here and released for someone else to take) and waits for its
     /// start-up line, which names the port: no sleep, and no hang if it never
     /// comes.
+    ///
+    /// chromedriver binds the port it got for 127.0.0.1 on ::1 too, and exits
+    /// ("IPv6 port not available") when another process holds that port there:
+    /// a collision of its own choice that several test binaries at once do hit.
+    /// So an exit before start-up is retried with a new port, a few times.
     async fn start() -> Self {
+        const ATTEMPTS: usize = 5;
+        let mut exits = Vec::new();
+        for _ in 0..ATTEMPTS {
+            match Self::try_start().await {
+                Ok(driver) => return driver,
+                Err(output) if output.contains("port not available") => exits.push(output),
+                Err(output) => panic!("chromedriver exited without starting: {output}"),
+            }
+        }
+        panic!("chromedriver found no free port, {ATTEMPTS} times: {exits:?}")
+    }
+
+    /// The driver, or what it printed before it exited.
+    async fn try_start() -> Result<Self, String> {
         let binary = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
         let mut child = tokio::process::Command::new(&binary)
             .arg("--port=0")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {binary} ({e}): install Debian's chromium and chromium-driver (see .ci/run)"));
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let port = tollgate_e2e::within("chromedriver to start", async {
+        let mut errors = BufReader::new(child.stderr.take().unwrap()).lines();
+        let started = tollgate_e2e::within("chromedriver to start", async {
+            let mut printed = Vec::new();
             // "ChromeDriver was started successfully on port 41735."
             while let Some(line) = lines.next_line().await.unwrap() {
                 if let Some((_, port)) = line.split_once("started successfully on port ") {
-                    return port.trim_end_matches('.').parse::<u16>().unwrap();
+                    return Ok(port.trim_end_matches('.').parse::<u16>().unwrap());
                 }
+                printed.push(line);
             }
-            panic!("{binary} exited without starting")
+            while let Ok(Some(line)) = errors.next_line().await {
+                printed.push(line);
+            }
+            Err(printed.join(" | "))
         })
         .await
         .unwrap();
+        let port = started?;
         // Keep draining its output so it never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { child, port }
+        tokio::spawn(async move { while let Ok(Some(_)) = errors.next_line().await {} });
+        Ok(Self { child, port })
     }
 }
 
