@@ -49,6 +49,8 @@ pub const DEFAULT_PURGE_INTERVAL: u64 = 3600;
 /// ...once they have been expired for a week: long enough that a late replay
 /// of a spent code or refresh token is still recognised and revokes its grant.
 pub const DEFAULT_PURGE_RETENTION: i64 = 7 * 24 * 3600;
+/// How long a password check waits for a hashing slot before it is refused.
+pub const DEFAULT_HASH_WAIT_MS: u64 = 1000;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Config {
@@ -113,6 +115,16 @@ pub struct Config {
     /// grant; after, it is refused as unknown.
     #[arg(long, env = "AUTH_PURGE_RETENTION", default_value_t = DEFAULT_PURGE_RETENTION)]
     pub purge_retention_secs: i64,
+    /// Password hashes (argon2id, 19 MiB each) running at once; 0: one per core.
+    #[arg(long, env = "AUTH_HASH_CONCURRENCY", default_value_t = 0)]
+    pub hash_concurrency: usize,
+    /// Password checks waiting for a hashing slot beyond those running; past
+    /// it a sign-in is answered 503 with Retry-After. Default: the concurrency.
+    #[arg(long, env = "AUTH_HASH_QUEUE")]
+    pub hash_queue: Option<usize>,
+    /// How long a waiting password check waits before it is refused, ms.
+    #[arg(long, env = "AUTH_HASH_WAIT_MS", default_value_t = DEFAULT_HASH_WAIT_MS)]
+    pub hash_wait_ms: u64,
     /// A file with at least 64 random bytes, base64-encoded, that encrypts session
     /// cookies. Without it a key is generated at start (sign-ins end on restart).
     #[arg(long, env = "AUTH_COOKIE_KEY_FILE")]
@@ -160,6 +172,9 @@ impl Config {
             key_check_secs: DEFAULT_KEY_CHECK,
             purge_interval_secs: DEFAULT_PURGE_INTERVAL,
             purge_retention_secs: DEFAULT_PURGE_RETENTION,
+            hash_concurrency: 0,
+            hash_queue: None,
+            hash_wait_ms: DEFAULT_HASH_WAIT_MS,
             cookie_key_file: None,
             tls_cert: None,
             tls_key: None,
@@ -186,5 +201,19 @@ impl Config {
             &self.data_dir,
             "auth.db",
         )
+    }
+}
+
+impl Config {
+    /// The password-hashing gate's limits, with the machine's cores filled in.
+    pub fn hash_limits(&self) -> crate::domain::hashing::HashLimits {
+        let machine = crate::domain::hashing::HashLimits::for_this_machine();
+        let concurrency =
+            if self.hash_concurrency == 0 { machine.concurrency } else { self.hash_concurrency };
+        crate::domain::hashing::HashLimits {
+            concurrency,
+            queue: self.hash_queue.unwrap_or(concurrency),
+            wait: std::time::Duration::from_millis(self.hash_wait_ms),
+        }
     }
 }

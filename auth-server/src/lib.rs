@@ -111,6 +111,7 @@ impl Application {
             token_endpoint: format!("{issuer}{}", http::paths::TOKEN),
             device_code_ttl_secs: config.device_code_ttl_secs,
             device_poll_interval_secs: 5,
+            hash_limits: config.hash_limits(),
         };
         let core = Arc::new(OAuthCore::new(store, Arc::new(keys), clock, settings));
         let cookie_key = match &config.cookie_key_file {

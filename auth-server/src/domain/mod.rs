@@ -18,6 +18,7 @@ pub mod authorize;
 pub mod client_auth;
 pub mod consent;
 pub mod grants;
+pub mod hashing;
 pub mod keys;
 pub mod lifecycle;
 pub mod mint;
@@ -61,6 +62,8 @@ pub struct OAuthSettings {
     pub device_code_ttl_secs: i64,
     /// RFC 8628 §3.2 `interval`: the least seconds between polls.
     pub device_poll_interval_secs: i64,
+    /// The bound on password hashing (sign-in pages).
+    pub hash_limits: hashing::HashLimits,
 }
 
 /// A token request's grant (RFC 6749 §4.1.3, §4.4.2, §6).
@@ -122,6 +125,8 @@ pub struct OAuthCore<S> {
     settings: OAuthSettings,
     /// Recognises our own access tokens (with the key ring's parsed keys).
     own_tokens: Verifier,
+    /// Every password check passes it.
+    hashing: hashing::HashGate,
 }
 
 impl<S> OAuthCore<S> {
@@ -135,7 +140,8 @@ impl<S> OAuthCore<S> {
         let mut config = VerifierConfig::new(&settings.issuer, "");
         config.leeway_secs = 0;
         let own_tokens = Verifier::new(config);
-        Self { store, signer, clock, settings, own_tokens }
+        let hashing = hashing::HashGate::new(settings.hash_limits);
+        Self { store, signer, clock, settings, own_tokens, hashing }
     }
 
     pub fn settings(&self) -> &OAuthSettings {

@@ -66,13 +66,17 @@ pub async fn hash_password(password: String) -> anyhow::Result<String> {
 /// hash (an unknown user) still spends the time of a real check, so the answer
 /// time does not reveal whether the user exists.
 pub async fn verify_password(password: String, phc: Option<String>) -> bool {
-    tokio::task::spawn_blocking(move || {
-        let phc = phc.as_deref().unwrap_or_else(|| dummy_hash());
-        let Ok(parsed) = PasswordHash::new(phc) else { return false };
-        argon2().verify_password(password.as_bytes(), &parsed).is_ok()
-    })
-    .await
-    .unwrap_or(false)
+    tokio::task::spawn_blocking(move || verify_password_blocking(&password, phc.as_deref()))
+        .await
+        .unwrap_or(false)
+}
+
+/// [`verify_password`] on the calling thread: for a caller that runs it on the
+/// blocking pool itself, behind the sign-in pages' [`super::hashing::HashGate`].
+pub fn verify_password_blocking(password: &str, phc: Option<&str>) -> bool {
+    let phc = phc.unwrap_or_else(|| dummy_hash());
+    let Ok(parsed) = PasswordHash::new(phc) else { return false };
+    argon2().verify_password(password.as_bytes(), &parsed).is_ok()
 }
 
 /// Whether a string is an argon2 PHC hash we can verify against.

@@ -64,7 +64,13 @@ pub(super) fn error_page(err: &OAuthError) -> Response {
         OAuthError::TemporarilyUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::BAD_REQUEST,
     };
-    render(status, ErrorPage { code: err.code(), description: err.description() })
+    let mut page = render(status, ErrorPage { code: err.code(), description: err.description() });
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        // RFC 9110 §10.2.3: when a retry makes sense (as the JSON endpoints say).
+        page.headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+    }
+    page
 }
 
 /// Sends the answer back to the client's verified redirect URI, with `state` and
@@ -338,5 +344,22 @@ pub async fn consent(
             )
         }
         _ => error_page(&OAuthError::invalid_request("decision must be approve or deny")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::header::RETRY_AFTER;
+
+    use super::*;
+
+    #[test]
+    fn an_unavailable_page_says_when_to_retry_and_others_do_not() {
+        let busy = error_page(&OAuthError::TemporarilyUnavailable("busy".into()));
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.headers().get(RETRY_AFTER).map(|v| v.as_bytes()), Some(&b"1"[..]));
+        let bad = error_page(&OAuthError::invalid_request("bad"));
+        assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+        assert!(bad.headers().get(RETRY_AFTER).is_none());
     }
 }

@@ -8,6 +8,7 @@ use tempfile::TempDir;
 use tollgate_token::{Clock as _, KeyAlgorithm, ManualClock, Scope, Secret};
 
 use crate::domain::client_auth::ClientAuth;
+use crate::domain::hashing::HashLimits;
 use crate::domain::keys::{KeyRing, RotationPolicy};
 use crate::domain::model::{Client, GrantType, User};
 use crate::domain::{OAuthCore, OAuthSettings, secrets};
@@ -15,6 +16,9 @@ use crate::storage::{ClientStore, SqlStore, UserStore};
 
 pub const ISSUER: &str = "https://as.example";
 pub const SUBJECT: &str = "user-1";
+/// alice's password, and its argon2id hash (m=19456, t=2, p=1).
+pub const PASSWORD: &str = "correct horse battery staple";
+const PASSWORD_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$D2BFm1kNfRA/8ORSU2ebRw$fPAy/lWheO2O3OWqc3qT+4dXZKH5MhYzhogLfDd9F7Q";
 
 pub struct Fixture {
     pub core: OAuthCore<SqlStore>,
@@ -24,6 +28,11 @@ pub struct Fixture {
 
 impl Fixture {
     pub async fn new() -> Self {
+        Self::with_hash_limits(HashLimits::for_this_machine()).await
+    }
+
+    /// With the password-hashing gate's limits chosen by the test.
+    pub async fn with_hash_limits(hash_limits: HashLimits) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = tollgate_service_kit::db::sqlite_url(dir.path(), "auth.db");
         let store = SqlStore::connect(&url).await.expect("store");
@@ -42,11 +51,12 @@ impl Fixture {
             token_endpoint: format!("{ISSUER}/token"),
             device_code_ttl_secs: 600,
             device_poll_interval_secs: 5,
+            hash_limits,
         };
         let user = User {
             subject: SUBJECT.into(),
             username: "alice".into(),
-            password_hash: Secret::new("$argon2id$not-used-here"),
+            password_hash: Secret::new(PASSWORD_HASH),
         };
         store.upsert_user(&user, clock.now()).await.expect("user");
         let core = OAuthCore::new(store, Arc::new(keys), clock.clone(), settings);
