@@ -29,8 +29,50 @@ const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 /// An exchanged token is not reused in its last seconds.
 const REUSE_MARGIN_SECS: i64 = 10;
 
-/// (subject jti, or "" for this server's own token; scope) → (token, expires at).
-type TokenCache = HashMap<(String, String), (Secret, i64)>;
+/// The most exchanged tokens kept at once. An entry lives at most one
+/// access-token lifetime (expired ones are dropped on every insert), so this is
+/// room for 10,000 (user token, scope) pairs in use within one lifetime; past
+/// it, the entry expiring soonest makes room. Callers choose the keys (each
+/// user token is one), so the bound is what keeps a flood of distinct tokens
+/// from growing memory.
+pub const MAX_CACHED_TOKENS: usize = 10_000;
+
+/// Exchanged tokens: (subject jti, or "" for this server's own token; scope) →
+/// (token, expires at). Bounded by construction.
+#[derive(Debug)]
+struct TokenCache {
+    entries: HashMap<(String, String), (Secret, i64)>,
+    max: usize,
+}
+
+impl TokenCache {
+    fn new(max: usize) -> Self {
+        Self { entries: HashMap::new(), max: max.max(1) }
+    }
+
+    /// A cached token still good for more than [`REUSE_MARGIN_SECS`].
+    fn get(&self, key: &(String, String), now: i64) -> Option<Secret> {
+        self.entries
+            .get(key)
+            .filter(|(_, expires_at)| now + REUSE_MARGIN_SECS < *expires_at)
+            .map(|(token, _)| token.clone())
+    }
+
+    fn insert(&mut self, key: (String, String), token: Secret, expires_at: i64, now: i64) {
+        self.entries.retain(|_, (_, expires)| *expires > now);
+        if self.entries.len() >= self.max && !self.entries.contains_key(&key) {
+            let soonest = self
+                .entries
+                .iter()
+                .min_by_key(|(_, (_, expires))| *expires)
+                .map(|(key, _)| key.clone());
+            if let Some(soonest) = soonest {
+                self.entries.remove(&soonest);
+            }
+        }
+        self.entries.insert(key, (token, expires_at));
+    }
+}
 
 /// The notes store, reached with exchanged tokens.
 #[derive(Debug, Clone)]
@@ -67,7 +109,7 @@ impl NotesBackend {
             credentials,
             audience,
             clock,
-            cache: Arc::new(Mutex::new(HashMap::new())),
+            cache: Arc::new(Mutex::new(TokenCache::new(MAX_CACHED_TOKENS))),
         })
     }
 
@@ -121,10 +163,8 @@ impl NotesBackend {
     ) -> Result<Secret, Status> {
         let now = self.clock.now();
         let key = (subject_jti, scope.to_owned());
-        if let Some((token, expires_at)) = self.lock().get(&key)
-            && now + REUSE_MARGIN_SECS < *expires_at
-        {
-            return Ok(token.clone());
+        if let Some(token) = self.lock().get(&key, now) {
+            return Ok(token);
         }
         let Some((client_id, secret)) = &self.credentials else {
             return Err(Status::unavailable("the notes store is not configured here"));
@@ -146,10 +186,8 @@ impl NotesBackend {
             }
         })?;
         let issued = issued.into_inner();
-        let mut cache = self.lock();
-        cache.retain(|_, (_, expires_at)| *expires_at > now);
         let token = Secret::new(issued.access_token);
-        cache.insert(key, (token.clone(), now + issued.expires_in));
+        self.lock().insert(key, token.clone(), now + issued.expires_in, now);
         Ok(token)
     }
 
@@ -165,4 +203,51 @@ fn bearer<T>(message: T, token: &str) -> Result<Request<T>, Status> {
         .map_err(|_| Status::internal("an exchanged token is not a header value"))?;
     request.metadata_mut().insert("authorization", value);
     Ok(request)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(jti: &str) -> (String, String) {
+        (jti.to_owned(), "notes:read".to_owned())
+    }
+
+    #[test]
+    fn a_cached_token_is_reused_until_its_last_seconds() {
+        let mut cache = TokenCache::new(4);
+        cache.insert(key("a"), Secret::new("t"), 100, 0);
+        assert_eq!(cache.get(&key("a"), 100 - REUSE_MARGIN_SECS - 1), Some(Secret::new("t")));
+        assert_eq!(cache.get(&key("a"), 100 - REUSE_MARGIN_SECS), None);
+        assert_eq!(cache.get(&key("b"), 0), None);
+    }
+
+    #[test]
+    fn the_cache_never_holds_more_than_its_bound() {
+        let mut cache = TokenCache::new(3);
+        for (i, jti) in ["a", "b", "c"].into_iter().enumerate() {
+            cache.insert(key(jti), Secret::new(jti), 100 + i as i64, 0);
+        }
+        // Full: the entry expiring soonest ("a") makes room.
+        cache.insert(key("d"), Secret::new("d"), 200, 0);
+        assert_eq!(cache.entries.len(), 3);
+        assert_eq!(cache.get(&key("a"), 0), None);
+        assert!(cache.get(&key("b"), 0).is_some() && cache.get(&key("d"), 0).is_some());
+        // Replacing a key that is there evicts nothing.
+        cache.insert(key("d"), Secret::new("d2"), 300, 0);
+        assert_eq!(cache.entries.len(), 3);
+        // Expired entries go first, whatever the bound.
+        cache.insert(key("e"), Secret::new("e"), 400, 150);
+        assert_eq!(cache.entries.len(), 2);
+        assert!(cache.get(&key("b"), 150).is_none());
+    }
+
+    #[test]
+    fn the_production_bound_is_reached_and_held() {
+        let mut cache = TokenCache::new(MAX_CACHED_TOKENS);
+        for i in 0..MAX_CACHED_TOKENS + 50 {
+            cache.insert(key(&i.to_string()), Secret::new("t"), 1_000 + i as i64, 0);
+        }
+        assert_eq!(cache.entries.len(), MAX_CACHED_TOKENS);
+    }
 }
