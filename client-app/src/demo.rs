@@ -286,7 +286,8 @@ async fn exchange_hop(
             requested_token_type: None,
         })),
     };
-    let mut auth = TokenServiceClient::new(grpc_channel(&hop.auth_grpc_url).await?);
+    let mut auth =
+        TokenServiceClient::new(crate::resource::traced_channel(&hop.auth_grpc_url).await?);
     let exchanged = auth.token(request).await?.into_inner();
     n.say(format!(
         "TokenService.Token grant=token-exchange subject_token=<the user's> audience={} \
@@ -314,7 +315,8 @@ async fn exchange_hop(
         n.say(format!("{claim:<10} {mine:<width$}  {theirs}"))?;
     }
 
-    let mut store = NoteStoreClient::new(grpc_channel(&hop.notes_store_url).await?);
+    let mut store =
+        NoteStoreClient::new(crate::resource::traced_channel(&hop.notes_store_url).await?);
     let listed = store
         .list_notes(crate::resource::bearer(ListNotesRequest {}, &exchanged.access_token)?)
         .await?
@@ -339,14 +341,4 @@ async fn exchange_hop(
         }
     }
     Ok(())
-}
-
-async fn grpc_channel(
-    url: &str,
-) -> Result<tollgate_telemetry::propagation::Propagating<tonic::transport::Channel>, ClientError> {
-    let channel = tonic::transport::Channel::from_shared(url.to_owned())
-        .map_err(|e| ClientError::Protocol(format!("gRPC URL {url:?}: {e}")))?
-        .connect()
-        .await?;
-    Ok(tollgate_telemetry::propagation::traced(channel))
 }

@@ -24,6 +24,16 @@ pub fn bearer<T>(message: T, access_token: &str) -> Result<Request<T>, Status> {
     Ok(request)
 }
 
+/// A connection to a gRPC service whose calls carry the caller's trace
+/// (W3C traceparent).
+pub async fn traced_channel(url: &str) -> Result<Propagating<Channel>, ClientError> {
+    let channel = Channel::from_shared(url.to_owned())
+        .map_err(|e| ClientError::Protocol(format!("gRPC URL {url:?}: {e}")))?
+        .connect()
+        .await?;
+    Ok(traced(channel))
+}
+
 /// A connection to the resource server's API.
 #[derive(Debug, Clone)]
 pub struct ResourceClient {
@@ -33,11 +43,7 @@ pub struct ResourceClient {
 
 impl ResourceClient {
     pub async fn connect(url: &str) -> Result<Self, ClientError> {
-        let channel = Channel::from_shared(url.to_owned())
-            .map_err(|e| ClientError::Protocol(format!("resource URL {url:?}: {e}")))?
-            .connect()
-            .await?;
-        Ok(Self { channel: traced(channel) })
+        Ok(Self { channel: traced_channel(url).await? })
     }
 
     pub async fn get_profile(&self, token: &str, owner: &str) -> Result<Profile, Status> {

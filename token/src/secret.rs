@@ -53,13 +53,6 @@ impl<T: AsRef<[u8]>> PartialEq for Secret<T> {
 
 impl<T: AsRef<[u8]>> Eq for Secret<T> {}
 
-impl<T: AsRef<[u8]>> Secret<T> {
-    /// Compares with a presented value in constant time.
-    pub fn matches(&self, presented: &[u8]) -> bool {
-        self.0.as_ref().ct_eq(presented).into()
-    }
-}
-
 impl From<String> for Secret {
     fn from(value: String) -> Self {
         Self(value)
@@ -142,8 +135,6 @@ mod tests {
         assert_eq!(secret, Secret::new("abc"));
         assert_ne!(secret, Secret::new("abd"));
         assert_ne!(secret, Secret::new("ab"));
-        assert!(secret.matches(b"abc"));
-        assert!(!secret.matches(b"abcd"));
     }
 
     #[test]

@@ -33,7 +33,6 @@ impl<S: UserStore> OAuthCore<S> {
             .run(move || secrets::verify_password_blocking(&password, phc.as_deref()))
             .await
             .map_err(|_| {
-                tollgate_telemetry::metrics::login_failed();
                 tracing::warn!("password check refused: too many at once");
                 OAuthError::TemporarilyUnavailable(
                     "too many sign-ins at once; try again in a moment".into(),
