@@ -1,6 +1,7 @@
 //! The authorization server's configuration: read once at start-up (flags or
 //! environment), typed, and passed down. Nothing reads the environment later.
 
+use crate::domain::throttle::{Rate, ThrottleSettings};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -49,6 +50,20 @@ pub const DEFAULT_PURGE_INTERVAL: u64 = 3600;
 /// ...once they have been expired for a week: long enough that a late replay
 /// of a spent code or refresh token is still recognised and revokes its grant.
 pub const DEFAULT_PURGE_RETENTION: i64 = 7 * 24 * 3600;
+/// Device authorizations one client may have pending at once.
+pub const DEFAULT_MAX_PENDING_DEVICE_CODES: u64 = 1_000;
+/// The largest HTTP request body: every form and JSON body the endpoints take
+/// fits in a few KiB (a client assertion or subject token in a few more).
+pub const DEFAULT_HTTP_BODY_LIMIT: usize = 64 * 1024;
+/// How long a client may take to send a request's headers, and how long an
+/// idle keep-alive connection stays open, seconds.
+pub const DEFAULT_HTTP_HEADER_TIMEOUT: u64 = 10;
+/// The longest one HTTP request may take, body included, seconds.
+pub const DEFAULT_HTTP_REQUEST_TIMEOUT: u64 = 30;
+/// How long a TLS handshake may take, seconds.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: u64 = 10;
+/// HTTP connections open at once; further ones wait in the listen backlog.
+pub const DEFAULT_HTTP_MAX_CONNECTIONS: usize = 4_096;
 /// How long a password check waits for a hashing slot before it is refused.
 pub const DEFAULT_HASH_WAIT_MS: u64 = 1000;
 
@@ -142,6 +157,10 @@ pub struct Config {
     #[arg(long, env = "SHUTDOWN_DRAIN_SECS", default_value_t = 0)]
     pub shutdown_drain_secs: u64,
     #[command(flatten)]
+    pub limits: LimitsConfig,
+    #[command(flatten)]
+    pub grpc_limits: tollgate_service_kit::limits::GrpcLimits,
+    #[command(flatten)]
     pub telemetry: tollgate_service_kit::telemetry::TelemetryConfig,
     /// Log format.
     #[arg(long, env = "AUTH_LOG_FORMAT", value_enum, default_value = "text")]
@@ -180,6 +199,8 @@ impl Config {
             tls_key: None,
             log_format: LogFormat::Text,
             shutdown_drain_secs: 0,
+            limits: LimitsConfig::default(),
+            grpc_limits: Default::default(),
             telemetry: Default::default(),
         }
     }
@@ -214,6 +235,108 @@ impl Config {
             concurrency,
             queue: self.hash_queue.unwrap_or(concurrency),
             wait: std::time::Duration::from_millis(self.hash_wait_ms),
+        }
+    }
+}
+
+/// The throttles and the HTTP listener's limits (docs/security.md, "Limits").
+#[derive(Debug, Clone, clap::Args)]
+pub struct LimitsConfig {
+    /// Password sign-ins from one address: burst/period, e.g. 20/1m.
+    #[arg(long, env = "AUTH_RATE_SIGN_IN_IP", default_value_t = ThrottleSettings::default().sign_in_ip)]
+    pub rate_sign_in_ip: Rate,
+    /// Sign-ins naming one account, from anywhere.
+    #[arg(long, env = "AUTH_RATE_SIGN_IN_ACCOUNT", default_value_t = ThrottleSettings::default().sign_in_account)]
+    pub rate_sign_in_account: Rate,
+    /// Sign-ins naming one account from one address; must refill more slowly
+    /// than AUTH_RATE_SIGN_IN_ACCOUNT.
+    #[arg(long, env = "AUTH_RATE_SIGN_IN_ACCOUNT_IP", default_value_t = ThrottleSettings::default().sign_in_account_ip)]
+    pub rate_sign_in_account_ip: Rate,
+    /// An authenticated client's calls (token, introspection, revocation,
+    /// device authorization; HTTP and gRPC).
+    #[arg(long, env = "AUTH_RATE_CLIENT", default_value_t = ThrottleSettings::default().client)]
+    pub rate_client: Rate,
+    /// A client's revocations (each can grow the denylist).
+    #[arg(long, env = "AUTH_RATE_REVOKE", default_value_t = ThrottleSettings::default().revoke)]
+    pub rate_revoke: Rate,
+    /// Device authorizations and user-code entries from one address.
+    #[arg(long, env = "AUTH_RATE_DEVICE_IP", default_value_t = ThrottleSettings::default().device_ip)]
+    pub rate_device_ip: Rate,
+    /// Page requests (authorize, sign-in, consent, device, account) from one address.
+    #[arg(long, env = "AUTH_RATE_PAGES_IP", default_value_t = ThrottleSettings::default().pages_ip)]
+    pub rate_pages_ip: Rate,
+    /// Keys (addresses, clients, names) each throttle tracks.
+    #[arg(long, env = "AUTH_THROTTLE_MAX_KEYS", default_value_t = ThrottleSettings::default().max_keys)]
+    pub throttle_max_keys: usize,
+    /// Device authorizations one client may have pending at once.
+    #[arg(long, env = "AUTH_MAX_PENDING_DEVICE_CODES", default_value_t = DEFAULT_MAX_PENDING_DEVICE_CODES)]
+    pub max_pending_device_codes: u64,
+    /// The largest HTTP request body, bytes.
+    #[arg(long, env = "AUTH_HTTP_BODY_LIMIT", default_value_t = DEFAULT_HTTP_BODY_LIMIT)]
+    pub http_body_limit: usize,
+    /// Seconds a client may take to send request headers; also how long an idle
+    /// keep-alive connection stays open.
+    #[arg(long, env = "AUTH_HTTP_HEADER_TIMEOUT", default_value_t = DEFAULT_HTTP_HEADER_TIMEOUT)]
+    pub http_header_timeout_secs: u64,
+    /// Seconds one HTTP request may take, body included (then 408).
+    #[arg(long, env = "AUTH_HTTP_REQUEST_TIMEOUT", default_value_t = DEFAULT_HTTP_REQUEST_TIMEOUT)]
+    pub http_request_timeout_secs: u64,
+    /// Seconds a TLS handshake may take.
+    #[arg(long, env = "AUTH_TLS_HANDSHAKE_TIMEOUT", default_value_t = DEFAULT_TLS_HANDSHAKE_TIMEOUT)]
+    pub tls_handshake_timeout_secs: u64,
+    /// HTTP connections open at once.
+    #[arg(long, env = "AUTH_HTTP_MAX_CONNECTIONS", default_value_t = DEFAULT_HTTP_MAX_CONNECTIONS)]
+    pub http_max_connections: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let throttles = ThrottleSettings::default();
+        Self {
+            rate_sign_in_ip: throttles.sign_in_ip,
+            rate_sign_in_account: throttles.sign_in_account,
+            rate_sign_in_account_ip: throttles.sign_in_account_ip,
+            rate_client: throttles.client,
+            rate_revoke: throttles.revoke,
+            rate_device_ip: throttles.device_ip,
+            rate_pages_ip: throttles.pages_ip,
+            throttle_max_keys: throttles.max_keys,
+            max_pending_device_codes: DEFAULT_MAX_PENDING_DEVICE_CODES,
+            http_body_limit: DEFAULT_HTTP_BODY_LIMIT,
+            http_header_timeout_secs: DEFAULT_HTTP_HEADER_TIMEOUT,
+            http_request_timeout_secs: DEFAULT_HTTP_REQUEST_TIMEOUT,
+            tls_handshake_timeout_secs: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+            http_max_connections: DEFAULT_HTTP_MAX_CONNECTIONS,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The throttles' settings, checked.
+    pub fn throttles(&self) -> Result<ThrottleSettings, String> {
+        let settings = ThrottleSettings {
+            sign_in_ip: self.rate_sign_in_ip,
+            sign_in_account: self.rate_sign_in_account,
+            sign_in_account_ip: self.rate_sign_in_account_ip,
+            client: self.rate_client,
+            revoke: self.rate_revoke,
+            device_ip: self.rate_device_ip,
+            pages_ip: self.rate_pages_ip,
+            max_keys: self.throttle_max_keys,
+        };
+        settings.check()?;
+        Ok(settings)
+    }
+
+    /// The HTTP listener's limits.
+    pub fn http(&self) -> crate::http::serve::HttpLimits {
+        use std::time::Duration;
+        crate::http::serve::HttpLimits {
+            body_bytes: self.http_body_limit,
+            header_timeout: Duration::from_secs(self.http_header_timeout_secs),
+            request_timeout: Duration::from_secs(self.http_request_timeout_secs),
+            tls_handshake_timeout: Duration::from_secs(self.tls_handshake_timeout_secs),
+            max_connections: self.http_max_connections.max(1),
         }
     }
 }

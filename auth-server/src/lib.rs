@@ -25,7 +25,6 @@ use anyhow::Context as _;
 use axum_extra::extract::cookie::Key;
 use base64::Engine as _;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tollgate_proto::auth::v1::revocation_list_service_server::RevocationListServiceServer;
 use tollgate_proto::auth::v1::token_service_server::TokenServiceServer;
 use tollgate_token::Clock;
@@ -51,6 +50,8 @@ pub struct Application {
     /// How long to keep serving, health NOT_SERVING, once told to stop.
     drain: std::time::Duration,
     tls: Option<Arc<rustls::ServerConfig>>,
+    http_limits: http::serve::HttpLimits,
+    grpc_limits: tollgate_service_kit::limits::GrpcLimits,
 }
 
 /// RFC 8414 §2: the issuer is an https (here also http, for development) URL with
@@ -112,6 +113,8 @@ impl Application {
             device_code_ttl_secs: config.device_code_ttl_secs,
             device_poll_interval_secs: 5,
             hash_limits: config.hash_limits(),
+            throttles: config.limits.throttles().map_err(anyhow::Error::msg)?,
+            max_pending_device_codes: config.limits.max_pending_device_codes,
         };
         let core = Arc::new(OAuthCore::new(store, Arc::new(keys), clock, settings));
         let cookie_key = match &config.cookie_key_file {
@@ -143,6 +146,8 @@ impl Application {
             }),
             drain: std::time::Duration::from_secs(config.shutdown_drain_secs),
             tls,
+            http_limits: config.limits.http(),
+            grpc_limits: config.grpc_limits.clone(),
         })
     }
 
@@ -208,20 +213,22 @@ impl Application {
             })
         });
 
-        let router =
-            http::router(http::HttpState { core: self.core.clone(), cookie_key: self.cookie_key });
-        let http_stopped = stopping.clone().listeners_close();
-        let http = async move {
-            match self.tls {
-                Some(tls) => tls::serve(self.http_listener, tls, router, http_stopped).await,
-                None => {
-                    axum::serve(self.http_listener, router)
-                        .with_graceful_shutdown(http_stopped)
-                        .await
-                }
-            }
-        };
-        let grpc = tonic::transport::Server::builder()
+        let router = http::router(
+            http::HttpState { core: self.core.clone(), cookie_key: self.cookie_key },
+            &self.http_limits,
+        );
+        let http = http::serve::serve(
+            self.http_listener,
+            self.tls,
+            router,
+            self.http_limits,
+            stopping.clone().listeners_close(),
+        );
+        let (request_bytes, response_bytes) =
+            (self.grpc_limits.max_message_bytes, tollgate_service_kit::limits::MAX_RESPONSE_BYTES);
+        let grpc = self
+            .grpc_limits
+            .server()
             .layer(tollgate_telemetry::propagation::TraceLayer::new(
                 "auth-server",
                 tollgate_telemetry::propagation::Protocol::Grpc,
@@ -229,10 +236,21 @@ impl Application {
             .add_service(health_service)
             .add_service(reflection.0)
             .add_service(reflection.1)
-            .add_service(TokenServiceServer::new(grpc::TokenGrpc::new(self.core.clone())))
-            .add_service(RevocationListServiceServer::new(grpc::TokenGrpc::new(self.core)))
+            .add_service(
+                TokenServiceServer::new(grpc::TokenGrpc::new(self.core.clone()))
+                    .max_decoding_message_size(request_bytes)
+                    .max_encoding_message_size(response_bytes),
+            )
+            .add_service(
+                RevocationListServiceServer::new(grpc::TokenGrpc::new(self.core))
+                    .max_decoding_message_size(request_bytes)
+                    .max_encoding_message_size(response_bytes),
+            )
             .serve_with_incoming_shutdown(
-                TcpListenerStream::new(self.grpc_listener),
+                tollgate_service_kit::limits::limited_incoming(
+                    self.grpc_listener,
+                    self.grpc_limits.max_connections,
+                ),
                 stopping.listeners_close(),
             );
         let (http, grpc) = tokio::join!(http, grpc);

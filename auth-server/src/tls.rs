@@ -2,19 +2,13 @@
 //! RFC 9700 §2.6 and RFC 7009 §2 require TLS for every endpoint in production;
 //! without a certificate the server speaks plain HTTP for local development.
 
-use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 
 /// Reads a PEM certificate chain and private key into a server configuration
 /// (TLS 1.2 and 1.3, rustls' safe defaults, ring as the crypto provider).
@@ -33,48 +27,4 @@ pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<ServerConfig
         .context("the certificate and key do not match")?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
-}
-
-/// Serves `router` over TLS until `shutdown`, then lets in-flight requests finish.
-pub async fn serve(
-    listener: TcpListener,
-    config: Arc<ServerConfig>,
-    router: axum::Router,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    let acceptor = TlsAcceptor::from(config);
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (tcp, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    tracing::warn!(error = %err, "accept failed");
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(router.clone());
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            // A failed handshake is the peer's problem: log and drop it.
-            let tls = match acceptor.accept(tcp).await {
-                Ok(tls) => tls,
-                Err(err) => {
-                    tracing::debug!(error = %err, "TLS handshake failed");
-                    return;
-                }
-            };
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tls), service);
-            if let Err(err) = watcher.watch(connection).await {
-                tracing::debug!(error = %err, "connection ended with an error");
-            }
-        });
-    }
-    graceful.shutdown().await;
-    Ok(())
 }

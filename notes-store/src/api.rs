@@ -11,6 +11,7 @@ use tollgate_proto::notes::v1::{
 };
 use tollgate_service_kit::auth::{self, AuthContext};
 use tollgate_service_kit::input::{check_len, required};
+use tollgate_service_kit::limits::{GrpcLimits, MAX_RESPONSE_BYTES};
 use tollgate_service_kit::scaffold::{ProtectedService, ServiceSpec};
 use tollgate_service_kit::serve::ProtectedRouter;
 use tollgate_service_kit::status::to_status;
@@ -43,8 +44,12 @@ impl ProtectedService for Api {
         Ok(Self { storage, clock, trusted_actors: Arc::new(trusted_actors) })
     }
 
-    fn routes(self, router: ProtectedRouter) -> ProtectedRouter {
-        router.add_service(NoteStoreServer::new(self))
+    fn routes(self, router: ProtectedRouter, limits: &GrpcLimits) -> ProtectedRouter {
+        router.add_service(
+            NoteStoreServer::new(self)
+                .max_decoding_message_size(limits.max_message_bytes)
+                .max_encoding_message_size(MAX_RESPONSE_BYTES),
+        )
     }
 }
 

@@ -17,6 +17,7 @@ use tollgate_proto::resource::v1::{
 };
 use tollgate_service_kit::auth;
 use tollgate_service_kit::input::{check_len, required};
+use tollgate_service_kit::limits::{GrpcLimits, MAX_RESPONSE_BYTES};
 use tollgate_service_kit::scaffold::{ProtectedService, ServiceSpec};
 use tollgate_service_kit::serve::ProtectedRouter;
 use tollgate_service_kit::status::to_status;
@@ -65,11 +66,24 @@ impl ProtectedService for Api {
         Ok(Self { store, notes, clock })
     }
 
-    fn routes(self, router: ProtectedRouter) -> ProtectedRouter {
+    fn routes(self, router: ProtectedRouter, limits: &GrpcLimits) -> ProtectedRouter {
+        let (request, response) = (limits.max_message_bytes, MAX_RESPONSE_BYTES);
         router
-            .add_service(ProfileServiceServer::new(self.clone()))
-            .add_service(NotesServiceServer::new(self.clone()))
-            .add_service(ReportServiceServer::new(self))
+            .add_service(
+                ProfileServiceServer::new(self.clone())
+                    .max_decoding_message_size(request)
+                    .max_encoding_message_size(response),
+            )
+            .add_service(
+                NotesServiceServer::new(self.clone())
+                    .max_decoding_message_size(request)
+                    .max_encoding_message_size(response),
+            )
+            .add_service(
+                ReportServiceServer::new(self)
+                    .max_decoding_message_size(request)
+                    .max_encoding_message_size(response),
+            )
     }
 }
 

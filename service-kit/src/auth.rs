@@ -271,7 +271,8 @@ impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for AuthService<S>
 where
     S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    ReqBody: Send + 'static,
+    ReqBody: http_body::Body + Send + 'static,
+    ReqBody::Data: Send,
     ResBody: Default + Send + 'static,
 {
     type Response = S::Response;
@@ -298,7 +299,7 @@ where
                 // Not a method this service serves: its latency is recorded
                 // as `unmatched`, not under the caller's chosen path.
                 response.extensions_mut().insert(tollgate_telemetry::propagation::UnmatchedRoute);
-                return Box::pin(async move { Ok(response) });
+                return refuse_after_reading(req, response);
             }
         };
         let span = tracing::info_span!(
@@ -340,9 +341,59 @@ where
                 span.record("decision", "refused");
                 span.record("reason", reason);
                 tollgate_telemetry::metrics::token_validated(self.shared.service, Some(reason));
-                let response = to_status(&err).into_http();
-                Box::pin(async move { Ok(response) })
+                refuse_after_reading(req, to_status(&err).into_http())
             }
+        }
+    }
+}
+
+/// The most of a refused call's request body read before the refusal is sent:
+/// more than any request message of the platform's APIs
+/// ([`crate::limits::DEFAULT_MAX_MESSAGE_BYTES`]).
+pub const MAX_DRAINED_BYTES: usize = 1024 * 1024;
+/// How long a refusal waits for the rest of the request body.
+pub const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Answers a refused call with `response` once its request body has been read
+/// (bounded by [`MAX_DRAINED_BYTES`] and [`DRAIN_TIMEOUT`]).
+///
+/// Why read a body only to drop it: a response that ends the stream while the
+/// request is still open makes h2 reset the stream (`RST_STREAM(NO_ERROR)`,
+/// RFC 9113 §8.1) to stop the client sending. Under load the client can see the
+/// reset before, or instead of, the response and report `CANCELLED` or
+/// `UNKNOWN` for a call that was in fact refused `UNAUTHENTICATED`. Reading the
+/// (small) unary request first lets the stream close cleanly from both sides,
+/// as it does when a handler refuses after decoding its message.
+fn refuse_after_reading<ReqBody, ResBody, E>(
+    request: http::Request<ReqBody>,
+    response: http::Response<ResBody>,
+) -> BoxFuture<'static, Result<http::Response<ResBody>, E>>
+where
+    ReqBody: http_body::Body + Send + 'static,
+    ReqBody::Data: Send,
+    ResBody: Send + 'static,
+    E: 'static,
+{
+    Box::pin(async move {
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain(request.into_body())).await;
+        Ok(response)
+    })
+}
+
+/// Reads and drops `body` up to [`MAX_DRAINED_BYTES`].
+async fn drain<B: http_body::Body>(body: B) {
+    use http_body::Body as _;
+    use http_body_util::BodyExt as _;
+    let mut body = std::pin::pin!(body);
+    let mut read = 0usize;
+    while read <= MAX_DRAINED_BYTES && !body.is_end_stream() {
+        match body.as_mut().frame().await {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    read += bytes::Buf::remaining(data);
+                }
+            }
+            Some(Err(_)) | None => break,
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod auth;
 pub mod db;
 pub mod input;
 pub mod jwks;
+pub mod limits;
 pub mod protect;
 pub mod revocation;
 pub mod scaffold;

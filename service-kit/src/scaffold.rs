@@ -25,6 +25,7 @@ use clap::{Args, FromArgMatches as _};
 use tollgate_token::{Clock, SystemClock};
 
 use crate::auth::ScopePolicy;
+use crate::limits::GrpcLimits;
 use crate::protect::TokenValidationConfig;
 use crate::serve::{ProtectedListener, ProtectedRouter};
 use crate::telemetry::{LogFormat, TelemetryConfig};
@@ -82,6 +83,8 @@ pub struct ServiceConfig {
     #[arg(long, env = "SHUTDOWN_DRAIN_SECS", default_value_t = 0)]
     pub shutdown_drain_secs: u64,
     #[command(flatten)]
+    pub grpc_limits: GrpcLimits,
+    #[command(flatten)]
     pub telemetry: TelemetryConfig,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
@@ -96,6 +99,7 @@ impl ServiceConfig {
             data_dir: data_dir.into(),
             database_url: None,
             shutdown_drain_secs: 0,
+            grpc_limits: GrpcLimits::default(),
             telemetry: TelemetryConfig::default(),
             log_format: LogFormat::Text,
         }
@@ -119,8 +123,10 @@ pub trait ProtectedService: Clone + Debug + Send + Sync + Sized + 'static {
         clock: Arc<dyn Clock>,
     ) -> impl Future<Output = anyhow::Result<Self>> + Send;
 
-    /// Adds its gRPC services to `router`, behind the token guard.
-    fn routes(self, router: ProtectedRouter) -> ProtectedRouter;
+    /// Adds its gRPC services to `router`, behind the token guard, each with
+    /// `limits.max_message_bytes` as its request size limit and
+    /// [`crate::limits::MAX_RESPONSE_BYTES`] as its response size limit.
+    fn routes(self, router: ProtectedRouter, limits: &GrpcLimits) -> ProtectedRouter;
 }
 
 /// A protected service's whole configuration: read once at start-up, typed,
@@ -198,7 +204,8 @@ impl<S: ProtectedService> Application<S> {
             clock,
         )
         .await?
-        .with_drain(std::time::Duration::from_secs(config.service.shutdown_drain_secs));
+        .with_drain(std::time::Duration::from_secs(config.service.shutdown_drain_secs))
+        .with_limits(config.service.grpc_limits.clone());
         tracing::info!(
             service = S::SPEC.name, addr = %listener.addr(), issuer = %config.tokens.issuer,
             audience = config.audience(), "gRPC listener bound"
@@ -222,7 +229,7 @@ impl<S: ProtectedService> Application<S> {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let service = self.service;
-        self.listener.serve(shutdown, |router| service.routes(router)).await
+        self.listener.serve(shutdown, |router, limits| service.routes(router, limits)).await
     }
 }
 
@@ -276,7 +283,7 @@ mod tests {
             Ok(Self)
         }
 
-        fn routes(self, router: ProtectedRouter) -> ProtectedRouter {
+        fn routes(self, router: ProtectedRouter, _: &GrpcLimits) -> ProtectedRouter {
             router
         }
     }

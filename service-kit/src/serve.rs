@@ -5,12 +5,12 @@
 use std::future::Future;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::server::Router;
 use tonic_health::ServingStatus;
 use tower::layer::util::{Identity, Stack};
 
 use crate::auth::{AuthLayer, ScopePolicy};
+use crate::limits::{GrpcLimits, limited_incoming};
 use crate::protect::{TokenGuard, TokenValidationConfig};
 use tollgate_telemetry::propagation::{Protocol, TraceLayer};
 
@@ -22,6 +22,7 @@ pub struct ProtectedListener {
     addr: std::net::SocketAddr,
     guard: TokenGuard,
     drain: std::time::Duration,
+    limits: GrpcLimits,
 }
 
 impl ProtectedListener {
@@ -40,7 +41,13 @@ impl ProtectedListener {
             .context("the authorization server's gRPC URL")?;
         let listener = TcpListener::bind(addr).await.context("binding gRPC")?;
         let addr = listener.local_addr()?;
-        Ok(Self { listener, addr, guard, drain: std::time::Duration::ZERO })
+        Ok(Self {
+            listener,
+            addr,
+            guard,
+            drain: std::time::Duration::ZERO,
+            limits: GrpcLimits::default(),
+        })
     }
 
     pub fn addr(&self) -> std::net::SocketAddr {
@@ -60,13 +67,24 @@ impl ProtectedListener {
         self
     }
 
-    /// Serves `routes` until `shutdown` (see [`serve_protected`]).
+    /// The listener's limits (the defaults otherwise).
+    pub fn with_limits(mut self, limits: GrpcLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Serves `routes` until `shutdown` (see [`serve_protected`]); `routes` is
+    /// given the limits to set on its services' messages.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
-        routes: impl FnOnce(ProtectedRouter) -> ProtectedRouter,
+        routes: impl FnOnce(ProtectedRouter, &GrpcLimits) -> ProtectedRouter,
     ) -> anyhow::Result<()> {
-        serve_protected(self.listener, self.guard, shutdown, self.drain, routes).await
+        let limits = self.limits;
+        serve_protected(self.listener, self.guard, shutdown, self.drain, &limits, |router| {
+            routes(router, &limits)
+        })
+        .await
     }
 }
 
@@ -83,6 +101,7 @@ pub async fn serve_protected(
     guard: TokenGuard,
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: std::time::Duration,
+    limits: &GrpcLimits,
     routes: impl FnOnce(ProtectedRouter) -> ProtectedRouter,
 ) -> anyhow::Result<()> {
     let (reporter, health_service) = tonic_health::server::health_reporter();
@@ -103,14 +122,18 @@ pub async fn serve_protected(
 
     // Outermost the trace (the caller's context, the server span, latency), then
     // the token check, whose span nests inside it.
-    let router = tonic::transport::Server::builder()
+    let router = limits
+        .server()
         .layer(TraceLayer::new(guard.service, Protocol::Grpc))
         .layer(guard.layer.clone())
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     let result = routes(router)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping.listeners_close())
+        .serve_with_incoming_shutdown(
+            limited_incoming(listener, limits.max_connections),
+            stopping.listeners_close(),
+        )
         .await;
     ready.abort();
     guard.stop();

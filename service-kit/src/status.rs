@@ -16,6 +16,8 @@ pub fn storage_unavailable(err: impl std::fmt::Display) -> Status {
 
 /// The metadata key holding the RFC error code of a refused call.
 pub const OAUTH_ERROR_METADATA: &str = "oauth-error";
+/// The metadata key telling a throttled caller how many seconds to wait.
+pub const RETRY_AFTER_METADATA: &str = "retry-after";
 
 /// Maps an OAuth error to the gRPC status that means the same thing.
 pub fn to_status(err: &OAuthError) -> Status {
@@ -34,7 +36,7 @@ pub fn to_status(err: &OAuthError) -> Status {
         OAuthError::TemporarilyUnavailable(_) => Code::Unavailable,
         // RFC 8628 §3.5 polling answers: not yet, and not so often.
         OAuthError::AuthorizationPending(_) => Code::FailedPrecondition,
-        OAuthError::SlowDown(_) => Code::ResourceExhausted,
+        OAuthError::SlowDown(_) | OAuthError::TooManyRequests { .. } => Code::ResourceExhausted,
         OAuthError::ExpiredToken(_) => Code::InvalidArgument,
         OAuthError::ServerError => Code::Internal,
     };
@@ -42,6 +44,10 @@ pub fn to_status(err: &OAuthError) -> Status {
     let metadata = status.metadata_mut();
     if let Ok(value) = err.code().parse() {
         metadata.insert(OAUTH_ERROR_METADATA, value);
+    }
+    if let OAuthError::TooManyRequests { retry_after_secs } = err {
+        // The gRPC form of HTTP's Retry-After (RFC 9110 §10.2.3), in seconds.
+        metadata.insert(RETRY_AFTER_METADATA, (*retry_after_secs).into());
     }
     if matches!(err, OAuthError::InvalidToken(_) | OAuthError::InsufficientScope(_)) {
         // RFC 6750 §3: quoted-string values; our descriptions hold no quotes.
@@ -75,6 +81,15 @@ mod tests {
         let status = to_status(&OAuthError::insufficient_scope("needs notes:write"));
         assert_eq!(status.code(), Code::PermissionDenied);
         assert_eq!(oauth_error_code(&status), Some("insufficient_scope"));
+    }
+
+    #[test]
+    fn a_throttled_call_is_resource_exhausted_and_says_when_to_retry() {
+        let status =
+            to_status(&OAuthError::too_many_requests(std::time::Duration::from_millis(1500)));
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(oauth_error_code(&status), Some("temporarily_unavailable"));
+        assert_eq!(status.metadata().get(RETRY_AFTER_METADATA).unwrap().to_str().unwrap(), "2");
     }
 
     #[test]

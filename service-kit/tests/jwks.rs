@@ -175,16 +175,17 @@ async fn an_unknown_kid_is_refused_then_accepted_once_the_new_key_is_fetched() {
         ScopePolicy::new().method("/x.v1.Notes/List", Requirement::Scope("notes:read")),
         clock.clone(),
     );
-    let inner = tower::service_fn(|_req: http::Request<()>| async {
-        Ok::<_, std::convert::Infallible>(http::Response::new(String::from("reached")))
-    });
+    let inner =
+        tower::service_fn(|_req: http::Request<http_body_util::Empty<bytes::Bytes>>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(String::from("reached")))
+        });
     let call = |token: String| {
         let service = layer.layer(inner);
         async move {
             let request = http::Request::builder()
                 .uri("/x.v1.Notes/List")
                 .header("authorization", format!("Bearer {token}"))
-                .body(())
+                .body(http_body_util::Empty::new())
                 .unwrap();
             let response = service.oneshot(request).await.unwrap();
             (response.headers().get("grpc-status").cloned(), response.into_body())
@@ -218,14 +219,16 @@ async fn with_stale_keys_an_unknown_kid_is_unavailable_and_known_keys_still_work
         clock.clone(),
     );
     let status_of = |token: String| {
-        let service = layer.layer(tower::service_fn(|_req: http::Request<()>| async {
-            Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
-        }));
+        let service = layer.layer(tower::service_fn(
+            |_req: http::Request<http_body_util::Empty<bytes::Bytes>>| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+            },
+        ));
         async move {
             let request = http::Request::builder()
                 .uri("/x.v1.Notes/List")
                 .header("authorization", format!("Bearer {token}"))
-                .body(())
+                .body(http_body_util::Empty::new())
                 .unwrap();
             let response = service.oneshot(request).await.unwrap();
             response.headers().get("grpc-status").map(|v| v.to_str().unwrap().to_owned())
@@ -249,13 +252,15 @@ async fn with_stale_keys_an_unknown_kid_is_unavailable_and_known_keys_still_work
         ScopePolicy::new().method("/x.v1.Notes/List", Requirement::Scope("notes:read")),
         fresh_clock,
     );
-    let service = fresh.layer(tower::service_fn(|_req: http::Request<()>| async {
-        Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
-    }));
+    let service = fresh.layer(tower::service_fn(
+        |_req: http::Request<http_body_util::Empty<bytes::Bytes>>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+        },
+    ));
     let request = http::Request::builder()
         .uri("/x.v1.Notes/List")
         .header("authorization", format!("Bearer {}", rotated_in.token(1_000_000)))
-        .body(())
+        .body(http_body_util::Empty::new())
         .unwrap();
     let response = service.oneshot(request).await.unwrap();
     assert_eq!(response.headers().get("grpc-status").unwrap(), "16");

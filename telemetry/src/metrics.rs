@@ -18,6 +18,7 @@ struct Instruments {
     validations: Counter<u64>,
     jwks_refreshes: Counter<u64>,
     login_failures: Counter<u64>,
+    throttled: Counter<u64>,
     rpc_duration: Histogram<f64>,
     http_duration: Histogram<f64>,
 }
@@ -52,6 +53,10 @@ fn instruments() -> &'static Instruments {
             login_failures: meter
                 .u64_counter("tollgate.login.failures")
                 .with_description("Failed resource-owner sign-ins")
+                .build(),
+            throttled: meter
+                .u64_counter("tollgate.throttled")
+                .with_description("Requests refused by a throttle, by throttle")
                 .build(),
             rpc_duration: meter
                 .f64_histogram("rpc.server.duration")
@@ -102,6 +107,11 @@ pub fn jwks_refreshed(ok: bool) {
 /// A failed sign-in at the login form.
 pub fn login_failed() {
     instruments().login_failures.add(1, &[]);
+}
+
+/// A request refused by the throttle named `throttle` (a fixed name).
+pub fn throttled(throttle: &'static str) {
+    instruments().throttled.add(1, &[KeyValue::new("throttle", throttle)]);
 }
 
 /// Latency of one served request (recorded by [`crate::propagation::TraceLayer`]).

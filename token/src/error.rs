@@ -61,6 +61,15 @@ pub enum OAuthError {
     /// RFC 6749 §4.1.2.1: the server cannot answer now (a dependency is down).
     #[error("temporarily_unavailable: {0}")]
     TemporarilyUnavailable(Cow<'static, str>),
+    /// A throttle refused the request: the caller sent too many, too fast.
+    /// RFC 6749 defines no code for this, so it is sent as
+    /// `temporarily_unavailable` (the RFC 6749 §4.1.2.1 meaning: try later), with
+    /// HTTP 429 and `Retry-After` (RFC 6585 §4) or gRPC `RESOURCE_EXHAUSTED`.
+    #[error("temporarily_unavailable: too many requests")]
+    TooManyRequests {
+        /// Whole seconds until a retry can succeed (at least 1).
+        retry_after_secs: u64,
+    },
     /// RFC 6749 §4.1.2.1: an unexpected condition. The cause is logged, never sent.
     #[error("server_error")]
     ServerError,
@@ -84,7 +93,9 @@ impl OAuthError {
             Self::AccessDenied(_) => "access_denied",
             Self::InvalidToken(_) => "invalid_token",
             Self::InsufficientScope(_) => "insufficient_scope",
-            Self::TemporarilyUnavailable(_) => "temporarily_unavailable",
+            Self::TemporarilyUnavailable(_) | Self::TooManyRequests { .. } => {
+                "temporarily_unavailable"
+            }
             Self::ServerError => "server_error",
         }
     }
@@ -107,7 +118,24 @@ impl OAuthError {
             | Self::InvalidToken(d)
             | Self::InsufficientScope(d)
             | Self::TemporarilyUnavailable(d) => d,
+            Self::TooManyRequests { .. } => "too many requests; try again later",
             Self::ServerError => "the server could not complete the request",
+        }
+    }
+
+    /// A throttle's refusal; `retry_after` is rounded up to whole seconds.
+    pub fn too_many_requests(retry_after: std::time::Duration) -> Self {
+        let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        Self::TooManyRequests { retry_after_secs: secs.max(1) }
+    }
+
+    /// How long the caller should wait before retrying, where that is known.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Self::TooManyRequests { retry_after_secs } => Some(*retry_after_secs),
+            // A dependency is away: a short wait is the best guess.
+            Self::TemporarilyUnavailable(_) => Some(1),
+            _ => None,
         }
     }
 

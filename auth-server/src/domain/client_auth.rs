@@ -41,6 +41,12 @@ impl ClientAuth {
         }
     }
 
+    /// The id as it may appear in logs and spans: the caller chose it, and an
+    /// unknown one can be as long as the body limit allows ([`super::clipped`]).
+    pub fn logged_id(&self) -> &str {
+        super::clipped(self.client_id())
+    }
+
     /// The RFC 8414 `token_endpoint_auth_method` name (spans, audit).
     pub fn method(&self) -> &'static str {
         match self {
@@ -63,8 +69,17 @@ impl<S: ClientStore> OAuthCore<S> {
     /// RFC 6749 §2.3 and §3.2.1: identifies and authenticates the client. A
     /// confidential client must prove its secret; a public client must not
     /// present one; a client with registered keys must use them.
-    #[tracing::instrument(skip_all, fields(client_id = %auth.client_id(), method = auth.method()))]
+    #[tracing::instrument(skip_all, fields(client_id = %auth.logged_id(), method = auth.method()))]
     pub async fn authenticate_client(&self, auth: &ClientAuth) -> Result<Client, OAuthError> {
+        let client = self.verify_client(auth).await?;
+        // Per client, once it has proven who it is: a guesser with a known
+        // client's id cannot spend that client's allowance (per-address page and
+        // device throttles, and the listener's limits, bound the rest).
+        self.throttles().client.check(&client.client_id)?;
+        Ok(client)
+    }
+
+    async fn verify_client(&self, auth: &ClientAuth) -> Result<Client, OAuthError> {
         let client = self
             .store
             .client(auth.client_id())

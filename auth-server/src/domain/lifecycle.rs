@@ -89,7 +89,7 @@ impl<S: Store> OAuthCore<S> {
     /// was issued to it or is meant for it (its client id is in `aud`). Anything
     /// else, and every inactive token, is just `None` (`{"active": false}`), so
     /// the answer never says why (RFC 7662 §2.2, §4).
-    #[tracing::instrument(name = "oauth.introspect", skip_all, fields(client_id = %auth.client_id(), active))]
+    #[tracing::instrument(name = "oauth.introspect", skip_all, fields(client_id = %auth.logged_id(), active))]
     pub async fn introspect(
         &self,
         auth: &ClientAuth,
@@ -147,7 +147,7 @@ impl<S: Store> OAuthCore<S> {
     /// it); an access token goes on the denylist. An unknown or expired token is
     /// not an error (§2.2), but another client's token is refused: the request
     /// must not look successful while the token stays valid.
-    #[tracing::instrument(name = "oauth.revoke", skip_all, fields(client_id = %auth.client_id()))]
+    #[tracing::instrument(name = "oauth.revoke", skip_all, fields(client_id = %auth.logged_id()))]
     pub async fn revoke(
         &self,
         auth: &ClientAuth,
@@ -155,6 +155,9 @@ impl<S: Store> OAuthCore<S> {
         hint: Option<TokenTypeHint>,
     ) -> Result<(), OAuthError> {
         let caller = self.authenticate_client(auth).await?;
+        // Each revocation can add to the denylist every service fetches: this
+        // bounds how fast one client grows it (rate × access-token lifetime).
+        self.throttles().revoke.check(&caller.client_id)?;
         let now = self.clock.now();
         let not_yours =
             || OAuthError::unauthorized_client("the token was not issued to this client");

@@ -27,6 +27,7 @@ pub mod owner;
 pub mod pkce;
 pub mod resource;
 pub mod secrets;
+pub mod throttle;
 
 use std::sync::Arc;
 
@@ -64,6 +65,22 @@ pub struct OAuthSettings {
     pub device_poll_interval_secs: i64,
     /// The bound on password hashing (sign-in pages).
     pub hash_limits: hashing::HashLimits,
+    /// How often clients, addresses and account names may ask.
+    pub throttles: throttle::ThrottleSettings,
+    /// Device authorizations one client may have pending at once: each is a
+    /// row written for an unauthenticated caller (a public client's id is all
+    /// it takes).
+    pub max_pending_device_codes: u64,
+}
+
+/// The most of a caller-chosen name (a typed username, an unknown client id)
+/// that reaches a log line or a span (characters): the caller chose it, and it
+/// must not grow the logs.
+pub const MAX_LOGGED_CHARS: usize = 64;
+
+/// `text`, cut at [`MAX_LOGGED_CHARS`] characters.
+pub fn clipped(text: &str) -> &str {
+    text.char_indices().nth(MAX_LOGGED_CHARS).map_or(text, |(end, _)| &text[..end])
 }
 
 /// A token request's grant (RFC 6749 §4.1.3, §4.4.2, §6).
@@ -127,6 +144,7 @@ pub struct OAuthCore<S> {
     own_tokens: Verifier,
     /// Every password check passes it.
     hashing: hashing::HashGate,
+    throttles: throttle::Throttles,
 }
 
 impl<S> OAuthCore<S> {
@@ -141,7 +159,13 @@ impl<S> OAuthCore<S> {
         config.leeway_secs = 0;
         let own_tokens = Verifier::new(config);
         let hashing = hashing::HashGate::new(settings.hash_limits);
-        Self { store, signer, clock, settings, own_tokens, hashing }
+        let throttles = throttle::Throttles::new(&settings.throttles, &clock);
+        Self { store, signer, clock, settings, own_tokens, hashing, throttles }
+    }
+
+    /// The throttles, also for the per-address ones the HTTP pages apply.
+    pub fn throttles(&self) -> &throttle::Throttles {
+        &self.throttles
     }
 
     pub fn settings(&self) -> &OAuthSettings {
@@ -185,7 +209,7 @@ impl<S: Store> OAuthCore<S> {
         skip_all,
         fields(
             otel.name = %format_args!("token {}", grant.grant_type()),
-            client_id = %auth.client_id(),
+            client_id = %auth.logged_id(),
             grant_type = %grant.grant_type(),
             scope, subject, decision, reason,
         )
@@ -208,7 +232,7 @@ impl<S: Store> OAuthCore<S> {
                     Event::TokenIssued,
                     Subject {
                         subject: Some(&response.subject),
-                        client_id: Some(auth.client_id()),
+                        client_id: Some(auth.logged_id()),
                         grant_id: response.grant_id.as_deref(),
                         grant_type: Some(&grant_type),
                         scope: Some(&scope),

@@ -11,7 +11,7 @@ use axum_extra::extract::PrivateCookieJar;
 
 use super::authorize::{error_page, read_form, render, sign_in_with};
 use super::session::{self, Session};
-use super::{HttpState, paths};
+use super::{HttpState, Peer, paths};
 
 #[derive(Template)]
 #[template(path = "account.html")]
@@ -59,12 +59,17 @@ pub async fn show(State(state): State<HttpState>, jar: PrivateCookieJar) -> Resp
 }
 
 /// `POST /account/login`.
-pub async fn login(State(state): State<HttpState>, jar: PrivateCookieJar, body: Bytes) -> Response {
+pub async fn login(
+    State(state): State<HttpState>,
+    peer: Peer,
+    jar: PrivateCookieJar,
+    body: Bytes,
+) -> Response {
     let form = match read_form(&jar, &body) {
         Ok(form) => form,
         Err(page) => return page,
     };
-    match sign_in_with(&state, &form).await {
+    match sign_in_with(&state, peer, &form).await {
         Ok(Some(session)) => {
             (session::store(jar, &session), Redirect::to(paths::ACCOUNT)).into_response()
         }

@@ -15,7 +15,7 @@ use axum_extra::extract::PrivateCookieJar;
 use tollgate_token::OAuthError;
 
 use super::session::{self, Session};
-use super::{HttpState, parse_pairs, paths, unique_params};
+use super::{HttpState, Peer, parse_pairs, paths, unique_params};
 use crate::domain::authorize::redirect_with;
 use crate::domain::{AuthorizationRequest, AuthorizeError};
 
@@ -62,13 +62,14 @@ pub(super) fn error_page(err: &OAuthError) -> Response {
     let status = match err {
         OAuthError::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
         OAuthError::TemporarilyUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        OAuthError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         _ => StatusCode::BAD_REQUEST,
     };
     let mut page = render(status, ErrorPage { code: err.code(), description: err.description() });
-    if status == StatusCode::SERVICE_UNAVAILABLE {
+    if let Some(secs) = err.retry_after_secs() {
         // RFC 9110 §10.2.3: when a retry makes sense (as the JSON endpoints say).
         page.headers_mut()
-            .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+            .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
     }
     page
 }
@@ -238,12 +239,13 @@ pub(super) fn read_form(jar: &PrivateCookieJar, body: &[u8]) -> Result<PostedFor
 /// password take the same time and give the same answer.
 pub(super) async fn sign_in_with(
     state: &HttpState,
+    peer: Peer,
     form: &PostedForm,
 ) -> Result<Option<Session>, OAuthError> {
     let username = form.fields.get("username").map(String::as_str).unwrap_or("");
     let password = form.fields.get("password").map(String::as_str).unwrap_or("");
     let span = tracing::Span::current();
-    Ok(match state.core.authenticate_user(username, password).await? {
+    Ok(match state.core.authenticate_user(username, password, &peer.key()).await? {
         Some(user) => {
             span.record("decision", "allowed");
             span.record("subject", user.subject.as_str());
@@ -264,7 +266,12 @@ fn back_to_authorize(authz: &str) -> Response {
 
 /// `POST /authorize/login`: checks the resource owner's credentials.
 #[tracing::instrument(name = "oauth.login", skip_all, fields(client_id, subject, decision, reason))]
-pub async fn login(State(state): State<HttpState>, jar: PrivateCookieJar, body: Bytes) -> Response {
+pub async fn login(
+    State(state): State<HttpState>,
+    peer: Peer,
+    jar: PrivateCookieJar,
+    body: Bytes,
+) -> Response {
     let form = match read_form(&jar, &body) {
         Ok(form) => form,
         Err(page) => return page,
@@ -275,7 +282,7 @@ pub async fn login(State(state): State<HttpState>, jar: PrivateCookieJar, body: 
         Err(err) => return refusal(&state, err),
     };
     tracing::Span::current().record("client_id", request.client.client_id.as_str());
-    match sign_in_with(&state, &form).await {
+    match sign_in_with(&state, peer, &form).await {
         Ok(Some(session)) => {
             (session::store(jar, &session), back_to_authorize(&form.authz)).into_response()
         }

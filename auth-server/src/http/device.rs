@@ -18,7 +18,7 @@ use tollgate_token::OAuthError;
 use super::authorize::{describe_scope, error_page, read_form, render, sign_in_with};
 use super::session::{self, Session};
 use super::token::{client_auth, form_pairs};
-use super::{HttpError, HttpState, paths, unique_params};
+use super::{HttpError, HttpState, Peer, paths, unique_params};
 use crate::domain::grants::device::PendingDevice;
 
 #[derive(Template)]
@@ -48,10 +48,13 @@ struct DonePage {
 /// `POST /device_authorization` (RFC 8628 §3.1).
 pub async fn authorize(
     State(state): State<HttpState>,
+    peer: Peer,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let result = async {
+        // Per address first: each request can write a row.
+        state.core.throttles().device_ip.check(&peer.key())?;
         let pairs = form_pairs(&headers, &body)?;
         let params = unique_params(&pairs).map_err(OAuthError::invalid_request)?;
         let auth = client_auth(&headers, &params)?;
@@ -114,6 +117,7 @@ pub struct CodeQuery {
 /// `GET /device`: enter a code, or confirm the one in the link.
 pub async fn show(
     State(state): State<HttpState>,
+    peer: Peer,
     jar: PrivateCookieJar,
     Query(query): Query<CodeQuery>,
 ) -> Response {
@@ -122,7 +126,7 @@ pub async fn show(
     let Some(typed) = query.user_code.filter(|c| !c.trim().is_empty()) else {
         return (jar, render(StatusCode::OK, EnterCodePage { error: None })).into_response();
     };
-    let page = match state.core.pending_device(&typed).await {
+    let page = match state.core.pending_device(&typed, &peer.key()).await {
         Ok(Some(pending)) => {
             confirm_page(&pending, &session, state.core.now(), StatusCode::OK, None)
         }
@@ -139,6 +143,7 @@ pub async fn show(
 /// `POST /device`: sign in if needed, then approve or deny.
 pub async fn decide(
     State(state): State<HttpState>,
+    peer: Peer,
     jar: PrivateCookieJar,
     body: Bytes,
 ) -> Response {
@@ -147,7 +152,7 @@ pub async fn decide(
         Err(page) => return page,
     };
     let typed = form.fields.get("user_code").cloned().unwrap_or_default();
-    let pending = match state.core.pending_device(&typed).await {
+    let pending = match state.core.pending_device(&typed, &peer.key()).await {
         Ok(Some(pending)) => pending,
         Ok(None) => {
             return render(
@@ -160,7 +165,7 @@ pub async fn decide(
     let now = state.core.now();
     let (session, jar) = match form.session.user(now) {
         Some(_) => (form.session.clone(), jar),
-        None => match sign_in_with(&state, &form).await {
+        None => match sign_in_with(&state, peer, &form).await {
             Ok(Some(session)) => {
                 let jar = session::store(jar, &session);
                 (session, jar)

@@ -24,6 +24,8 @@ pub fn status_of(err: &OAuthError) -> StatusCode {
         // RFC 6749 §5.2 (and RFC 8628 §3.5's access_denied): every other error
         // of these JSON endpoints is 400.
         OAuthError::TemporarilyUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        // RFC 6585 §4.
+        OAuthError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         OAuthError::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::BAD_REQUEST,
     }
@@ -48,10 +50,11 @@ impl IntoResponse for HttpError {
                 HeaderValue::from_static("Basic realm=\"tollgate\", charset=\"UTF-8\""),
             );
         }
-        if matches!(err, OAuthError::TemporarilyUnavailable(_)) {
+        if let Some(secs) = err.retry_after_secs() {
             // RFC 9110 §10.2.3: tell clients when retrying makes sense, so they
-            // back off instead of hammering a server whose database is away.
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            // back off instead of hammering a server that is busy or whose
+            // database is away.
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

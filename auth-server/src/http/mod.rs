@@ -8,6 +8,7 @@ mod device;
 mod error;
 mod lifecycle;
 mod metadata;
+pub mod serve;
 mod session;
 mod token;
 
@@ -15,12 +16,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tollgate_telemetry::propagation::{Protocol, TraceLayer};
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
 use axum::Router;
-use axum::extract::FromRef;
-use axum::http::{HeaderName, HeaderValue, header};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRef, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum_extra::extract::cookie::Key;
 use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::domain::throttle::address_key;
 
 use crate::domain::OAuthCore;
 use crate::storage::SqlStore;
@@ -57,7 +64,7 @@ impl FromRef<HttpState> for Key {
     }
 }
 
-pub fn router(state: HttpState) -> Router {
+pub fn router(state: HttpState, limits: &serve::HttpLimits) -> Router {
     // The resource owner's pages: never framed (RFC 6749 §10.13), never cached,
     // never leaking the authorization request through Referer.
     let page_headers = tower::ServiceBuilder::new()
@@ -91,7 +98,10 @@ pub fn router(state: HttpState) -> Router {
         .route(paths::ACCOUNT, get(account::show))
         .route(paths::ACCOUNT_LOGIN, post(account::login))
         .route(paths::ACCOUNT_WITHDRAW, post(account::withdraw))
-        .layer(page_headers);
+        .layer(page_headers)
+        // Per address, before any work: the pages are where people (and
+        // guessers) type.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), throttle_pages));
     Router::new()
         .merge(pages)
         .route(paths::TOKEN, post(token::token))
@@ -104,10 +114,57 @@ pub fn router(state: HttpState) -> Router {
             HeaderName::from_static("x-content-type-options"),
             HeaderValue::from_static("nosniff"),
         ))
+        // Every body is read whole by the handlers: bound it, and the time a
+        // request (body included) may take.
+        .layer(DefaultBodyLimit::max(limits.body_bytes))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout))
         // Outermost: continue the caller's trace (W3C traceparent), one server
         // span per request, latency per route.
         .layer(TraceLayer::new("auth-server", Protocol::Http))
         .with_state(state)
+}
+
+/// The caller's address, as the listener saw it ([`serve`]). A request that did
+/// not come through the listener (an in-process test) counts as `0.0.0.0`.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub IpAddr);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(peer_of(&parts.extensions)))
+    }
+}
+
+fn peer_of(extensions: &axum::http::Extensions) -> IpAddr {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip())
+}
+
+impl Peer {
+    /// The throttles' key for this address.
+    pub fn key(&self) -> String {
+        address_key(self.0)
+    }
+}
+
+/// Refuses page requests past the per-address allowance, `429` with
+/// `Retry-After`, before any handler work.
+async fn throttle_pages(
+    State(state): State<HttpState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let peer = address_key(peer_of(request.extensions()));
+    match state.core.throttles().pages_ip.check(&peer) {
+        Ok(()) => next.run(request).await,
+        Err(err) => authorize::error_page(&err),
+    }
 }
 
 /// Parses `application/x-www-form-urlencoded` pairs, refusing a parameter sent

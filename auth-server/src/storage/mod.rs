@@ -249,7 +249,17 @@ pub trait ConsentStore: Send + Sync {
 
 /// Device authorizations (RFC 8628).
 pub trait DeviceStore: Send + Sync {
-    fn insert_device_code(&self, code: &DeviceCode) -> impl Future<Output = Result<()>> + Send;
+    /// Stores a new device authorization; `false` (nothing written) if its user
+    /// code is already taken, so the caller can draw another.
+    fn insert_device_code(&self, code: &DeviceCode) -> impl Future<Output = Result<bool>> + Send;
+
+    /// How many device authorizations `client_id` has pending and unexpired at
+    /// `now`, and when the first of them expires.
+    fn pending_device_codes(
+        &self,
+        client_id: &str,
+        now: i64,
+    ) -> impl Future<Output = Result<(u64, Option<i64>)>> + Send;
 
     /// A pending, unexpired authorization by its user code.
     fn pending_device_code(

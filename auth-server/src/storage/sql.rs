@@ -644,11 +644,12 @@ const DEVICE_COLUMNS: &str = "device_code_hash, user_code, client_id, scope, cre
                               expires_at, poll_interval, subject";
 
 impl DeviceStore for SqlStore {
-    async fn insert_device_code(&self, code: &DeviceCode) -> Result<()> {
-        sqlx::query(
+    async fn insert_device_code(&self, code: &DeviceCode) -> Result<bool> {
+        let inserted = sqlx::query(
             "INSERT INTO device_codes (device_code_hash, user_code, client_id, scope, created_at,
                                        expires_at, poll_interval, status)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending')",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending')
+             ON CONFLICT DO NOTHING",
         )
         .bind(&code.device_code_hash)
         .bind(&code.user_code)
@@ -659,7 +660,20 @@ impl DeviceStore for SqlStore {
         .bind(code.poll_interval)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(inserted.rows_affected() == 1)
+    }
+
+    async fn pending_device_codes(&self, client_id: &str, now: i64) -> Result<(u64, Option<i64>)> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS pending, MIN(expires_at) AS first_expiry FROM device_codes
+             WHERE client_id = $1 AND status = 'pending' AND expires_at > $2",
+        )
+        .bind(client_id)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        let pending: i64 = row.try_get("pending")?;
+        Ok((u64::try_from(pending).unwrap_or(0), row.try_get("first_expiry")?))
     }
 
     async fn pending_device_code(&self, user_code: &str, now: i64) -> Result<Option<DeviceCode>> {

@@ -16,6 +16,9 @@ use crate::storage::{ClientStore, DevicePoll, DeviceStore, GrantStore};
 /// verification page is the only place to guess.
 const USER_CODE_ALPHABET: &[u8] = b"BCDFGHJKLMNPQRSTVWXZ";
 const USER_CODE_LEN: usize = 8;
+/// How many user codes one request draws before giving up: with even a million
+/// codes in the table, eight taken in a row happens once in 10^28 requests.
+const USER_CODE_DRAWS: usize = 8;
 
 /// The answer to a device authorization request (RFC 8628 §3.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +60,7 @@ fn generate_user_code() -> String {
 impl<S: ClientStore + DeviceStore> OAuthCore<S> {
     /// RFC 8628 §3.1–3.2: starts a device authorization for a client registered
     /// for the device grant (public clients identify with `client_id`).
-    #[tracing::instrument(name = "device_authorization", skip_all, fields(client_id = %auth.client_id()))]
+    #[tracing::instrument(name = "device_authorization", skip_all, fields(client_id = %auth.logged_id()))]
     pub async fn device_authorization(
         &self,
         auth: &ClientAuth,
@@ -71,21 +74,32 @@ impl<S: ClientStore + DeviceStore> OAuthCore<S> {
         }
         let scope = requested_scope(scope, &client.scope)?;
         let now = self.clock.now();
-        let device_code = secrets::generate_secret();
-        let user_code = generate_user_code();
-        self.store
-            .insert_device_code(&DeviceCode {
-                device_code_hash: secrets::hash_secret(&device_code),
-                user_code: user_code.clone(),
-                client_id: client.client_id.clone(),
-                scope,
-                created_at: now,
-                expires_at: now + self.settings.device_code_ttl_secs,
-                poll_interval: self.settings.device_poll_interval_secs,
-                subject: None,
-            })
+        // Each request writes a row, for anyone who knows a public client's id:
+        // bound the rows one client can have pending.
+        let (pending, first_expiry) = self
+            .store
+            .pending_device_codes(&client.client_id, now)
             .await
             .map_err(storage_failure)?;
+        if pending >= self.settings.max_pending_device_codes {
+            tracing::warn!(client_id = %client.client_id, pending, "device authorizations capped");
+            let wait = first_expiry.map_or(1, |at| at - now).max(1);
+            return Err(OAuthError::too_many_requests(std::time::Duration::from_secs(
+                u64::try_from(wait).unwrap_or(1),
+            )));
+        }
+        let device_code = secrets::generate_secret();
+        let code = DeviceCode {
+            device_code_hash: secrets::hash_secret(&device_code),
+            user_code: String::new(),
+            client_id: client.client_id.clone(),
+            scope,
+            created_at: now,
+            expires_at: now + self.settings.device_code_ttl_secs,
+            poll_interval: self.settings.device_poll_interval_secs,
+            subject: None,
+        };
+        let user_code = self.insert_with_fresh_user_code(code, generate_user_code).await?;
         Ok(DeviceAuthorization {
             device_code: Secret::new(device_code),
             user_code: Secret::new(display_user_code(&user_code)),
@@ -94,8 +108,34 @@ impl<S: ClientStore + DeviceStore> OAuthCore<S> {
         })
     }
 
-    /// The pending authorization a typed code names, for the verification page.
-    pub async fn pending_device(&self, typed: &str) -> Result<Option<PendingDevice>, OAuthError> {
+    /// Stores `code` under a user code from `draw`, drawing again while the code
+    /// drawn is taken (a live or not yet purged authorization holds it): a
+    /// collision is rare (20^8 codes) but must not fail the request.
+    async fn insert_with_fresh_user_code(
+        &self,
+        mut code: DeviceCode,
+        mut draw: impl FnMut() -> String,
+    ) -> Result<String, OAuthError> {
+        for _ in 0..USER_CODE_DRAWS {
+            code.user_code = draw();
+            if self.store.insert_device_code(&code).await.map_err(storage_failure)? {
+                return Ok(code.user_code);
+            }
+            tracing::info!("user code collision; drawing another");
+        }
+        tracing::error!(draws = USER_CODE_DRAWS, "every user code drawn was taken");
+        Err(OAuthError::ServerError)
+    }
+
+    /// The pending authorization a typed code names, for the verification page,
+    /// typed at an address whose throttle key is `from`: user codes are short,
+    /// so guessing is throttled per address (RFC 8628 §5.1).
+    pub async fn pending_device(
+        &self,
+        typed: &str,
+        from: &str,
+    ) -> Result<Option<PendingDevice>, OAuthError> {
+        self.throttles().device_ip.check(from)?;
         let user_code = normalize_user_code(typed);
         if user_code.len() != USER_CODE_LEN {
             return Ok(None);
@@ -222,8 +262,12 @@ mod tests {
         // RFC 8628 §3.5: polling faster than the interval is slow_down.
         assert_eq!(refused(&fx, "tv", &started.device_code).await.0, "slow_down");
 
-        let pending =
-            fx.core.pending_device(started.user_code.expose()).await.expect("ok").expect("pending");
+        let pending = fx
+            .core
+            .pending_device(started.user_code.expose(), "192.0.2.1")
+            .await
+            .expect("ok")
+            .expect("pending");
         assert_eq!(pending.scope.to_string(), "notes:read");
         assert!(
             fx.core.decide_device(started.user_code.expose(), SUBJECT, true).await.expect("ok")
@@ -277,6 +321,80 @@ mod tests {
         assert!(
             !fx.core.decide_device(expired.user_code.expose(), SUBJECT, true).await.expect("ok")
         );
+    }
+
+    #[tokio::test]
+    async fn a_client_cannot_have_more_than_the_cap_pending_and_gets_room_back_as_they_expire() {
+        let fx = Fixture::with_settings(|s| s.max_pending_device_codes = 2).await;
+        fx.client("tv", None, &[Device]).await;
+        let tv = auth("tv", None);
+        let start = || fx.core.device_authorization(&tv, None);
+        let first = start().await.expect("first");
+        fx.advance(100);
+        start().await.expect("second");
+        // The cap: refused without a row written, told to come back when the
+        // first pending one expires.
+        let ttl = fx.core.settings().device_code_ttl_secs;
+        let retry = u64::try_from(ttl - 100).unwrap();
+        assert_eq!(
+            start().await.expect_err("capped"),
+            OAuthError::TooManyRequests { retry_after_secs: retry }
+        );
+        // A decided code is no longer pending.
+        assert!(fx.core.decide_device(first.user_code.expose(), SUBJECT, false).await.expect("ok"));
+        start().await.expect("room again");
+        assert!(start().await.is_err());
+        fx.advance(ttl);
+        start().await.expect("the expired ones no longer count");
+    }
+
+    #[tokio::test]
+    async fn a_user_code_already_taken_is_drawn_again_not_a_server_error() {
+        let fx = Fixture::new().await;
+        fx.client("tv", None, &[Device]).await;
+        let taken = fx.core.device_authorization(&auth("tv", None), None).await.expect("started");
+        let taken = normalize_user_code(taken.user_code.expose());
+        let code = |device_code: &str| DeviceCode {
+            device_code_hash: secrets::hash_secret(device_code),
+            user_code: String::new(),
+            client_id: "tv".into(),
+            scope: Scope::default(),
+            created_at: fx.core.now(),
+            expires_at: fx.core.now() + 600,
+            poll_interval: 5,
+            subject: None,
+        };
+        // The first draw collides; the second is free.
+        let mut draws = vec!["BCDFGHJK".to_owned(), taken.clone()];
+        let user_code = fx
+            .core
+            .insert_with_fresh_user_code(code("device-1"), || draws.pop().unwrap())
+            .await
+            .expect("stored under the second draw");
+        assert_eq!(user_code, "BCDFGHJK");
+        // Nothing but collisions: a clean refusal, nothing written.
+        let refused = fx
+            .core
+            .insert_with_fresh_user_code(code("device-2"), || taken.clone())
+            .await
+            .expect_err("refused");
+        assert_eq!(refused, OAuthError::ServerError);
+    }
+
+    #[tokio::test]
+    async fn guessing_user_codes_from_one_address_is_throttled() {
+        let fx = Fixture::with_settings(|s| s.throttles.device_ip = "3/1m".parse().unwrap()).await;
+        let here = "198.51.100.7";
+        for guess in ["BCDF-GHJK", "BCDF-GHJL", "BCDF-GHJM"] {
+            assert!(fx.core.pending_device(guess, here).await.expect("looked up").is_none());
+        }
+        assert_eq!(
+            fx.core.pending_device("BCDF-GHJN", here).await.expect_err("throttled"),
+            OAuthError::TooManyRequests { retry_after_secs: 20 }
+        );
+        assert!(fx.core.pending_device("BCDF-GHJN", "198.51.100.8").await.is_ok());
+        fx.advance(20);
+        assert!(fx.core.pending_device("BCDF-GHJN", here).await.is_ok());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::domain::client_auth::ClientAuth;
 use crate::domain::hashing::HashLimits;
 use crate::domain::keys::{KeyRing, RotationPolicy};
 use crate::domain::model::{Client, GrantType, User};
+use crate::domain::throttle::ThrottleSettings;
 use crate::domain::{OAuthCore, OAuthSettings, secrets};
 use crate::storage::{ClientStore, SqlStore, UserStore};
 
@@ -33,6 +34,11 @@ impl Fixture {
 
     /// With the password-hashing gate's limits chosen by the test.
     pub async fn with_hash_limits(hash_limits: HashLimits) -> Self {
+        Self::with_settings(|settings| settings.hash_limits = hash_limits).await
+    }
+
+    /// With settings changed by the test (limits, throttles).
+    pub async fn with_settings(change: impl FnOnce(&mut OAuthSettings)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = tollgate_service_kit::db::sqlite_url(dir.path(), "auth.db");
         let store = SqlStore::connect(&url).await.expect("store");
@@ -42,7 +48,7 @@ impl Fixture {
         let keys = KeyRing::load_or_create(&store, KeyAlgorithm::EdDSA, policy, clock.now())
             .await
             .expect("keys");
-        let settings = OAuthSettings {
+        let mut settings = OAuthSettings {
             issuer: ISSUER.into(),
             access_token_ttl_secs: 300,
             refresh_token_ttl_secs: 86_400,
@@ -51,8 +57,11 @@ impl Fixture {
             token_endpoint: format!("{ISSUER}/token"),
             device_code_ttl_secs: 600,
             device_poll_interval_secs: 5,
-            hash_limits,
+            hash_limits: HashLimits::for_this_machine(),
+            throttles: ThrottleSettings::default(),
+            max_pending_device_codes: crate::config::DEFAULT_MAX_PENDING_DEVICE_CODES,
         };
+        change(&mut settings);
         let user = User {
             subject: SUBJECT.into(),
             username: "alice".into(),
