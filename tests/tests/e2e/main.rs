@@ -21,3 +21,4 @@ mod resource_indicators;
 mod resource_refusals;
 mod standard_client;
 mod support;
+mod throttling;
