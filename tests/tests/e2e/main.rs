@@ -13,6 +13,7 @@ mod delegation;
 mod device;
 mod keys;
 mod lifecycle;
+mod listener_limits;
 mod mix_up;
 mod pages;
 mod private_key_jwt;

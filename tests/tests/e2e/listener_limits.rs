@@ -1,0 +1,72 @@
+//! The HTTP listener's limits, met by a client that misbehaves on purpose: a
+//! body too large, headers sent too slowly, a connection left idle. The
+//! timeouts are set to a second here so the test waits briefly; the defaults
+//! are in docs/security.md, "Limits".
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tollgate_e2e::TestStack;
+
+async fn stack() -> TestStack {
+    TestStack::builder()
+        .tweak(|c| {
+            c.auth.limits.http_header_timeout_secs = 1;
+            c.auth.limits.http_body_limit = 4 * 1024;
+        })
+        .start()
+        .await
+        .unwrap()
+}
+
+async fn connect(stack: &TestStack) -> TcpStream {
+    let url = stack.url("/");
+    TcpStream::connect((url.host_str().unwrap(), url.port().unwrap())).await.unwrap()
+}
+
+/// Reads until the server closes the connection (or `patience` runs out, which
+/// fails the test): what it sent before closing.
+async fn until_closed(stream: &mut TcpStream, patience: Duration) -> String {
+    let mut received = Vec::new();
+    tokio::time::timeout(patience, stream.read_to_end(&mut received))
+        .await
+        .expect("the server kept the connection open")
+        .expect("read");
+    String::from_utf8_lossy(&received).into_owned()
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_refused_413_without_being_processed() {
+    let stack = stack().await;
+    let big = "x".repeat(8 * 1024);
+    let reply = reqwest::Client::new()
+        .post(stack.url("/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("grant_type=client_credentials&pad={big}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 413);
+}
+
+#[tokio::test]
+async fn headers_sent_too_slowly_get_the_connection_closed() {
+    let stack = stack().await;
+    let mut slow = connect(&stack).await;
+    // Half a request line, then nothing (slowloris).
+    slow.write_all(b"GET /jwks.json HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let answer = until_closed(&mut slow, Duration::from_secs(10)).await;
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let stack = stack().await;
+    let mut idle = connect(&stack).await;
+    idle.write_all(b"GET /jwks.json HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    // One full answer, then the connection waits for a next request that never
+    // comes, and is closed after the header timeout.
+    let answer = until_closed(&mut idle, Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+}
