@@ -49,7 +49,7 @@ use tollgate_token::{Clock, ManualClock, Secret, SystemClock};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-pub use demo_data::{DemoSecrets, PASSWORDS};
+pub use demo_data::{DemoSecrets, PASSWORDS, bootstrap_toml};
 
 /// How long any wait of the harness lasts before it fails with a message: far
 /// beyond what a healthy run needs on a loaded machine, so running out means

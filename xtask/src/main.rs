@@ -8,6 +8,7 @@
 //! | `services` | installs and starts Chromium and PostgreSQL (`scripts/ci-services.sh`) |
 //! | `quickstart` | `cargo run --bin quickstart` (the README's main command) |
 //! | `compose-e2e` | the compose stack, its client flow and fault tests (`scripts/compose-e2e.sh`) |
+//! | `flood` | release build, then the sign-in flood measurement (`tests/src/bin/flood.rs`): server on core 0, load on core 1 |
 //!
 //! Each task prints the commands it runs and stops at the first that fails,
 //! with that command's exit status. Only the standard library: it builds in
@@ -20,13 +21,14 @@ use std::process::{Command, ExitCode};
 /// The PostgreSQL that `services` starts, for the storage suites' second backend.
 const CI_POSTGRES_URL: &str = "postgres://tollgate:tollgate@127.0.0.1:5432/postgres";
 
-const USAGE: &str = "usage: cargo xtask <ci|test|lint|services|quickstart|compose-e2e> [args…]
+const USAGE: &str = "usage: cargo xtask <ci|test|lint|services|quickstart|compose-e2e|flood> [args…]
   ci           everything CI runs (.ci/run)
   test         cargo test --workspace [args…]
   lint         cargo fmt --check and cargo clippy -D warnings
   services     install and start Chromium and PostgreSQL (Debian, root)
   quickstart   cargo run --bin quickstart [args…]
-  compose-e2e  the compose stack with replicas, its flow and fault tests [args…]";
+  compose-e2e  the compose stack with replicas, its flow and fault tests [args…]
+  flood        measure /token and memory under a sign-in flood (release) [args…]";
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         "services" => services(),
         "quickstart" => quickstart(&rest),
         "compose-e2e" => compose_e2e(&rest),
+        "flood" => flood(&rest),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -108,6 +111,25 @@ fn compose_e2e(extra: &[String]) -> Result {
     let mut args = vec!["scripts/compose-e2e.sh"];
     args.extend(extra.iter().map(String::as_str));
     run("bash", &args, &[])
+}
+
+/// The flood measurement on a release build: the server pinned to core 0 (the
+/// tool starts it so), the load to core 1 (`taskset`, when there is one).
+fn flood(extra: &[String]) -> Result {
+    cargo(
+        &["build", "--locked", "--release", "-p", "tollgate-auth-server", "--bin", "auth-server"],
+        &[],
+    )?;
+    cargo(&["build", "--locked", "--release", "-p", "tollgate-e2e", "--bin", "flood"], &[])?;
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join("target"))
+        .join("release");
+    let flood = target.join("flood").display().to_string();
+    let server = target.join("auth-server").display().to_string();
+    let mut args = vec!["-c", "1", flood.as_str(), "--server", server.as_str()];
+    args.extend(extra.iter().map(String::as_str));
+    run("taskset", &args, &[])
 }
 
 /// Everything CI checks, in the order that fails fastest.
