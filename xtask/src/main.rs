@@ -21,7 +21,8 @@ use std::process::{Command, ExitCode};
 /// The PostgreSQL that `services` starts, for the storage suites' second backend.
 const CI_POSTGRES_URL: &str = "postgres://tollgate:tollgate@127.0.0.1:5432/postgres";
 
-const USAGE: &str = "usage: cargo xtask <ci|test|lint|services|quickstart|compose-e2e|flood> [args…]
+const USAGE: &str =
+    "usage: cargo xtask <ci|test|lint|services|quickstart|compose-e2e|flood> [args…]
   ci           everything CI runs (.ci/run)
   test         cargo test --workspace [args…]
   lint         cargo fmt --check and cargo clippy -D warnings

@@ -378,8 +378,10 @@ mod tests {
     #[test]
     fn one_address_cannot_be_faster_than_the_account_refill() {
         assert!(ThrottleSettings::default().check().is_ok());
-        let mut settings = ThrottleSettings::default();
-        settings.sign_in_account_ip = "10/5m".parse().unwrap();
+        let settings = ThrottleSettings {
+            sign_in_account_ip: "10/5m".parse().unwrap(),
+            ..ThrottleSettings::default()
+        };
         assert!(settings.check().unwrap_err().contains("AUTH_RATE_SIGN_IN_ACCOUNT_IP"));
     }
 

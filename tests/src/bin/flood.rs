@@ -174,7 +174,14 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // Warm up, then the baseline: /token alone.
-    let _ = probe(http.clone(), token_url.clone(), secret.clone(), every, Instant::now() + Duration::from_secs(1)).await;
+    let _ = probe(
+        http.clone(),
+        token_url.clone(),
+        secret.clone(),
+        every,
+        Instant::now() + Duration::from_secs(1),
+    )
+    .await;
     let idle_rss = rss_mib(pid).unwrap_or(f64::NAN);
     let (alone, alone_statuses) =
         probe(http.clone(), token_url.clone(), secret.clone(), every, Instant::now() + phase).await;

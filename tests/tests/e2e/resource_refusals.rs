@@ -375,7 +375,7 @@ async fn valid_and_refused_calls_mixed_on_one_connection_each_get_their_exact_st
         };
         // The refused calls carry a body larger than HTTP/2's initial window:
         // their refusal is ready long before the body has arrived.
-        let owner = if i % 3 == 0 { "me".to_owned() } else { "x".repeat(100_000) };
+        let owner = if i.is_multiple_of(3) { "me".to_owned() } else { "x".repeat(100_000) };
         async move {
             let message = GetProfileRequest { owner };
             let request = match &token {
