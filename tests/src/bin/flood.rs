@@ -79,6 +79,32 @@ impl Latencies {
     }
 }
 
+/// [`probe`] on a thread of its own with its own runtime and client, so the
+/// flood's thousand tasks do not delay the probe's own wake-ups: what it
+/// measures is the server.
+fn probe_apart(
+    url: String,
+    secret: String,
+    every: Duration,
+    until: Instant,
+) -> std::thread::JoinHandle<(Latencies, BTreeMap<u16, u64>)> {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("probe runtime: {e}"));
+        runtime.block_on(async move {
+            // From another loopback address: the probe is another caller than
+            // the flood, as a real client would be.
+            let http = reqwest::Client::builder()
+                .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+                .build()
+                .unwrap_or_else(|e| panic!("probe client: {e}"));
+            probe(http, url, secret, every, until).await
+        })
+    })
+}
+
 /// `/token` client credentials, one request every `every`, until `until`.
 async fn probe(
     http: reqwest::Client,
@@ -254,10 +280,12 @@ async fn main() -> anyhow::Result<()> {
             })
         })
         .collect();
-    let (during, during_statuses) = probe(http.clone(), token_url, secret, every, until).await;
+    let probing = probe_apart(token_url, secret, every, until);
     for task in flood {
         let _ = task.await;
     }
+    let (during, during_statuses) =
+        probing.join().map_err(|_| anyhow::anyhow!("the probe panicked"))?;
     let _ = sampler.await;
 
     alone.report("/token alone");
