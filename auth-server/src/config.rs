@@ -64,6 +64,8 @@ pub const DEFAULT_HTTP_REQUEST_TIMEOUT: u64 = 30;
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: u64 = 10;
 /// HTTP connections open at once; further ones wait in the listen backlog.
 pub const DEFAULT_HTTP_MAX_CONNECTIONS: usize = 4_096;
+/// HTTP requests of one address handled at once; its others wait.
+pub const DEFAULT_HTTP_REQUESTS_PER_ADDRESS: usize = 32;
 /// How long a password check waits for a hashing slot before it is refused.
 pub const DEFAULT_HASH_WAIT_MS: u64 = 1000;
 
@@ -287,6 +289,10 @@ pub struct LimitsConfig {
     /// HTTP connections open at once.
     #[arg(long, env = "AUTH_HTTP_MAX_CONNECTIONS", default_value_t = DEFAULT_HTTP_MAX_CONNECTIONS)]
     pub http_max_connections: usize,
+    /// HTTP requests of one address (IPv6: one /64) handled at once; its
+    /// further requests wait.
+    #[arg(long, env = "AUTH_HTTP_REQUESTS_PER_ADDRESS", default_value_t = DEFAULT_HTTP_REQUESTS_PER_ADDRESS)]
+    pub http_requests_per_address: usize,
 }
 
 impl Default for LimitsConfig {
@@ -307,6 +313,7 @@ impl Default for LimitsConfig {
             http_request_timeout_secs: DEFAULT_HTTP_REQUEST_TIMEOUT,
             tls_handshake_timeout_secs: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
             http_max_connections: DEFAULT_HTTP_MAX_CONNECTIONS,
+            http_requests_per_address: DEFAULT_HTTP_REQUESTS_PER_ADDRESS,
         }
     }
 }
@@ -337,6 +344,7 @@ impl LimitsConfig {
             request_timeout: Duration::from_secs(self.http_request_timeout_secs),
             tls_handshake_timeout: Duration::from_secs(self.tls_handshake_timeout_secs),
             max_connections: self.http_max_connections.max(1),
+            requests_per_address: self.http_requests_per_address.max(1),
         }
     }
 }

@@ -4,6 +4,13 @@
 //!
 //! - at most `max_connections` connections at once: past it, new connections
 //!   wait in the kernel's listen backlog instead of costing memory here;
+//! - at most [`MAX_OPEN_PER_ADDRESS`] open for one address (IPv6: one /64;
+//!   beyond it they are closed at once), and at most `requests_per_address` of
+//!   that address's requests handled at once: its further requests wait, read
+//!   but not handled, costing no CPU. This keeps one flooding address from
+//!   filling the run queue: the server's work for it is bounded by the
+//!   requests it may have in hand, so other callers' requests are not queued
+//!   behind thousands of its own;
 //! - a TLS handshake must finish within `tls_handshake_timeout`;
 //! - request headers must arrive within `header_timeout`, which is also how long
 //!   an idle keep-alive connection stays open (hyper starts the same timer
@@ -15,9 +22,11 @@
 //! Each request carries the peer's address ([`axum::extract::ConnectInfo`]), which
 //! the per-address throttles key on.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -32,10 +41,14 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
+use crate::domain::throttle::address_key;
+
 /// The most bytes of request line and headers hyper buffers for one request.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// The most header fields one request may carry.
 pub const MAX_HEADERS: usize = 64;
+/// Connections one address may hold open.
+pub const MAX_OPEN_PER_ADDRESS: usize = 1024;
 
 /// The listener's limits (`AUTH_HTTP_*`, see the configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +58,7 @@ pub struct HttpLimits {
     pub request_timeout: Duration,
     pub tls_handshake_timeout: Duration,
     pub max_connections: usize,
+    pub requests_per_address: usize,
 }
 
 /// Serves `router` (over TLS when `tls` is set) until `shutdown`, then lets the
@@ -59,6 +73,7 @@ pub async fn serve(
     let acceptor = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let addresses = Arc::new(Addresses::new(limits.requests_per_address));
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1
         .timer(TokioTimer::new())
@@ -88,19 +103,19 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let Some(ticket) = addresses.admit(address_key(peer.ip())) else {
+            tracing::debug!("connection closed: its address has too many open");
+            continue;
+        };
         // Small request/response exchanges: send each as soon as it is written.
         let _ = tcp.set_nodelay(true);
         let service =
-            router.clone().map_request(move |mut request: axum::http::Request<Incoming>| {
-                request.extensions_mut().insert(ConnectInfo(peer));
-                request
-            });
-        let service = TowerToHyperService::new(service);
+            TowerToHyperService::new(per_connection(router.clone(), peer, ticket.serving()));
         let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
         let http1 = http1.clone();
         tokio::spawn(async move {
-            let _slot = slot;
+            let _slot = (slot, ticket);
             match acceptor {
                 None => serve_connection(&http1, tcp, service, watcher, peer).await,
                 Some(acceptor) => {
@@ -118,6 +133,97 @@ pub async fn serve(
     }
     graceful.shutdown().await;
     Ok(())
+}
+
+/// The router as one connection sees it: each request carries the peer's
+/// address, and waits for one of its address's places before it is handled.
+fn per_connection(
+    router: axum::Router,
+    peer: SocketAddr,
+    serving: Arc<Semaphore>,
+) -> impl tower::Service<
+    axum::http::Request<Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<axum::response::Response, std::convert::Infallible>>
+             + Send
+             + 'static,
+> + Clone
++ Send
++ 'static {
+    tower::service_fn(move |mut request: axum::http::Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let router = router.clone();
+        let serving = serving.clone();
+        async move {
+            // Never closed, so never an error; the place is held until the
+            // handler has answered.
+            let _place = serving.acquire_owned().await.ok();
+            router.oneshot(request).await
+        }
+    })
+}
+
+/// The connections open per address, and the semaphore that bounds how many of
+/// its requests are handled at once.
+struct Addresses {
+    requests_per_address: usize,
+    open: Mutex<HashMap<String, Arc<Address>>>,
+}
+
+struct Address {
+    serving: Arc<Semaphore>,
+    open: AtomicUsize,
+}
+
+/// One open connection of an address; gives its place back when dropped.
+struct Ticket {
+    key: String,
+    address: Arc<Address>,
+    table: Arc<Addresses>,
+}
+
+impl Addresses {
+    fn new(requests_per_address: usize) -> Self {
+        Self { requests_per_address: requests_per_address.max(1), open: Mutex::new(HashMap::new()) }
+    }
+
+    /// A place for one more connection of `key`, unless it has
+    /// [`MAX_OPEN_PER_ADDRESS`] open already.
+    fn admit(self: &Arc<Self>, key: String) -> Option<Ticket> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let address = open
+            .entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(Address {
+                    serving: Arc::new(Semaphore::new(self.requests_per_address)),
+                    open: AtomicUsize::new(0),
+                })
+            })
+            .clone();
+        if address.open.load(Ordering::Relaxed) >= MAX_OPEN_PER_ADDRESS {
+            return None;
+        }
+        address.open.fetch_add(1, Ordering::Relaxed);
+        Some(Ticket { key, address, table: self.clone() })
+    }
+}
+
+impl Ticket {
+    /// The places for this address's requests, shared by its connections.
+    fn serving(&self) -> Arc<Semaphore> {
+        self.address.serving.clone()
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut open = self.table.open.lock().unwrap_or_else(|e| e.into_inner());
+        // Counted under the lock that admits: the last one out removes the entry.
+        if self.address.open.fetch_sub(1, Ordering::Relaxed) == 1 {
+            open.remove(&self.key);
+        }
+    }
 }
 
 async fn serve_connection<IO, S>(

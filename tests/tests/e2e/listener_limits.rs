@@ -20,6 +20,27 @@ async fn stack() -> TestStack {
         .unwrap()
 }
 
+const GET_JWKS: &[u8] = b"GET /jwks.json HTTP/1.1\r\nHost: x\r\n\r\n";
+
+/// Reads one response from `stream`: its head, then as many body bytes as its
+/// `content-length` says.
+async fn response(stream: &mut TcpStream) -> String {
+    let mut received = Vec::new();
+    let mut byte = [0u8; 1];
+    while !received.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).await.unwrap(), 1, "closed mid-head");
+        received.push(byte[0]);
+    }
+    let head = String::from_utf8(received).unwrap().to_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .map_or(0, |n| n.trim().parse().unwrap());
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await.unwrap();
+    head
+}
+
 async fn connect(stack: &TestStack) -> TcpStream {
     let url = stack.url("/");
     TcpStream::connect((url.host_str().unwrap(), url.port().unwrap())).await.unwrap()
@@ -69,4 +90,36 @@ async fn an_idle_keep_alive_connection_is_closed() {
     // comes, and is closed after the header timeout.
     let answer = until_closed(&mut idle, Duration::from_secs(10)).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+}
+
+#[tokio::test]
+async fn one_address_past_its_requests_in_hand_waits_for_a_place() {
+    let stack = TestStack::builder()
+        .tweak(|c| c.auth.limits.http_requests_per_address = 1)
+        .start()
+        .await
+        .unwrap();
+    // The address's one place is taken by a request whose body is still
+    // arriving.
+    let mut slow = connect(&stack).await;
+    let body = "grant_type=client_credentials";
+    let head = format!(
+        "POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&body.as_bytes()[..5]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Another request from the same address is read but not handled.
+    let mut other = connect(&stack).await;
+    other.write_all(GET_JWKS).await.unwrap();
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(300), other.read(&mut byte)).await;
+    assert!(early.is_err(), "handled while the address's one place was taken");
+    // Once the first request is whole and answered, the waiting one is.
+    slow.write_all(&body.as_bytes()[5..]).await.unwrap();
+    assert!(response(&mut slow).await.starts_with("http/1.1 401"));
+    let served = tokio::time::timeout(Duration::from_secs(5), response(&mut other)).await;
+    assert!(served.expect("handled once the place was free").starts_with("http/1.1 200"));
 }
