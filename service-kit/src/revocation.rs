@@ -18,8 +18,14 @@
 //! misbehaving server cannot grow this service's memory without bound; a
 //! larger list fails the sync like an unreachable server does.
 //!
-//! While the authorization server is unreachable the last list stays in force
-//! and the access-token lifetime bounds the exposure.
+//! The list is only as good as its last successful sync, so it also says how
+//! far it can be trusted ([`Freshness`]): not loaded before the first sync
+//! (a token revoked before this service started would be accepted), stale once
+//! `max_staleness` has passed since the last successful sync began (revocations
+//! since then are unknown here). The auth layer refuses protected calls with
+//! `UNAVAILABLE` in both cases, and health reports `NOT_SERVING`, until a sync
+//! succeeds; both recover by themselves. Time here is tokio's clock, so the
+//! unit tests below move it instead of waiting.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -28,6 +34,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tollgate_proto::auth::v1::revocation_list_service_client::RevocationListServiceClient;
 use tollgate_proto::auth::v1::{
     ClientAuthentication, ListRevokedAccessTokensRequest, REVOCATION_LIST_MAX_PAGE_SIZE,
@@ -57,11 +64,26 @@ pub struct RevocationConfig {
     pub client_secret: Secret,
     /// How often the list is fetched: the enforcement bound.
     pub interval: Duration,
+    /// How long after the start of the last successful sync the list is still
+    /// relied on. Past it the list is [`Freshness::Stale`]. Must be larger than
+    /// `interval` (plus a fetch), or a healthy service would flap.
+    pub max_staleness: Duration,
+}
+
+/// How far the list in force can be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// No sync has succeeded yet.
+    NotLoaded,
+    /// The last successful sync began less than `max_staleness` ago.
+    Fresh,
+    /// It began `max_staleness` ago or longer.
+    Stale,
 }
 
 type Jtis = Arc<HashSet<String>>;
 /// The senders a [`Denylist::fixed`] keeps alive (it has no sync task to own them).
-type FixedSenders = (watch::Sender<Jtis>, watch::Sender<bool>);
+type FixedSenders = (watch::Sender<Jtis>, watch::Sender<Option<Instant>>);
 /// A request for a fetch now, answered once that fetch is done.
 type SyncRequest = oneshot::Sender<Result<(), SyncError>>;
 /// How many [`Denylist::sync_now`] calls may wait for the sync task at once;
@@ -85,19 +107,30 @@ pub enum SyncError {
 #[derive(Debug, Clone)]
 pub struct Denylist {
     current: watch::Receiver<Jtis>,
-    /// Whether the list has been fetched at least once.
-    synced: watch::Receiver<bool>,
+    /// When the fetch behind the list in force began; `None` before the first
+    /// success. Every token revoked before that instant is on the list.
+    synced_at: watch::Receiver<Option<Instant>>,
+    /// How long after `synced_at` the list counts as stale; `None` for a
+    /// fixed list, which never is.
+    max_staleness: Option<Duration>,
     /// Asks the sync task for a fetch now; `None` for a fixed list.
     sync_requests: Option<mpsc::Sender<SyncRequest>>,
     _fixed: Option<Arc<FixedSenders>>,
 }
 
 impl Denylist {
-    /// A list that never changes (revocation not configured, or tests).
+    /// A list that never changes (revocation not configured, or tests). It
+    /// counts as loaded and never turns stale.
     pub fn fixed(jtis: impl IntoIterator<Item = String>) -> Self {
         let (tx, rx) = watch::channel(Arc::new(jtis.into_iter().collect()));
-        let (synced_tx, synced) = watch::channel(true);
-        Self { current: rx, synced, sync_requests: None, _fixed: Some(Arc::new((tx, synced_tx))) }
+        let (synced_tx, synced_at) = watch::channel(Some(Instant::now()));
+        Self {
+            current: rx,
+            synced_at,
+            max_staleness: None,
+            sync_requests: None,
+            _fixed: Some(Arc::new((tx, synced_tx))),
+        }
     }
 
     /// Starts the background sync.
@@ -110,25 +143,35 @@ impl Denylist {
             .timeout(config.interval.min(Duration::from_secs(5)))
             .connect_lazy();
         let client = RevocationListServiceClient::new(channel);
-        let interval = config.interval;
-        Ok(Self::spawn_from(GrpcSource { config, client }, interval))
+        let (interval, max_staleness) = (config.interval, config.max_staleness);
+        Ok(Self::spawn_from(GrpcSource { config, client }, interval, max_staleness))
     }
 
     /// Starts the sync loop over any source of the list.
-    fn spawn_from(source: impl Source, interval: Duration) -> (Self, JoinHandle<()>) {
+    pub(crate) fn spawn_from(
+        source: impl Source,
+        interval: Duration,
+        max_staleness: Duration,
+    ) -> (Self, JoinHandle<()>) {
         let (tx, rx) = watch::channel(Arc::new(HashSet::new()));
-        let (synced_tx, synced) = watch::channel(false);
+        let (synced_tx, synced_at) = watch::channel(None);
         let (requests_tx, requests) = mpsc::channel(PENDING_SYNC_REQUESTS);
         let task = tokio::spawn(sync_loop(interval, source, tx, synced_tx, requests));
-        let denylist = Self { current: rx, synced, sync_requests: Some(requests_tx), _fixed: None };
+        let denylist = Self {
+            current: rx,
+            synced_at,
+            max_staleness: Some(max_staleness),
+            sync_requests: Some(requests_tx),
+            _fixed: None,
+        };
         (denylist, task)
     }
 
     /// Waits until the list has been fetched once: before that, a token revoked
     /// before this service started would be accepted.
     pub async fn ready(&self) {
-        let mut synced = self.synced.clone();
-        let _ = synced.wait_for(|done| *done).await;
+        let mut synced_at = self.synced_at.clone();
+        let _ = synced_at.wait_for(Option::is_some).await;
     }
 
     pub fn contains(&self, jti: &str) -> bool {
@@ -142,6 +185,49 @@ impl Denylist {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// How far the list in force can be trusted now.
+    pub fn freshness(&self) -> Freshness {
+        self.freshness_since(*self.synced_at.borrow())
+    }
+
+    fn freshness_since(&self, synced_at: Option<Instant>) -> Freshness {
+        match (synced_at, self.max_staleness) {
+            (None, _) => Freshness::NotLoaded,
+            (Some(at), Some(max)) if at.elapsed() >= max => Freshness::Stale,
+            (Some(_), _) => Freshness::Fresh,
+        }
+    }
+
+    /// Waits until [`Denylist::freshness`] is no longer `from`, and returns
+    /// what it is then: the next sync success, or the moment the list turns
+    /// stale, whichever changes it. What health follows.
+    pub async fn freshness_changed(&self, from: Freshness) -> Freshness {
+        let mut synced_at = self.synced_at.clone();
+        // Once the sync task is gone only time changes anything.
+        let mut sync_running = true;
+        loop {
+            let at = *synced_at.borrow_and_update();
+            let now = self.freshness_since(at);
+            if now != from {
+                return now;
+            }
+            let turns_stale = match (at, self.max_staleness) {
+                (Some(at), Some(max)) if now == Freshness::Fresh => Some(at + max),
+                _ => None,
+            };
+            let stale_at = async {
+                match turns_stale {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                changed = synced_at.changed(), if sync_running => sync_running = changed.is_ok(),
+                () = stale_at => {}
+            }
+        }
     }
 
     /// A receiver that sees each later successful sync (subscribe first, then act).
@@ -166,7 +252,7 @@ impl Denylist {
 
 /// One page of the list as the source sent it.
 #[derive(Debug, Default)]
-struct Page {
+pub(crate) struct Page {
     jtis: Vec<String>,
     /// Where the next page starts; empty after the last.
     next_page_token: String,
@@ -174,7 +260,7 @@ struct Page {
 
 /// Where the sync gets the list, page by page: the authorization server, or a
 /// stand-in in the unit tests below.
-trait Source: Send + 'static {
+pub(crate) trait Source: Send + 'static {
     /// The page that `page_token` names (`""`: the first).
     fn fetch_page(
         &mut self,
@@ -252,7 +338,7 @@ async fn sync_loop(
     interval: Duration,
     mut source: impl Source,
     tx: watch::Sender<Jtis>,
-    synced: watch::Sender<bool>,
+    synced_at: watch::Sender<Option<Instant>>,
     mut requests: mpsc::Receiver<SyncRequest>,
 ) {
     let mut ticker = tokio::time::interval(interval);
@@ -267,14 +353,18 @@ async fn sync_loop(
         while let Ok(request) = requests.try_recv() {
             waiting.push(request);
         }
+        let started = Instant::now();
         let result = match fetch_all(&mut source, SYNC_LIMITS).await {
             Ok(jtis) => {
                 tracing::debug!(revoked = jtis.len(), "denylist synced");
+                // The list first, then its time: whoever sees the new time
+                // sees the new list.
                 tx.send_replace(Arc::new(jtis));
-                synced.send_replace(true);
+                synced_at.send_replace(Some(started));
                 Ok(())
             }
             // Keep enforcing the last list, whole; the next tick tries again.
+            // Its age shows in `freshness`.
             Err(err) => {
                 match &err {
                     SyncError::Fetch(status) => tracing::warn!(
@@ -296,7 +386,8 @@ async fn sync_loop(
 const _: () =
     assert!(MAX_SYNC_PAGES * REVOCATION_LIST_MAX_PAGE_SIZE as usize >= MAX_DENYLIST_ENTRIES);
 
-/// A stand-in for the authorization server's list, for the unit tests.
+/// A stand-in for the authorization server's list, for the unit tests here and
+/// in [`crate::serve`].
 #[cfg(test)]
 pub(crate) mod stand_in {
     use std::collections::BTreeSet;
@@ -386,6 +477,7 @@ mod tests {
     use super::*;
 
     const INTERVAL: Duration = Duration::from_secs(5);
+    const MAX_STALENESS: Duration = Duration::from_secs(30);
     const HOUR: Duration = Duration::from_secs(3600);
 
     /// How long after `since` the denylist came to hold `jti`.
@@ -402,7 +494,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_revocation_is_enforced_within_one_interval_plus_one_fetch() {
         let server = Server::default();
-        let (denylist, _task) = Denylist::spawn_from(server.clone(), INTERVAL);
+        let (denylist, _task) = Denylist::spawn_from(server.clone(), INTERVAL, MAX_STALENESS);
         denylist.ready().await;
         let start = Instant::now() - FETCH; // when the first fetch began
         let mut worst = Duration::ZERO;
@@ -424,7 +516,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_failed_fetch_keeps_the_last_list_and_the_next_tick_tries_again() {
         let server = Server::default();
-        let (denylist, _task) = Denylist::spawn_from(server.clone(), INTERVAL);
+        let (denylist, _task) = Denylist::spawn_from(server.clone(), INTERVAL, MAX_STALENESS);
         server.revoke("first");
         denylist.sync_now().await.unwrap();
         server.set_down(true);
@@ -441,7 +533,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn sync_now_fetches_at_once_and_returns_once_the_list_is_in_force() {
         let server = Server::default();
-        let (denylist, task) = Denylist::spawn_from(server.clone(), HOUR);
+        let (denylist, task) = Denylist::spawn_from(server.clone(), HOUR, MAX_STALENESS);
         denylist.ready().await;
         server.revoke("revoked");
         let asked = Instant::now();
@@ -462,7 +554,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_list_of_many_pages_comes_into_force_whole_once_the_last_page_arrives() {
         let server = Server::default().with_page_size(3);
-        let (denylist, _task) = Denylist::spawn_from(server.clone(), HOUR);
+        let (denylist, _task) = Denylist::spawn_from(server.clone(), HOUR, MAX_STALENESS);
         denylist.ready().await;
         let jtis: Vec<String> = (0..10).map(|i| format!("jti-{i:02}")).collect();
         for jti in &jtis {
@@ -485,7 +577,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_failure_on_a_later_page_keeps_the_previous_list_whole() {
         let server = Server::default().with_page_size(2);
-        let (denylist, _task) = Denylist::spawn_from(server.clone(), HOUR);
+        let (denylist, _task) = Denylist::spawn_from(server.clone(), HOUR, MAX_STALENESS);
         for jti in ["a", "b", "c"] {
             server.revoke(jti);
         }
@@ -504,6 +596,48 @@ mod tests {
         server.fail_on_page(None);
         denylist.sync_now().await.unwrap();
         assert_eq!(denylist.len(), 6);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_list_turns_stale_at_the_bound_and_fresh_again_at_the_next_success() {
+        let server = Server::default();
+        server.revoke("revoked");
+        let (denylist, _task) = Denylist::spawn_from(server.clone(), INTERVAL, MAX_STALENESS);
+        denylist.ready().await;
+        // The age counts from when the last good fetch began: every revocation
+        // before that instant is on the list.
+        let synced = Instant::now() - FETCH;
+        assert_eq!(denylist.freshness(), Freshness::Fresh);
+        server.set_down(true);
+        tokio::time::sleep_until(synced + MAX_STALENESS - Duration::from_millis(1)).await;
+        assert_eq!(denylist.freshness(), Freshness::Fresh, "within the bound");
+        assert_eq!(denylist.freshness_changed(Freshness::Fresh).await, Freshness::Stale);
+        let age = synced.elapsed();
+        assert!(
+            (MAX_STALENESS..=MAX_STALENESS + Duration::from_millis(1)).contains(&age),
+            "stale after {age:?}"
+        );
+        assert!(denylist.contains("revoked"), "the last list stays in force meanwhile");
+        server.set_down(false);
+        let back = Instant::now();
+        assert_eq!(denylist.freshness_changed(Freshness::Stale).await, Freshness::Fresh);
+        assert!(back.elapsed() <= INTERVAL + FETCH, "fresh after {:?}", back.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn before_the_first_sync_the_list_is_not_loaded_however_long_that_takes() {
+        let server = Server::default();
+        server.set_down(true);
+        let (denylist, _task) = Denylist::spawn_from(server.clone(), INTERVAL, MAX_STALENESS);
+        tokio::time::sleep(MAX_STALENESS * 4).await;
+        // Not "stale": there is nothing to be stale. Still refused.
+        assert_eq!(denylist.freshness(), Freshness::NotLoaded);
+        server.set_down(false);
+        assert_eq!(denylist.freshness_changed(Freshness::NotLoaded).await, Freshness::Fresh);
+        // A fixed list counts as loaded, and never turns stale.
+        let fixed = Denylist::fixed([]);
+        tokio::time::sleep(HOUR * 24).await;
+        assert_eq!(fixed.freshness(), Freshness::Fresh);
     }
 
     #[tokio::test(start_paused = true)]
