@@ -213,8 +213,9 @@ impl Denylist {
             if now != from {
                 return now;
             }
+            // A bound too far off to represent is one never reached.
             let turns_stale = match (at, self.max_staleness) {
-                (Some(at), Some(max)) if now == Freshness::Fresh => Some(at + max),
+                (Some(at), Some(max)) if now == Freshness::Fresh => at.checked_add(max),
                 _ => None,
             };
             let stale_at = async {
@@ -308,9 +309,10 @@ const SYNC_LIMITS: SyncLimits = SyncLimits { entries: MAX_DENYLIST_ENTRIES, page
 
 /// Reads every page into a new set: the whole list, or an error and nothing.
 ///
-/// Every token revoked before the first page was asked for is in the result:
-/// the server pages by keyset over `jti` on a table that only grows until
-/// expired rows are purged, so no page boundary can move past a live row.
+/// Every token revoked before the first page was asked for, and not expired
+/// since, is in the result: the server pages by keyset over `(exp, jti)` on a
+/// table that only grows until expired rows are purged, so no page boundary
+/// can move past a live row.
 async fn fetch_all(
     source: &mut impl Source,
     limits: SyncLimits,
