@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use tollgate_auth_server::{Application, Config};
-use tollgate_service_kit::revocation::{Denylist, RevocationConfig, SyncError};
+use tollgate_service_kit::revocation::{Denylist, RevocationConfig};
 use tollgate_token::{Clock as _, ManualClock, Secret};
 
 /// Past the ~130,000 entries at which one message would meet tonic's 4 MiB limit.
@@ -69,13 +69,7 @@ async fn sync(denylist: &Denylist) {
         loop {
             match denylist.sync_now().await {
                 Ok(()) => return,
-                Err(SyncError::Fetch(status))
-                    if matches!(
-                        status.code(),
-                        tonic::Code::Cancelled
-                            | tonic::Code::DeadlineExceeded
-                            | tonic::Code::Unavailable
-                    ) => {}
+                Err(err) if err.is_transient() => {}
                 Err(err) => panic!("sync failed: {err}"),
             }
         }

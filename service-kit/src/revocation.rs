@@ -103,6 +103,21 @@ pub enum SyncError {
     Oversized(&'static str),
 }
 
+impl SyncError {
+    /// Whether the same sync may succeed if tried again at once: the link was
+    /// slow or the server unreachable (what the periodic sync rides out at
+    /// its next tick), not a refusal or a list too large.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Fetch(status) if matches!(
+                status.code(),
+                tonic::Code::Cancelled | tonic::Code::DeadlineExceeded | tonic::Code::Unavailable
+            )
+        )
+    }
+}
+
 /// The revoked `jti`s currently known. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Denylist {
@@ -525,6 +540,7 @@ mod tests {
         server.revoke("second");
         let failed = denylist.sync_now().await.unwrap_err();
         assert!(matches!(&failed, SyncError::Fetch(s) if s.code() == tonic::Code::Unavailable));
+        assert!(failed.is_transient(), "worth trying again");
         assert!(denylist.contains("first"), "the last list stays in force");
         assert!(!denylist.contains("second"));
         server.set_down(false);
@@ -654,6 +670,7 @@ mod tests {
         server.revoke("f");
         let over = fetch_all(&mut server, limits).await.unwrap_err();
         assert!(matches!(over, SyncError::Oversized("too many entries")), "{over:?}");
+        assert!(!over.is_transient(), "the same list would be refused again");
         server.revoke("g");
         let limits = SyncLimits { entries: 100, ..limits };
         let over = fetch_all(&mut server, limits).await.unwrap_err();

@@ -29,7 +29,7 @@ use tollgate_proto::auth::v1::{
 };
 use tollgate_service_kit::auth::{AuthLayer, Requirement, ScopePolicy};
 use tollgate_service_kit::jwks::{JwksCache, JwksConfig};
-use tollgate_service_kit::revocation::{Denylist, Freshness, RevocationConfig, SyncError};
+use tollgate_service_kit::revocation::{Denylist, Freshness, RevocationConfig};
 use tollgate_token::{Clock as _, ManualClock, Secret, Verifier, VerifierConfig};
 use tower::{Layer as _, ServiceExt as _};
 
@@ -110,13 +110,7 @@ async fn sync(denylist: &Denylist) {
     loop {
         match denylist.sync_now().await {
             Ok(()) => return,
-            Err(SyncError::Fetch(status))
-                if matches!(
-                    status.code(),
-                    tonic::Code::Cancelled
-                        | tonic::Code::DeadlineExceeded
-                        | tonic::Code::Unavailable
-                ) => {}
+            Err(err) if err.is_transient() => {}
             Err(err) => panic!("sync failed: {err}"),
         }
     }
