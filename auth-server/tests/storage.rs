@@ -264,7 +264,7 @@ async fn revoking_a_grant_denies_its_unexpired_access_tokens_and_stops_its_refre
     assert!(!store.revoke_grant("g1", NOW + 11).await.unwrap(), "already revoked");
     // a2 had expired by then: nothing to deny. b1 belongs to another grant.
     assert_eq!(
-        store.revoked_access_tokens(NOW + 10).await.unwrap(),
+        store.revoked_access_tokens(NOW + 10, None, 100).await.unwrap(),
         vec![("a1".to_owned(), NOW + 300)]
     );
     assert!(store.is_access_token_revoked("a1").await.unwrap());
@@ -283,8 +283,10 @@ async fn revoking_a_grant_denies_its_unexpired_access_tokens_and_stops_its_refre
     assert_eq!(outcome, RotateOutcome::Invalid, "a revoked grant's refresh token is dead");
     let record = store.refresh_token("r2").await.unwrap().unwrap();
     assert!(record.grant_revoked && !record.is_active(NOW + 12));
-    // The denylist forgets tokens once they have expired.
-    assert!(store.revoked_access_tokens(NOW + 300).await.unwrap().is_empty());
+    // The denylist forgets tokens once they have expired (at `exp` itself a
+    // verifier's leeway may still accept one, so it is listed until then).
+    assert_eq!(store.revoked_access_tokens(NOW + 300, None, 100).await.unwrap().len(), 1);
+    assert!(store.revoked_access_tokens(NOW + 301, None, 100).await.unwrap().is_empty());
 }
 
 async fn a_code_replayed_before_its_grant_is_written_gives_a_grant_born_revoked(store: SqlStore) {
@@ -305,6 +307,47 @@ async fn a_code_replayed_before_its_grant_is_written_gives_a_grant_born_revoked(
     assert_eq!(
         store.redeem_code("c1", NOW + 2).await.unwrap(),
         RedeemOutcome::Replayed { grant_id: Some("g1".into()) }
+    );
+}
+
+/// The `jti`s of one denylist page at `NOW`.
+async fn denylist_page(store: &SqlStore, after: Option<(&str, i64)>, limit: u32) -> Vec<String> {
+    let rows = store.revoked_access_tokens(NOW, after, limit).await.unwrap();
+    rows.into_iter().map(|(jti, _)| jti).collect()
+}
+
+async fn the_denylist_reads_in_keyset_pages_that_meet_without_gap_or_overlap(store: SqlStore) {
+    // Revoked out of order; c and f expired before NOW.
+    let rows = [
+        ("d", NOW + 20),
+        ("a", NOW + 30),
+        ("f", NOW - 1),
+        ("c", NOW - 5),
+        ("e", NOW + 10),
+        ("b", NOW + 20),
+        ("g", NOW + 10),
+    ];
+    for (jti, exp) in rows {
+        store.revoke_access_token(jti, exp, NOW - 10).await.unwrap();
+    }
+    // The live ones in (exp, jti) order, each page after the last row of the
+    // one before.
+    assert_eq!(denylist_page(&store, None, 2).await, ["e", "g"]);
+    assert_eq!(denylist_page(&store, Some(("g", NOW + 10)), 2).await, ["b", "d"]);
+    assert_eq!(denylist_page(&store, Some(("d", NOW + 20)), 2).await, ["a"]);
+    assert!(denylist_page(&store, Some(("a", NOW + 30)), 2).await.is_empty());
+    // A cursor need not name a row still there; one from before NOW starts at
+    // the live rows.
+    assert_eq!(denylist_page(&store, Some(("zz", NOW + 10)), 9).await, ["b", "d", "a"]);
+    assert_eq!(denylist_page(&store, Some(("c", NOW - 5)), 9).await, ["e", "g", "b", "d", "a"]);
+    // Deleting rows between two pages moves no live row past the reader.
+    store.purge_expired(NOW).await.unwrap();
+    assert_eq!(denylist_page(&store, Some(("g", NOW + 10)), 9).await, ["b", "d", "a"]);
+    // A token expiring at NOW itself is listed, first, with its expiry.
+    store.revoke_access_token("h", NOW, NOW).await.unwrap();
+    assert_eq!(
+        store.revoked_access_tokens(NOW, None, 1).await.unwrap(),
+        vec![("h".to_owned(), NOW)]
     );
 }
 
@@ -558,7 +601,7 @@ async fn the_purge_deletes_only_what_expired_before_the_cutoff(store: SqlStore) 
     ));
     assert!(store.refresh_token("r-live").await.unwrap().is_some());
     assert_eq!(
-        store.revoked_access_tokens(NOW).await.unwrap(),
+        store.revoked_access_tokens(NOW, None, 100).await.unwrap(),
         vec![("den-live".to_owned(), NOW + 5000)]
     );
     assert!(
@@ -581,6 +624,7 @@ on_both_backends!(
     concurrent_rotations_of_one_refresh_token_yield_exactly_one_success,
     a_failed_grant_write_leaves_nothing_behind,
     revoking_a_grant_denies_its_unexpired_access_tokens_and_stops_its_refresh_tokens,
+    the_denylist_reads_in_keyset_pages_that_meet_without_gap_or_overlap,
     a_code_replayed_before_its_grant_is_written_gives_a_grant_born_revoked,
     the_bootstrap_file_is_idempotent,
     a_client_id_and_a_user_subject_never_coincide,

@@ -9,6 +9,24 @@
 pub mod auth {
     pub mod v1 {
         tonic::include_proto!("tollgate.auth.v1");
+
+        /// The most revoked tokens one `ListRevokedAccessTokens` page holds,
+        /// whatever `page_size` asks for: part of the contract, so the server
+        /// enforces it and the services ask for it.
+        ///
+        /// Worst case on the wire: an entry is the `jti` (22 characters: the
+        /// authorization server mints it from 16 random bytes, base64url) and
+        /// `expires_at` (an `int64`, at most a 10-byte varint), so 24 + 11 bytes
+        /// inside and 2 bytes of tag and length around it: 37 bytes. A full page
+        /// is 10,000 × 37 = 370,000 bytes plus a `next_page_token` (`<exp>.<jti>`)
+        /// of about 35 bytes: under 9 % of tonic's default 4 MiB (4,194,304
+        /// bytes) decode limit. The database column does not bound the `jti`'s
+        /// length; the minting does, and only tokens this server signed reach
+        /// the list. A page would reach 4 MiB only with `jti`s of over 400 bytes.
+        pub const REVOCATION_LIST_MAX_PAGE_SIZE: u32 = 10_000;
+
+        /// The page size when a request leaves `page_size` at 0.
+        pub const REVOCATION_LIST_DEFAULT_PAGE_SIZE: u32 = 1_000;
     }
 }
 

@@ -10,6 +10,9 @@
 //! token without the method's scope, or a method with no declared requirement,
 //! is `PERMISSION_DENIED` (`insufficient_scope`). Deny by default: a method added
 //! to a service but not to its policy is unreachable until someone decides.
+//! When the service cannot judge a token (keys not loaded, the revocation
+//! denylist not loaded or stale) the call is `UNAVAILABLE`
+//! (`temporarily_unavailable`): try later, not "invalid".
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,7 +23,7 @@ use tollgate_token::{AccessTokenClaims, Clock, OAuthError, Secret, TokenError, V
 use tower::{Layer, Service};
 
 use crate::jwks::JwksCache;
-use crate::revocation::Denylist;
+use crate::revocation::{Denylist, Freshness};
 use crate::status::to_status;
 
 /// What a method requires of the caller.
@@ -149,6 +152,29 @@ impl Shared {
                 "keys_not_loaded",
             ));
         };
+        // RFC 7009 is only as good as the denylist: before its first sync a
+        // token revoked before this service started would pass, and past the
+        // staleness bound revocations since the last sync would. Say "try
+        // later" rather than guess.
+        match self.denylist.freshness() {
+            Freshness::Fresh => {}
+            Freshness::NotLoaded => {
+                return Err((
+                    OAuthError::TemporarilyUnavailable(
+                        "the revocation denylist is not loaded yet".into(),
+                    ),
+                    "denylist_not_loaded",
+                ));
+            }
+            Freshness::Stale => {
+                return Err((
+                    OAuthError::TemporarilyUnavailable(
+                        "the revocation denylist is stale; try again later".into(),
+                    ),
+                    "denylist_stale",
+                ));
+            }
+        }
         let now = self.clock.now();
         let claims = match self.verifier.verify(&snapshot.keys, token, now) {
             Ok(claims) => claims,

@@ -24,6 +24,36 @@ pub const DEFAULT_JWKS_MAX_STALENESS: u64 = 3600;
 /// How often the denylist of revoked access tokens is fetched: the bound on how
 /// long a revoked token keeps working at a service.
 pub const DEFAULT_REVOCATION_SYNC: u64 = 5;
+/// How long a service relies on its denylist without a successful sync before
+/// it refuses protected calls (`UNAVAILABLE`) and reports NOT_SERVING.
+///
+/// 120 s is 24 sync intervals: it rides out an authorization server restart,
+/// a rolling deploy or a database blip of a minute or so without refusing
+/// anyone, and it is well under the 300 s access-token lifetime, so a
+/// revocation the service cannot learn about is not left unenforced for most
+/// of a token's life. (Without the bound, that window is the token's whole
+/// remaining lifetime, and a partitioned service would never say so.)
+pub const DEFAULT_REVOCATION_MAX_STALENESS: u64 = 120;
+
+/// A token-validation setting that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "OAUTH_REVOCATION_MAX_STALENESS ({max_staleness} s) must be larger than \
+         OAUTH_REVOCATION_SYNC ({interval} s): every list would be stale before the next \
+         sync could refresh it"
+    )]
+    StalenessNotAboveSync { max_staleness: u64, interval: u64 },
+}
+
+/// Why the token guard could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GuardError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("the authorization server's gRPC URL: {0}")]
+    AuthGrpcUrl(#[from] tonic::transport::Error),
+}
 
 /// How a service validates access tokens. The environment variables are the
 /// same for every service (`OAUTH_*`): each service runs in its own environment.
@@ -66,6 +96,16 @@ pub struct TokenValidationConfig {
     /// How often revoked access tokens are fetched, seconds.
     #[arg(long, env = "OAUTH_REVOCATION_SYNC", default_value_t = DEFAULT_REVOCATION_SYNC)]
     pub revocation_sync_secs: u64,
+    /// How long after the start of the last successful denylist sync the list
+    /// is still relied on, seconds. Past it protected calls are refused
+    /// UNAVAILABLE and health is NOT_SERVING until a sync succeeds. Must be
+    /// larger than OAUTH_REVOCATION_SYNC.
+    #[arg(
+        long,
+        env = "OAUTH_REVOCATION_MAX_STALENESS",
+        default_value_t = DEFAULT_REVOCATION_MAX_STALENESS
+    )]
+    pub revocation_max_staleness_secs: u64,
 }
 
 impl TokenValidationConfig {
@@ -84,6 +124,7 @@ impl TokenValidationConfig {
             client_id: None,
             client_secret: None,
             revocation_sync_secs: DEFAULT_REVOCATION_SYNC,
+            revocation_max_staleness_secs: DEFAULT_REVOCATION_MAX_STALENESS,
         }
     }
 
@@ -115,15 +156,25 @@ impl TokenValidationConfig {
         Some((self.client_id.clone()?, self.client_secret.clone()?))
     }
 
-    /// The denylist sync, if this service has credentials.
-    pub fn revocation(&self) -> Option<RevocationConfig> {
-        let (client_id, client_secret) = self.credentials()?;
-        Some(RevocationConfig {
+    /// The denylist sync, if this service has credentials. The staleness bound
+    /// is checked either way: a setting that cannot work is refused at start,
+    /// not when credentials are added later.
+    pub fn revocation(&self) -> Result<Option<RevocationConfig>, ConfigError> {
+        let interval = self.revocation_sync_secs.max(1);
+        if self.revocation_max_staleness_secs <= interval {
+            return Err(ConfigError::StalenessNotAboveSync {
+                max_staleness: self.revocation_max_staleness_secs,
+                interval,
+            });
+        }
+        let Some((client_id, client_secret)) = self.credentials() else { return Ok(None) };
+        Ok(Some(RevocationConfig {
             auth_grpc_url: self.auth_grpc_url.clone(),
             client_id,
             client_secret,
-            interval: Duration::from_secs(self.revocation_sync_secs.max(1)),
-        })
+            interval: Duration::from_secs(interval),
+            max_staleness: Duration::from_secs(self.revocation_max_staleness_secs),
+        }))
     }
 }
 
@@ -152,10 +203,11 @@ impl TokenGuard {
         default_audience: &str,
         policy: ScopePolicy,
         clock: Arc<dyn Clock>,
-    ) -> Result<Self, tonic::transport::Error> {
+    ) -> Result<Self, GuardError> {
+        let revocation = config.revocation()?;
         let (jwks, jwks_task) = JwksCache::spawn(config.jwks(), clock.clone());
         let mut tasks = vec![jwks_task];
-        let denylist = match config.revocation() {
+        let denylist = match revocation {
             Some(revocation) => {
                 let (denylist, task) = Denylist::spawn(revocation)?;
                 tasks.push(task);
@@ -198,5 +250,32 @@ impl TokenGuard {
         for task in &self.tasks {
             task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_staleness_bound_must_exceed_the_sync_interval() {
+        let mut config = TokenValidationConfig::new("https://as.example");
+        config.client_id = Some("svc".into());
+        config.client_secret = Some(Secret::new("secret"));
+        let revocation = config.revocation().unwrap().unwrap();
+        assert_eq!(revocation.interval, Duration::from_secs(DEFAULT_REVOCATION_SYNC));
+        assert_eq!(revocation.max_staleness, Duration::from_secs(DEFAULT_REVOCATION_MAX_STALENESS));
+
+        config.revocation_sync_secs = 120;
+        let refused = config.revocation().unwrap_err();
+        assert!(
+            refused.to_string().contains("OAUTH_REVOCATION_MAX_STALENESS (120 s)"),
+            "{refused}"
+        );
+        // Checked without credentials too: the setting is wrong either way.
+        config.client_id = None;
+        assert!(config.revocation().is_err());
+        config.revocation_sync_secs = 119;
+        assert!(config.revocation().unwrap().is_none());
     }
 }

@@ -1,17 +1,21 @@
 //! Serving a protected gRPC API: health and reflection (open), the service's own
-//! routes (behind the token guard), readiness tied to the signing keys, and a
-//! graceful stop. Shared by every protected service so they behave alike.
+//! routes (behind the token guard), readiness tied to the signing keys and the
+//! denylist's freshness, and a graceful stop. Shared by every protected service
+//! so they behave alike.
 
 use std::future::Future;
 
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tonic::transport::server::Router;
 use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 use tower::layer::util::{Identity, Stack};
 
 use crate::auth::{AuthLayer, ScopePolicy};
 use crate::limits::{GrpcLimits, limited_incoming};
 use crate::protect::{TokenGuard, TokenValidationConfig};
+use crate::revocation::{Denylist, Freshness};
 use tollgate_telemetry::propagation::{Protocol, TraceLayer};
 
 /// A protected API's listener, bound, with its token guard started: what every
@@ -38,7 +42,7 @@ impl ProtectedListener {
     ) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         let guard = TokenGuard::start(service, tokens, default_audience, policy, clock)
-            .context("the authorization server's gRPC URL")?;
+            .context("starting the token guard")?;
         let listener = TcpListener::bind(addr).await.context("binding gRPC")?;
         let addr = listener.local_addr()?;
         Ok(Self {
@@ -93,9 +97,11 @@ pub type ProtectedRouter = Router<Stack<AuthLayer, Stack<TraceLayer, Identity>>>
 
 /// Serves until `shutdown` resolves. Health says NOT_SERVING until the signing
 /// keys have been fetched once (before that every token would be refused) and the
-/// revocation denylist once (before that a revoked token would be accepted), and
-/// again first thing on shutdown, `drain` before the listener closes and the
-/// calls in flight are finished ([`crate::shutdown::stop_sequence`]).
+/// revocation denylist once (before that a revoked token would be accepted),
+/// while the denylist is stale (revocations since its last sync are unknown
+/// here; [`Freshness`]), and again first thing on shutdown, `drain` before the
+/// listener closes and the calls in flight are finished
+/// ([`crate::shutdown::stop_sequence`]).
 pub async fn serve_protected(
     listener: TcpListener,
     guard: TokenGuard,
@@ -108,17 +114,19 @@ pub async fn serve_protected(
     reporter.set_service_status("", ServingStatus::NotServing).await;
     let (reflection_v1, reflection_v1alpha) = crate::reflection()?;
 
-    let ready_reporter = reporter.clone();
     let jwks = guard.jwks.clone();
-    let denylist = guard.denylist.clone();
-    let ready = tokio::spawn(async move {
-        jwks.ready().await;
-        denylist.ready().await;
-        tracing::info!("signing keys and denylist loaded; serving");
-        ready_reporter.set_service_status("", ServingStatus::Serving).await;
-    });
-
-    let stopping = crate::shutdown::stop_sequence(shutdown, reporter, vec![], drain);
+    let readiness = spawn_readiness(
+        async move { jwks.ready().await },
+        guard.denylist.clone(),
+        reporter.clone(),
+    );
+    let stop_readiness = readiness.abort_handle();
+    let stopping = crate::shutdown::stop_sequence(
+        readiness_stopped_after(shutdown, readiness),
+        reporter,
+        vec![],
+        drain,
+    );
 
     // Outermost the trace (the caller's context, the server span, latency), then
     // the token check, whose span nests inside it.
@@ -135,7 +143,154 @@ pub async fn serve_protected(
             stopping.listeners_close(),
         )
         .await;
-    ready.abort();
+    stop_readiness.abort();
     guard.stop();
     Ok(result?)
+}
+
+/// Sets health from the keys and the denylist: NOT_SERVING until `keys_loaded`
+/// resolves and the denylist has synced once, then SERVING while the denylist
+/// is fresh and NOT_SERVING while it is stale, for as long as it runs.
+fn spawn_readiness(
+    keys_loaded: impl Future<Output = ()> + Send + 'static,
+    denylist: Denylist,
+    health: HealthReporter,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        keys_loaded.await;
+        let mut freshness = Freshness::NotLoaded;
+        let mut served = false;
+        loop {
+            freshness = denylist.freshness_changed(freshness).await;
+            let status = match freshness {
+                Freshness::Fresh if served => {
+                    tracing::info!("denylist synced again; serving");
+                    ServingStatus::Serving
+                }
+                Freshness::Fresh => {
+                    tracing::info!("signing keys and denylist loaded; serving");
+                    served = true;
+                    ServingStatus::Serving
+                }
+                Freshness::Stale => {
+                    tracing::warn!(
+                        "no denylist sync has succeeded within OAUTH_REVOCATION_MAX_STALENESS: \
+                         refusing protected calls, NOT_SERVING until one does"
+                    );
+                    ServingStatus::NotServing
+                }
+                Freshness::NotLoaded => ServingStatus::NotServing,
+            };
+            health.set_service_status("", status).await;
+        }
+    })
+}
+
+/// `shutdown`, and then `readiness` stopped and finished, so that once the stop
+/// sequence has set NOT_SERVING no later sync can set SERVING again during
+/// the drain.
+async fn readiness_stopped_after(shutdown: impl Future<Output = ()>, readiness: JoinHandle<()>) {
+    shutdown.await;
+    readiness.abort();
+    let _ = readiness.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+    use tokio_stream::StreamExt as _;
+    use tonic_health::pb::health_server::Health as _;
+    use tonic_health::pb::{HealthCheckRequest, health_check_response};
+    use tonic_health::server::HealthService;
+
+    use super::*;
+    use crate::revocation::stand_in::{FETCH, Server};
+
+    const INTERVAL: Duration = Duration::from_secs(5);
+    const MAX_STALENESS: Duration = Duration::from_secs(30);
+    const DRAIN: Duration = Duration::from_secs(10);
+
+    /// The overall (`""`) status as health-checking clients see it.
+    struct Watcher {
+        health: HealthService,
+        updates: tonic_health::server::WatchStream,
+    }
+
+    impl Watcher {
+        async fn new(reporter: &HealthReporter) -> Self {
+            let health = HealthService::from_health_reporter(reporter.clone());
+            let updates = health.watch(overall()).await.unwrap().into_inner();
+            Self { health, updates }
+        }
+
+        async fn now(&self) -> health_check_response::ServingStatus {
+            self.health.check(overall()).await.unwrap().into_inner().status()
+        }
+
+        /// Waits until the status is `status`.
+        async fn until(&mut self, status: health_check_response::ServingStatus) {
+            while self.updates.next().await.unwrap().unwrap().status() != status {}
+        }
+    }
+
+    fn overall() -> tonic::Request<HealthCheckRequest> {
+        tonic::Request::new(HealthCheckRequest { service: String::new() })
+    }
+
+    // On tokio's paused clock, as the denylist's own tests.
+    #[tokio::test(start_paused = true)]
+    async fn health_follows_the_denylist_and_stays_not_serving_once_stopping() {
+        use health_check_response::ServingStatus::{NotServing, Serving};
+        let server = Server::default();
+        server.set_down(true);
+        let (denylist, _task) = Denylist::spawn_from(server.clone(), INTERVAL, MAX_STALENESS);
+        let reporter = HealthReporter::new();
+        reporter.set_service_status("", ServingStatus::NotServing).await;
+        let mut health = Watcher::new(&reporter).await;
+        let readiness = spawn_readiness(async {}, denylist.clone(), reporter.clone());
+        let (stop, stop_signal) = tokio::sync::oneshot::channel::<()>();
+        let stopping = crate::shutdown::stop_sequence(
+            readiness_stopped_after(
+                async {
+                    let _ = stop_signal.await;
+                },
+                readiness,
+            ),
+            reporter.clone(),
+            vec![],
+            DRAIN,
+        );
+
+        // Never synced: NOT_SERVING, however long.
+        tokio::time::sleep(MAX_STALENESS * 2).await;
+        assert_eq!(health.now().await, NotServing);
+        server.set_down(false);
+        health.until(Serving).await;
+        let synced = Instant::now() - FETCH;
+
+        // No sync succeeds for the bound: NOT_SERVING, at the bound exactly.
+        server.set_down(true);
+        health.until(NotServing).await;
+        let age = synced.elapsed();
+        assert!(
+            (MAX_STALENESS..=MAX_STALENESS + Duration::from_millis(1)).contains(&age),
+            "NOT_SERVING after {age:?}"
+        );
+        // A sync succeeds again: SERVING, without a restart.
+        server.set_down(false);
+        health.until(Serving).await;
+
+        // Stale again, then told to stop; during the drain a sync succeeds,
+        // and health stays NOT_SERVING.
+        server.set_down(true);
+        health.until(NotServing).await;
+        stop.send(()).unwrap();
+        server.set_down(false);
+        denylist.sync_now().await.unwrap();
+        assert_eq!(denylist.freshness(), Freshness::Fresh);
+        stopping.listeners_close().await;
+        assert_eq!(health.now().await, NotServing, "health turned SERVING during the drain");
+    }
 }

@@ -5,103 +5,18 @@
 // In tests a panic is the failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+mod support;
 
-use ring::signature::{Ed25519KeyPair, KeyPair as _};
-use tokio::sync::Notify;
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::{ISSUER, JwksServer, TestKey};
 use tollgate_service_kit::auth::{AuthLayer, Requirement, ScopePolicy};
 use tollgate_service_kit::jwks::{JwksCache, JwksConfig};
-use tollgate_token::{
-    AccessTokenClaims, Audience, Jwk, JwkSet, ManualClock, Verifier, VerifierConfig,
-};
+use tollgate_token::{ManualClock, Verifier, VerifierConfig};
 use tower::{Layer as _, ServiceExt as _};
 
 const MIN_REFETCH: Duration = Duration::from_millis(300);
-const ISSUER: &str = "https://as.example";
-
-/// What the fake authorization server serves, and when it was asked.
-struct Served {
-    keys: Vec<Jwk>,
-    healthy: bool,
-    fetches: Vec<Instant>,
-}
-
-struct JwksServer {
-    served: Arc<Mutex<Served>>,
-    fetched: Arc<Notify>,
-    uri: String,
-}
-
-impl JwksServer {
-    async fn start(keys: Vec<Jwk>) -> Self {
-        let served = Arc::new(Mutex::new(Served { keys, healthy: true, fetches: Vec::new() }));
-        let fetched = Arc::new(Notify::new());
-        let (s, f) = (served.clone(), fetched.clone());
-        let app = axum::Router::new().route(
-            "/jwks.json",
-            axum::routing::get(move || {
-                let (s, f) = (s.clone(), f.clone());
-                async move {
-                    let mut served = s.lock().unwrap();
-                    served.fetches.push(Instant::now());
-                    f.notify_one();
-                    if served.healthy {
-                        Ok(axum::Json(JwkSet { keys: served.keys.clone() }))
-                    } else {
-                        Err(axum::http::StatusCode::SERVICE_UNAVAILABLE)
-                    }
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let uri = format!("http://{}/jwks.json", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { served, fetched, uri }
-    }
-
-    fn fetch_count(&self) -> usize {
-        self.served.lock().unwrap().fetches.len()
-    }
-}
-
-struct TestKey {
-    pair: Ed25519KeyPair,
-    pkcs8: Vec<u8>,
-    kid: String,
-}
-
-impl TestKey {
-    fn new(kid: &str) -> Self {
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
-        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
-        Self { pair, pkcs8: pkcs8.as_ref().to_vec(), kid: kid.into() }
-    }
-
-    fn jwk(&self) -> Jwk {
-        Jwk::ed25519(&self.kid, self.pair.public_key().as_ref())
-    }
-
-    fn token(&self, now: i64) -> String {
-        let claims = AccessTokenClaims {
-            iss: ISSUER.into(),
-            sub: "alice".into(),
-            aud: Audience::One("api".into()),
-            exp: now + 300,
-            iat: now,
-            nbf: Some(now),
-            jti: "jti-1".into(),
-            client_id: "cli".into(),
-            scope: Some("notes:read".into()),
-            act: None,
-        };
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
-        header.typ = Some("at+jwt".into());
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_ed_der(&self.pkcs8))
-            .unwrap()
-    }
-}
 
 fn config(uri: &str) -> JwksConfig {
     JwksConfig {

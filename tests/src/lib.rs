@@ -443,7 +443,6 @@ impl TestStack {
     /// does within one interval (a bound service-kit's own tests prove), done on
     /// the test's cue instead of the clock's.
     pub async fn sync_denylists(&self) -> anyhow::Result<()> {
-        use tollgate_service_kit::revocation::SyncError;
         for (name, inside) in
             [("resource server", &self.resource_guard), ("notes store", &self.notes_guard)]
         {
@@ -453,13 +452,7 @@ impl TestStack {
                         Ok(()) => return Ok(()),
                         // Slow or unreachable: as the service itself would at its
                         // next tick, try again.
-                        Err(SyncError::Fetch(status))
-                            if matches!(
-                                status.code(),
-                                tonic::Code::Cancelled
-                                    | tonic::Code::DeadlineExceeded
-                                    | tonic::Code::Unavailable
-                            ) => {}
+                        Err(err) if err.is_transient() => {}
                         Err(err) => return Err(err),
                     }
                 }

@@ -43,6 +43,15 @@ pub struct ActiveToken {
     pub jti: Option<String>,
 }
 
+/// One page of the denylist ([`OAuthCore::revoked_access_tokens`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DenylistPage {
+    /// `(jti, exp)`, in `(exp, jti)` order.
+    pub tokens: Vec<(String, i64)>,
+    /// The last row here when more follow: where the next page starts.
+    pub next_after: Option<(String, i64)>,
+}
+
 /// A token found by its value, before anyone is told anything about it.
 enum Found {
     Access(AccessTokenClaims),
@@ -204,13 +213,35 @@ impl<S: Store> OAuthCore<S> {
         Ok(())
     }
 
-    /// The denylist for resource servers: revoked access tokens that have not
-    /// expired, as `(jti, exp)`. For authenticated confidential clients.
+    /// One page of the denylist for resource servers: at most `limit` revoked
+    /// access tokens that have not expired, as `(jti, exp)` in `(exp, jti)`
+    /// order, after the row `after` (`None` for the first page), and the row
+    /// to go on from when there are more. For authenticated confidential
+    /// clients. The caller bounds `limit` (the gRPC adapter caps it by the
+    /// contract).
+    ///
+    /// Read page by page, the list still holds every token revoked before the
+    /// first page was read and not expired since: the table only grows (a
+    /// revocation inserts, never updates) until the purge deletes rows that
+    /// have expired, and a keyset cursor, unlike an offset, is not moved by
+    /// deletions, so each live row is on exactly one page.
     pub async fn revoked_access_tokens(
         &self,
         auth: &ClientAuth,
-    ) -> Result<Vec<(String, i64)>, OAuthError> {
+        after: Option<(&str, i64)>,
+        limit: u32,
+    ) -> Result<DenylistPage, OAuthError> {
         self.confidential_client(auth).await?;
-        self.store.revoked_access_tokens(self.clock.now()).await.map_err(storage_failure)
+        // One more row than asked says whether another page follows, so the
+        // last page is never an empty one.
+        let mut tokens = self
+            .store
+            .revoked_access_tokens(self.clock.now(), after, limit.saturating_add(1))
+            .await
+            .map_err(storage_failure)?;
+        let more = tokens.len() > limit as usize;
+        tokens.truncate(limit as usize);
+        let next_after = if more { tokens.last().cloned() } else { None };
+        Ok(DenylistPage { tokens, next_after })
     }
 }

@@ -12,6 +12,8 @@ use tollgate_proto::auth::v1::{
     ListRevokedAccessTokensResponse, RevokeRequest, RevokeResponse, RevokedAccessToken,
     TokenRequest, TokenResponse,
 };
+use tollgate_proto::auth::v1::{REVOCATION_LIST_DEFAULT_PAGE_SIZE, REVOCATION_LIST_MAX_PAGE_SIZE};
+use tollgate_service_kit::input::check_len;
 use tollgate_service_kit::status::to_status;
 use tollgate_token::{OAuthError, Secret};
 use tonic::{Request, Response, Status};
@@ -147,19 +149,80 @@ impl TokenService for TokenGrpc {
     }
 }
 
+/// The longest `page_token` taken. A token is an `exp` and a `jti` this
+/// server minted (at most 20 + 1 + 22 characters); the margin leaves room for
+/// another format, and the cap keeps a megabyte of garbage from reaching the
+/// database.
+const MAX_PAGE_TOKEN_CHARS: usize = 256;
+
+/// The page size a request gets: its own, the default for 0, never more than
+/// the contract's cap (which keeps a page far under the 4 MiB message limit).
+fn page_size(requested: u32) -> u32 {
+    match requested {
+        0 => REVOCATION_LIST_DEFAULT_PAGE_SIZE,
+        n => n.min(REVOCATION_LIST_MAX_PAGE_SIZE),
+    }
+}
+
+/// The page token after the row `(jti, exp)`: `<exp>.<jti>`, the keyset cursor
+/// itself. Opaque to clients, so its form may change.
+fn page_token((jti, exp): &(String, i64)) -> String {
+    format!("{exp}.{jti}")
+}
+
+/// The row a page token names; `None` for the first page.
+fn page_cursor(token: &str) -> Result<Option<(&str, i64)>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    check_len("page_token", token, MAX_PAGE_TOKEN_CHARS)?;
+    let (exp, jti) = token
+        .split_once('.')
+        .and_then(|(exp, jti)| Some((exp.parse::<i64>().ok()?, jti)))
+        .ok_or_else(|| Status::invalid_argument("page_token is not one this server gave"))?;
+    Ok(Some((jti, exp)))
+}
+
 #[tonic::async_trait]
 impl RevocationListService for TokenGrpc {
     async fn list_revoked_access_tokens(
         &self,
         request: Request<ListRevokedAccessTokensRequest>,
     ) -> Result<Response<ListRevokedAccessTokensResponse>, Status> {
-        let auth = client_auth(request.into_inner().client)?;
-        let revoked = self.core.revoked_access_tokens(&auth).await.map_err(|e| to_status(&e))?;
+        let request = request.into_inner();
+        let auth = client_auth(request.client)?;
+        let after = page_cursor(&request.page_token)?;
+        let page = self
+            .core
+            .revoked_access_tokens(&auth, after, page_size(request.page_size))
+            .await
+            .map_err(|e| to_status(&e))?;
         Ok(Response::new(ListRevokedAccessTokensResponse {
-            tokens: revoked
+            next_page_token: page.next_after.as_ref().map(page_token).unwrap_or_default(),
+            tokens: page
+                .tokens
                 .into_iter()
                 .map(|(jti, expires_at)| RevokedAccessToken { jti, expires_at })
                 .collect(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod revocation_list_tests {
+    use super::*;
+
+    #[test]
+    fn page_sizes_default_and_cap_and_page_tokens_round_trip() {
+        assert_eq!(page_size(0), REVOCATION_LIST_DEFAULT_PAGE_SIZE);
+        assert_eq!(page_size(7), 7);
+        assert_eq!(page_size(u32::MAX), REVOCATION_LIST_MAX_PAGE_SIZE);
+        let row = ("AbC-_9".to_owned(), -5);
+        assert_eq!(page_cursor(&page_token(&row)).unwrap(), Some(("AbC-_9", -5)));
+        assert_eq!(page_cursor("").unwrap(), None);
+        for bad in ["nodot", "x.jti", &format!("1.{}", "j".repeat(300))] {
+            let refused = page_cursor(bad).unwrap_err();
+            assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{bad}");
+        }
     }
 }

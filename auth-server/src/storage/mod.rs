@@ -183,10 +183,23 @@ pub trait RevocationStore: Send + Sync {
 
     fn is_access_token_revoked(&self, jti: &str) -> impl Future<Output = Result<bool>> + Send;
 
-    /// The denylist: revoked access tokens not yet expired at `now`, as `(jti, exp)`.
+    /// One page of the denylist: at most `limit` revoked access tokens, as
+    /// `(jti, exp)`, in `(exp, jti)` order, from the later of `after` (the last
+    /// row of the page before) and the start of the live ones (`exp` ≥ `now`:
+    /// at `exp` itself a verifier's leeway may still accept the token).
+    ///
+    /// Keyset paging, not an offset: a row deleted between two pages (the
+    /// purge removes only expired ones) cannot shift a live row past the
+    /// reader. The order starts with `exp` so a page seeks straight to live
+    /// rows: expired ones stay in the table for the purge's retention window,
+    /// which may be far more than are live. Must be an index range scan
+    /// (`revoked_access_tokens_by_expiry_jti`), so a page costs `limit` rows
+    /// however long the table.
     fn revoked_access_tokens(
         &self,
         now: i64,
+        after: Option<(&str, i64)>,
+        limit: u32,
     ) -> impl Future<Output = Result<Vec<(String, i64)>>> + Send;
 }
 

@@ -479,12 +479,30 @@ impl RevocationStore for SqlStore {
         Ok(row.is_some())
     }
 
-    async fn revoked_access_tokens(&self, now: i64) -> Result<Vec<(String, i64)>> {
+    async fn revoked_access_tokens(
+        &self,
+        now: i64,
+        after: Option<(&str, i64)>,
+        limit: u32,
+    ) -> Result<Vec<(String, i64)>> {
+        // One row-value bound, so both backends seek the (expires_at, jti)
+        // index to it and stop after `limit` rows (SQLite, given a second
+        // condition on expires_at, scans from that one instead). The live
+        // rows start at (now, ""): no jti is empty. The comparison and the
+        // order use the column's collation, as the index does, so pages meet
+        // without gap or overlap on either backend.
+        let (from_jti, from_exp) = match after {
+            Some((jti, exp)) if exp >= now => (jti, exp),
+            _ => ("", now),
+        };
         let rows = sqlx::query(
-            "SELECT jti, expires_at FROM revoked_access_tokens WHERE expires_at > $1
-             ORDER BY jti",
+            "SELECT jti, expires_at FROM revoked_access_tokens
+             WHERE (expires_at, jti) > ($1, $2)
+             ORDER BY expires_at, jti LIMIT $3",
         )
-        .bind(now)
+        .bind(from_exp)
+        .bind(from_jti)
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(|row| Ok((row.try_get("jti")?, row.try_get("expires_at")?))).collect()
