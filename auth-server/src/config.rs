@@ -65,7 +65,7 @@ pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: u64 = 10;
 /// HTTP connections open at once; further ones wait in the listen backlog.
 pub const DEFAULT_HTTP_MAX_CONNECTIONS: usize = 4_096;
 /// HTTP requests of one address handled at once; its others wait.
-pub const DEFAULT_HTTP_REQUESTS_PER_ADDRESS: usize = 32;
+pub const DEFAULT_HTTP_REQUESTS_PER_ADDRESS: usize = 4;
 /// How long a password check waits for a hashing slot before it is refused.
 pub const DEFAULT_HASH_WAIT_MS: u64 = 1000;
 

@@ -44,7 +44,18 @@ pub enum ConfigError {
          sync could refresh it"
     )]
     StalenessNotAboveSync { max_staleness: u64, interval: u64 },
+    #[error(
+        "OAUTH_LEEWAY ({0} s) must be at most {MAX_LEEWAY} s: the authorization server keeps a \
+         revoked token on the denylist that long past its exp, and no longer"
+    )]
+    LeewayTooLong(i64),
 }
+
+/// The most clock skew a service may tolerate on `exp`: the authorization
+/// server keeps revoked tokens on the denylist this long past their `exp`
+/// (`DENYLIST_LEEWAY_SECS` there), so a revoked token never works again within
+/// a service's leeway.
+pub const MAX_LEEWAY: i64 = 120;
 
 /// Why the token guard could not start.
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +171,9 @@ impl TokenValidationConfig {
     /// is checked either way: a setting that cannot work is refused at start,
     /// not when credentials are added later.
     pub fn revocation(&self) -> Result<Option<RevocationConfig>, ConfigError> {
+        if !(0..=MAX_LEEWAY).contains(&self.leeway_secs) {
+            return Err(ConfigError::LeewayTooLong(self.leeway_secs));
+        }
         let interval = self.revocation_sync_secs.max(1);
         if self.revocation_max_staleness_secs <= interval {
             return Err(ConfigError::StalenessNotAboveSync {
@@ -256,6 +270,19 @@ impl TokenGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_leeway_longer_than_the_denylist_keeps_revoked_tokens_is_refused() {
+        let mut config = TokenValidationConfig::new("https://as.example");
+        config.leeway_secs = MAX_LEEWAY;
+        assert!(config.revocation().is_ok());
+        config.leeway_secs = MAX_LEEWAY + 1;
+        let refused = config.revocation().unwrap_err();
+        assert!(
+            refused.to_string().contains("OAUTH_LEEWAY (121 s) must be at most 120 s"),
+            "{refused}"
+        );
+    }
 
     #[test]
     fn the_staleness_bound_must_exceed_the_sync_interval() {

@@ -119,9 +119,11 @@ async fn sync(denylist: &Denylist) {
 /// The gRPC status a call through `layer` with `token` ends in (`None`: it
 /// reached the method).
 async fn status_of(layer: &AuthLayer, token: &str) -> Option<tonic::Status> {
-    let service = layer.layer(tower::service_fn(|_req: http::Request<http_body_util::Empty<bytes::Bytes>>| async {
-        Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
-    }));
+    let service = layer.layer(tower::service_fn(
+        |_req: http::Request<http_body_util::Empty<bytes::Bytes>>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+        },
+    ));
     let request = http::Request::builder()
         .uri("/x.v1.Notes/List")
         .header("authorization", format!("Bearer {token}"))

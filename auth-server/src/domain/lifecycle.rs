@@ -17,6 +17,11 @@ pub enum TokenTypeHint {
     RefreshToken,
 }
 
+/// How long past its `exp` a revoked token stays on the denylist: as long as the
+/// most leeway a protected service may give (`OAUTH_LEEWAY`, at most
+/// `tollgate_service_kit::protect::MAX_LEEWAY`), so a revoked token never works
+/// again within a verifier's leeway.
+pub const DENYLIST_LEEWAY_SECS: i64 = tollgate_service_kit::protect::MAX_LEEWAY;
 impl TokenTypeHint {
     pub fn parse(hint: Option<&str>) -> Option<Self> {
         match hint {
@@ -234,14 +239,45 @@ impl<S: Store> OAuthCore<S> {
         self.confidential_client(auth).await?;
         // One more row than asked says whether another page follows, so the
         // last page is never an empty one.
+        // A verifier accepts a token for its leeway past `exp`: a revoked token
+        // stays on the list that much longer, or it would work again then.
+        let live_after = self.clock.now() - DENYLIST_LEEWAY_SECS;
         let mut tokens = self
             .store
-            .revoked_access_tokens(self.clock.now(), after, limit.saturating_add(1))
+            .revoked_access_tokens(live_after, after, limit.saturating_add(1))
             .await
             .map_err(storage_failure)?;
         let more = tokens.len() > limit as usize;
         tokens.truncate(limit as usize);
         let next_after = if more { tokens.last().cloned() } else { None };
         Ok(DenylistPage { tokens, next_after })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DENYLIST_LEEWAY_SECS;
+    use crate::domain::Grant;
+    use crate::domain::grants::testing::{Fixture, auth};
+    use crate::domain::model::GrantType::ClientCredentials;
+
+    #[tokio::test]
+    async fn a_revoked_token_stays_on_the_denylist_through_a_verifiers_leeway_past_its_exp() {
+        let fx = Fixture::new().await;
+        fx.client("batch", Some("s3cret"), &[ClientCredentials]).await;
+        let batch = auth("batch", Some("s3cret"));
+        let grant = Grant::ClientCredentials { scope: None, resource: None };
+        let issued = fx.core.token(&batch, grant).await.expect("issued");
+        fx.core.revoke(&batch, issued.access_token.expose(), None).await.expect("revoked");
+        let listed = async || {
+            fx.core.revoked_access_tokens(&batch, None, 10).await.expect("listed").tokens.len()
+        };
+        assert_eq!(listed().await, 1);
+        // Past its exp, a verifier with up to the largest allowed leeway still
+        // accepts the token: it stays listed until then, and no longer.
+        fx.advance(issued.expires_in + DENYLIST_LEEWAY_SECS);
+        assert_eq!(listed().await, 1);
+        fx.advance(1);
+        assert_eq!(listed().await, 0);
     }
 }

@@ -163,7 +163,14 @@ async fn throttle_pages(
     let peer = address_key(peer_of(request.extensions()));
     match state.core.throttles().pages_ip.check(&peer) {
         Ok(()) => next.run(request).await,
-        Err(err) => authorize::error_page(&err),
+        Err(err) => {
+            // Read the (small, bounded) form before answering: an unread body
+            // makes the server close the connection after the answer, and a
+            // client that already reused it sees a transport error instead of
+            // the 429.
+            let _ = axum::body::to_bytes(request.into_body(), serve::MAX_REFUSED_BODY_READ).await;
+            authorize::error_page(&err)
+        }
     }
 }
 

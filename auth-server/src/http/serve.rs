@@ -5,12 +5,12 @@
 //! - at most `max_connections` connections at once: past it, new connections
 //!   wait in the kernel's listen backlog instead of costing memory here;
 //! - at most [`MAX_OPEN_PER_ADDRESS`] open for one address (IPv6: one /64;
-//!   beyond it they are closed at once), and at most `requests_per_address` of
-//!   that address's requests handled at once: its further requests wait, read
-//!   but not handled, costing no CPU. This keeps one flooding address from
-//!   filling the run queue: the server's work for it is bounded by the
-//!   requests it may have in hand, so other callers' requests are not queued
-//!   behind thousands of its own;
+//!   beyond it each request is answered `429` and the connection closed), and
+//!   at most `requests_per_address` of that address's requests in hand at once:
+//!   its other connections are not read until one is answered ([`Gated`]).
+//!   This keeps one flooding address from filling the run queue: the server's
+//!   work for it is bounded by the requests it may have in hand, so other
+//!   callers' requests are not queued behind thousands of its own;
 //! - a TLS handshake must finish within `tls_handshake_timeout`;
 //! - request headers must arrive within `header_timeout`, which is also how long
 //!   an idle keep-alive connection stays open (hyper starts the same timer
@@ -25,21 +25,28 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
+use axum::http::HeaderValue;
+use axum::http::header::CONNECTION;
+use axum::response::IntoResponse as _;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
+use tollgate_token::OAuthError;
 use tower::ServiceExt as _;
+use tower::util::BoxCloneService;
 
 use crate::domain::throttle::address_key;
 
@@ -103,14 +110,15 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let Some(ticket) = addresses.admit(address_key(peer.ip())) else {
-            tracing::debug!("connection closed: its address has too many open");
-            continue;
-        };
+        let ticket = addresses.admit(address_key(peer.ip()));
         // Small request/response exchanges: send each as soon as it is written.
         let _ = tcp.set_nodelay(true);
-        let service =
-            TowerToHyperService::new(per_connection(router.clone(), peer, ticket.serving()));
+        let gate = Arc::new(Gate::new(ticket.as_ref().map(Ticket::serving)));
+        let tcp = Gated { stream: tcp, gate: gate.clone(), acquiring: None };
+        let service = TowerToHyperService::new(match &ticket {
+            Some(_) => BoxCloneService::new(per_connection(router.clone(), peer, gate)),
+            None => BoxCloneService::new(too_many_open()),
+        });
         let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
         let http1 = http1.clone();
@@ -136,11 +144,11 @@ pub async fn serve(
 }
 
 /// The router as one connection sees it: each request carries the peer's
-/// address, and waits for one of its address's places before it is handled.
+/// address, and gives its address's place back once it is answered.
 fn per_connection(
     router: axum::Router,
     peer: SocketAddr,
-    serving: Arc<Semaphore>,
+    gate: Arc<Gate>,
 ) -> impl tower::Service<
     axum::http::Request<Incoming>,
     Response = axum::response::Response,
@@ -154,15 +162,143 @@ fn per_connection(
     tower::service_fn(move |mut request: axum::http::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
         let router = router.clone();
-        let serving = serving.clone();
+        let gate = gate.clone();
         async move {
-            // Never closed, so never an error; the place is held until the
-            // handler has answered.
-            let _place = serving.acquire_owned().await.ok();
-            router.oneshot(request).await
+            let response = router.oneshot(request).await;
+            gate.release();
+            response
         }
     })
 }
+
+/// Whether a connection holds one of its address's places: taken when it has
+/// bytes to read ([`Gated`]), given back when the request read is answered.
+struct Gate {
+    /// The address's places; `None`: not gated (a connection past the cap,
+    /// answered at once).
+    serving: Option<Arc<Semaphore>>,
+    held: Mutex<Option<OwnedSemaphorePermit>>,
+}
+
+impl Gate {
+    fn new(serving: Option<Arc<Semaphore>>) -> Self {
+        Self { serving, held: Mutex::new(None) }
+    }
+
+    fn holds(&self) -> bool {
+        self.serving.is_none() || self.held.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
+    fn hold(&self, place: OwnedSemaphorePermit) {
+        *self.held.lock().unwrap_or_else(|e| e.into_inner()) = Some(place);
+    }
+
+    fn release(&self) {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+type Acquiring =
+    Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, tokio::sync::AcquireError>> + Send>>;
+
+/// A connection's socket, read only while the connection holds one of its
+/// address's places. Without one it waits for bytes to arrive without reading
+/// them (an idle connection holds no place), then for a place: a flood of
+/// requests from one address costs a wake-up each until its turn, not a parse.
+struct Gated {
+    stream: TcpStream,
+    gate: Arc<Gate>,
+    acquiring: Option<Acquiring>,
+}
+
+impl AsyncRead for Gated {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let mut taken_now = false;
+        if !this.gate.holds() {
+            ready!(this.stream.poll_read_ready(cx))?;
+            if let Some(serving) = &this.gate.serving {
+                let acquiring =
+                    this.acquiring.get_or_insert_with(|| Box::pin(serving.clone().acquire_owned()));
+                let place = ready!(acquiring.as_mut().poll(cx));
+                this.acquiring = None;
+                if let Ok(place) = place {
+                    this.gate.hold(place);
+                    taken_now = true;
+                }
+            }
+        }
+        let read = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if taken_now && read.is_pending() {
+            // Readiness is remembered from the last read, so it can be stale:
+            // nothing to read after all. An idle connection gives the place back.
+            this.gate.release();
+        }
+        read
+    }
+}
+
+impl AsyncWrite for Gated {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// What a connection past its address's [`MAX_OPEN_PER_ADDRESS`] is told:
+/// `429` with `Retry-After`, then the connection closes. An answer rather than a
+/// bare close, so a client that opened one connection too many sees a throttle,
+/// not a transport error. The body is read first (bounded) so the close is
+/// clean.
+fn too_many_open() -> impl tower::Service<
+    axum::http::Request<Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<axum::response::Response, std::convert::Infallible>>
+             + Send
+             + 'static,
+> + Clone
++ Send
++ 'static {
+    tower::service_fn(|request: axum::http::Request<Incoming>| async move {
+        let body = axum::body::Body::new(request.into_body());
+        let _ = axum::body::to_bytes(body, MAX_REFUSED_BODY_READ).await;
+        let refusal = OAuthError::too_many_requests(Duration::from_secs(1));
+        let mut response = super::HttpError(refusal).into_response();
+        response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+        Ok(response)
+    })
+}
+
+/// The most of a refused request's body read before the refusal is sent.
+pub const MAX_REFUSED_BODY_READ: usize = 64 * 1024;
 
 /// The connections open per address, and the semaphore that bounds how many of
 /// its requests are handled at once.

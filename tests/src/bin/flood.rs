@@ -27,14 +27,19 @@ use tollgate_e2e::{DemoSecrets, bootstrap_toml};
 #[command(name = "flood", about = "Measure /token latency and memory under a sign-in flood")]
 struct Args {
     /// The auth-server binary to run (a release build).
-    #[arg(long)]
-    server: PathBuf,
+    #[arg(long, required_unless_present = "probe_url")]
+    server: Option<PathBuf>,
+    /// Internal: run only the /token probe against this URL for `--seconds`
+    /// and print each latency (µs) and status, one per line (the client
+    /// secret in FLOOD_PROBE_SECRET).
+    #[arg(long, hide = true)]
+    probe_url: Option<String>,
     /// Sign-in posts in flight at once.
     #[arg(long, default_value_t = 1000)]
     concurrency: usize,
     /// How long the flood lasts, seconds (the baseline takes as long).
-    #[arg(long, default_value_t = 5)]
-    seconds: u64,
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
     /// One `/token` request every this many milliseconds, during both phases.
     #[arg(long, default_value_t = 5)]
     probe_every_ms: u64,
@@ -58,7 +63,8 @@ fn rss_mib(pid: u32) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-struct Latencies(Vec<Duration>);
+/// Each request's latency and status, in order.
+struct Latencies(Vec<Duration>, Vec<u16>);
 
 impl Latencies {
     fn at(&self, quantile: f64) -> Duration {
@@ -79,30 +85,61 @@ impl Latencies {
     }
 }
 
-/// [`probe`] on a thread of its own with its own runtime and client, so the
-/// flood's thousand tasks do not delay the probe's own wake-ups: what it
-/// measures is the server.
-fn probe_apart(
-    url: String,
-    secret: String,
+/// [`probe`] in a process of its own, scheduled real-time (`chrt -f`) when it
+/// can be: the flood's client saturates the load core, and a probe sharing
+/// that core at normal priority would measure its own wake-up delays (up to
+/// the scheduler's granularity, milliseconds), not the server. It calls from
+/// another loopback address than the flood, as a real client would.
+async fn probe_apart(
+    url: &str,
+    secret: &str,
     every: Duration,
-    until: Instant,
-) -> std::thread::JoinHandle<(Latencies, BTreeMap<u16, u64>)> {
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap_or_else(|e| panic!("probe runtime: {e}"));
-        runtime.block_on(async move {
-            // From another loopback address: the probe is another caller than
-            // the flood, as a real client would be.
-            let http = reqwest::Client::builder()
-                .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
-                .build()
-                .unwrap_or_else(|e| panic!("probe client: {e}"));
-            probe(http, url, secret, every, until).await
-        })
-    })
+    seconds: f64,
+) -> anyhow::Result<(Latencies, BTreeMap<u16, u64>)> {
+    let me = std::env::current_exe()?;
+    let mut command = if which("chrt").is_some() {
+        let mut command = tokio::process::Command::new("chrt");
+        command.args(["-f", "20"]).arg(&me);
+        command
+    } else {
+        tokio::process::Command::new(&me)
+    };
+    let output = command
+        .arg("--probe-url")
+        .arg(url)
+        .arg("--seconds")
+        .arg(seconds.to_string())
+        .arg("--probe-every-ms")
+        .arg(every.as_millis().to_string())
+        .env("FLOOD_PROBE_SECRET", secret)
+        .stderr(Stdio::inherit())
+        .output()
+        .await?;
+    anyhow::ensure!(output.status.success(), "the probe failed: {}", output.status);
+    let mut latencies = Vec::new();
+    let mut statuses = BTreeMap::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let Some((micros, status)) = line.split_once(' ') else { continue };
+        let status: u16 = status.parse()?;
+        latencies.push(Duration::from_micros(micros.parse()?));
+        *statuses.entry(status).or_default() += 1;
+    }
+    Ok((Latencies(latencies, Vec::new()), statuses))
+}
+
+/// The probe process: prints `<µs> <status>` per request.
+async fn probe_only(url: String, every: Duration, seconds: f64) -> anyhow::Result<()> {
+    let secret = std::env::var("FLOOD_PROBE_SECRET").context("FLOOD_PROBE_SECRET")?;
+    let http =
+        reqwest::Client::builder().local_address(std::net::IpAddr::from([127, 0, 0, 2])).build()?;
+    let until = Instant::now() + Duration::from_secs_f64(seconds);
+    let (latencies, _) = probe(http, url, secret, every, until).await;
+    let mut out = String::new();
+    for (latency, status) in latencies.0.iter().zip(latencies.1.iter()) {
+        out.push_str(&format!("{} {status}\n", latency.as_micros()));
+    }
+    print!("{out}");
+    Ok(())
 }
 
 /// `/token` client credentials, one request every `every`, until `until`.
@@ -114,6 +151,7 @@ async fn probe(
     until: Instant,
 ) -> (Latencies, BTreeMap<u16, u64>) {
     let mut latencies = Vec::new();
+    let mut each = Vec::new();
     let mut statuses = BTreeMap::new();
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -135,14 +173,20 @@ async fn probe(
             Err(_) => 0,
         };
         latencies.push(started.elapsed());
+        each.push(status);
         *statuses.entry(status).or_default() += 1;
     }
-    (Latencies(latencies), statuses)
+    (Latencies(latencies, each), statuses)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let every = Duration::from_millis(args.probe_every_ms);
+    if let Some(url) = args.probe_url.clone() {
+        return probe_only(url, every, args.seconds).await;
+    }
+    let server = args.server.clone().context("--server")?;
     let dir = tempfile::tempdir()?;
     let secrets = DemoSecrets::generate();
     let bootstrap = dir.path().join("bootstrap.toml");
@@ -151,10 +195,10 @@ async fn main() -> anyhow::Result<()> {
     let origin = format!("http://127.0.0.1:{http_port}");
 
     let mut command = if args.server_core.is_empty() || which("taskset").is_none() {
-        tokio::process::Command::new(&args.server)
+        tokio::process::Command::new(&server)
     } else {
         let mut pinned = tokio::process::Command::new("taskset");
-        pinned.arg("-c").arg(&args.server_core).arg(&args.server);
+        pinned.arg("-c").arg(&args.server_core).arg(&server);
         pinned
     };
     command
@@ -187,8 +231,7 @@ async fn main() -> anyhow::Result<()> {
         anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "the server did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let phase = Duration::from_secs(args.seconds);
-    let every = Duration::from_millis(args.probe_every_ms);
+    let phase = Duration::from_secs_f64(args.seconds);
     let token_url = format!("{origin}/token");
     let secret = secrets.reporter.expose().clone();
     println!(
@@ -268,8 +311,7 @@ async fn main() -> anyhow::Result<()> {
                             let _ = reply.bytes().await;
                             status
                         }
-                        Err(err) if err.is_connect() => "connect error".into(),
-                        Err(_) => "transport error".into(),
+                        Err(err) => transport_error(&err),
                     };
                     *mine.entry(answer).or_default() += 1;
                 }
@@ -280,12 +322,10 @@ async fn main() -> anyhow::Result<()> {
             })
         })
         .collect();
-    let probing = probe_apart(token_url, secret, every, until);
+    let (during, during_statuses) = probe_apart(&token_url, &secret, every, args.seconds).await?;
     for task in flood {
         let _ = task.await;
     }
-    let (during, during_statuses) =
-        probing.join().map_err(|_| anyhow::anyhow!("the probe panicked"))?;
     let _ = sampler.await;
 
     alone.report("/token alone");
@@ -304,6 +344,15 @@ async fn main() -> anyhow::Result<()> {
     let total: u64 = answers.values().sum();
     println!("sign-in posts answered: {total} in all, by status {answers:?}");
     Ok(())
+}
+
+/// A transport failure, named by its innermost cause.
+fn transport_error(err: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = err;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    format!("transport error: {cause}")
 }
 
 fn which(program: &str) -> Option<PathBuf> {
