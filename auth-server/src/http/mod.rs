@@ -169,10 +169,17 @@ async fn throttle_pages(
             // client that already reused it sees a transport error instead of
             // the 429.
             let _ = axum::body::to_bytes(request.into_body(), serve::MAX_REFUSED_BODY_READ).await;
+            // Answer late, holding one of the address's places meanwhile
+            // (`serve`): an address that ignores Retry-After gets a few answers
+            // a second, not tens of thousands, and costs no CPU while it waits.
+            tokio::time::sleep(THROTTLED_PAGE_DELAY).await;
             authorize::error_page(&err)
         }
     }
 }
+
+/// How long a throttled page request waits for its 429.
+pub const THROTTLED_PAGE_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Parses `application/x-www-form-urlencoded` pairs, refusing a parameter sent
 /// twice (RFC 6749 §3.1, §3.2).

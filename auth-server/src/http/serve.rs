@@ -7,7 +7,9 @@
 //! - at most [`MAX_OPEN_PER_ADDRESS`] open for one address (IPv6: one /64;
 //!   beyond it each request is answered `429` and the connection closed), and
 //!   at most `requests_per_address` of that address's requests in hand at once:
-//!   its other connections are not read until one is answered ([`Gated`]).
+//!   its other connections are not read until one is answered ([`Gated`]), or
+//!   for at most half the header timeout: then the request is read and answered
+//!   `429`, and the connection closed.
 //!   This keeps one flooding address from filling the run queue: the server's
 //!   work for it is bounded by the requests it may have in hand, so other
 //!   callers' requests are not queued behind thousands of its own;
@@ -26,7 +28,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -113,7 +115,8 @@ pub async fn serve(
         let ticket = addresses.admit(address_key(peer.ip()));
         // Small request/response exchanges: send each as soon as it is written.
         let _ = tcp.set_nodelay(true);
-        let gate = Arc::new(Gate::new(ticket.as_ref().map(Ticket::serving)));
+        let gate =
+            Arc::new(Gate::new(ticket.as_ref().map(Ticket::serving), limits.header_timeout / 2));
         let tcp = Gated { stream: tcp, gate: gate.clone(), acquiring: None };
         let service = TowerToHyperService::new(match &ticket {
             Some(_) => BoxCloneService::new(per_connection(router.clone(), peer, gate)),
@@ -164,6 +167,9 @@ fn per_connection(
         let router = router.clone();
         let gate = gate.clone();
         async move {
+            if gate.gave_up() {
+                return refuse_and_close(request).await;
+            }
             let response = router.oneshot(request).await;
             gate.release();
             response
@@ -178,15 +184,27 @@ struct Gate {
     /// answered at once).
     serving: Option<Arc<Semaphore>>,
     held: Mutex<Option<OwnedSemaphorePermit>>,
+    /// How long a connection waits for a place: less than the header timeout,
+    /// which would otherwise close it with its request unanswered.
+    wait: Duration,
+    /// It waited that long: its request is read without a place and answered
+    /// `429`, and the connection closed.
+    gave_up: AtomicBool,
 }
 
 impl Gate {
-    fn new(serving: Option<Arc<Semaphore>>) -> Self {
-        Self { serving, held: Mutex::new(None) }
+    fn new(serving: Option<Arc<Semaphore>>, wait: Duration) -> Self {
+        Self { serving, held: Mutex::new(None), wait, gave_up: AtomicBool::new(false) }
     }
 
     fn holds(&self) -> bool {
-        self.serving.is_none() || self.held.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+        self.serving.is_none()
+            || self.gave_up.load(Ordering::Relaxed)
+            || self.held.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
+    fn gave_up(&self) -> bool {
+        self.gave_up.load(Ordering::Relaxed)
     }
 
     fn hold(&self, place: OwnedSemaphorePermit) {
@@ -198,8 +216,16 @@ impl Gate {
     }
 }
 
-type Acquiring =
-    Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, tokio::sync::AcquireError>> + Send>>;
+type Acquiring = Pin<
+    Box<
+        dyn Future<
+                Output = Result<
+                    Result<OwnedSemaphorePermit, tokio::sync::AcquireError>,
+                    tokio::time::error::Elapsed,
+                >,
+            > + Send,
+    >,
+>;
 
 /// A connection's socket, read only while the connection holds one of its
 /// address's places. Without one it waits for bytes to arrive without reading
@@ -222,13 +248,19 @@ impl AsyncRead for Gated {
         if !this.gate.holds() {
             ready!(this.stream.poll_read_ready(cx))?;
             if let Some(serving) = &this.gate.serving {
-                let acquiring =
-                    this.acquiring.get_or_insert_with(|| Box::pin(serving.clone().acquire_owned()));
+                let wait = this.gate.wait;
+                let acquiring = this.acquiring.get_or_insert_with(|| {
+                    Box::pin(tokio::time::timeout(wait, serving.clone().acquire_owned()))
+                });
                 let place = ready!(acquiring.as_mut().poll(cx));
                 this.acquiring = None;
-                if let Ok(place) = place {
-                    this.gate.hold(place);
-                    taken_now = true;
+                match place {
+                    Ok(Ok(place)) => {
+                        this.gate.hold(place);
+                        taken_now = true;
+                    }
+                    Ok(Err(_)) => {} // never closed
+                    Err(_) => this.gate.gave_up.store(true, Ordering::Relaxed),
                 }
             }
         }
@@ -287,14 +319,20 @@ fn too_many_open() -> impl tower::Service<
 > + Clone
 + Send
 + 'static {
-    tower::service_fn(|request: axum::http::Request<Incoming>| async move {
-        let body = axum::body::Body::new(request.into_body());
-        let _ = axum::body::to_bytes(body, MAX_REFUSED_BODY_READ).await;
-        let refusal = OAuthError::too_many_requests(Duration::from_secs(1));
-        let mut response = super::HttpError(refusal).into_response();
-        response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
-        Ok(response)
-    })
+    tower::service_fn(refuse_and_close)
+}
+
+/// `429` with `Retry-After`, the request's body read first (bounded) so the
+/// close that follows is clean.
+async fn refuse_and_close(
+    request: axum::http::Request<Incoming>,
+) -> Result<axum::response::Response, std::convert::Infallible> {
+    let body = axum::body::Body::new(request.into_body());
+    let _ = axum::body::to_bytes(body, MAX_REFUSED_BODY_READ).await;
+    let refusal = OAuthError::too_many_requests(Duration::from_secs(1));
+    let mut response = super::HttpError(refusal).into_response();
+    response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+    Ok(response)
 }
 
 /// The most of a refused request's body read before the refusal is sent.

@@ -13,6 +13,7 @@
 //! A measurement, not a test: it asserts nothing and exits 0 once it reports.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -43,6 +44,10 @@ struct Args {
     /// One `/token` request every this many milliseconds, during both phases.
     #[arg(long, default_value_t = 5)]
     probe_every_ms: u64,
+    /// How many times to measure (baseline, then flood); the summary gives the
+    /// median ratio with its minimum and maximum.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
     /// Lift the sign-in and page throttles: only the hashing bound holds.
     #[arg(long)]
     unthrottled: bool,
@@ -76,9 +81,10 @@ impl Latencies {
 
     fn report(&self, what: &str) {
         println!(
-            "{what}: {} requests, median {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            "{what}: {} requests, median {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
             self.0.len(),
             self.at(0.5).as_secs_f64() * 1e3,
+            self.at(0.9).as_secs_f64() * 1e3,
             self.at(0.99).as_secs_f64() * 1e3,
             self.at(1.0).as_secs_f64() * 1e3,
         );
@@ -242,108 +248,150 @@ async fn main() -> anyhow::Result<()> {
         if args.unthrottled { ", throttles lifted" } else { "" }
     );
 
-    // Warm up, then the baseline: /token alone.
-    let _ = probe(
-        http.clone(),
-        token_url.clone(),
-        secret.clone(),
-        every,
-        Instant::now() + Duration::from_secs(1),
-    )
-    .await;
-    let idle_rss = rss_mib(pid).unwrap_or(f64::NAN);
-    let (alone, alone_statuses) =
-        probe(http.clone(), token_url.clone(), secret.clone(), every, Instant::now() + phase).await;
-
-    // The flood: one signed-out session's form, posted with a wrong password
-    // by every task as fast as it is answered.
-    let authorize = url::Url::parse(&format!(
-        "{origin}/authorize?response_type=code&client_id=tollgate-cli\
-         &redirect_uri=http%3A%2F%2F127.0.0.1%3A43210%2Fcallback&scope=notes%3Aread\
-         &code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256&state=flood"
-    ))?;
-    let mut owner = ScriptedOwner::new()?;
-    let login: Page = owner.get(&authorize).await?;
-    anyhow::ensure!(login.status == 200, "sign-in page: {}", login.status);
-    let cookie = login
-        .headers
-        .get_all(reqwest::header::SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok()?.split(';').next().map(str::to_owned))
-        .collect::<Vec<_>>()
-        .join("; ");
-    let mut form = login.hidden_fields();
-    form.push(("username".into(), "alice".into()));
-    form.push(("password".into(), "not-her-password".into()));
-    let form = Arc::new(form);
-    let answers = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
-    let until = Instant::now() + phase;
-    let peak = Arc::new(Mutex::new(idle_rss));
-    let sampler = tokio::spawn({
-        let peak = peak.clone();
-        async move {
-            while Instant::now() < until + Duration::from_secs(1) {
-                if let Some(rss) = rss_mib(pid) {
-                    let mut peak = peak.lock().unwrap_or_else(|e| e.into_inner());
-                    *peak = peak.max(rss);
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    });
-    let flood: Vec<_> = (0..args.concurrency)
-        .map(|_| {
-            let (http, form, cookie, answers) =
-                (http.clone(), form.clone(), cookie.clone(), answers.clone());
-            let url = format!("{origin}/authorize/login");
-            tokio::spawn(async move {
-                let mut mine = BTreeMap::<String, u64>::new();
-                while Instant::now() < until {
-                    let answer = match http
-                        .post(&url)
-                        .header(reqwest::header::COOKIE, &cookie)
-                        .form(&*form)
-                        .send()
-                        .await
-                    {
-                        Ok(reply) => {
-                            let status = reply.status().as_u16().to_string();
-                            let _ = reply.bytes().await;
-                            status
-                        }
-                        Err(err) => transport_error(&err),
-                    };
-                    *mine.entry(answer).or_default() += 1;
-                }
-                let mut answers = answers.lock().unwrap_or_else(|e| e.into_inner());
-                for (answer, count) in mine {
-                    *answers.entry(answer).or_default() += count;
-                }
-            })
-        })
-        .collect();
-    let (during, during_statuses) = probe_apart(&token_url, &secret, every, args.seconds).await?;
-    for task in flood {
-        let _ = task.await;
+    // Warm up.
+    probe_apart(&token_url, &secret, every, 1.0).await?;
+    let flood = Flood::prepare(&origin, args.concurrency).await?;
+    let mut ratios = Vec::new();
+    let mut peaks = Vec::new();
+    for run in 1..=args.runs {
+        println!("run {run} of {}", args.runs);
+        // The baseline: /token alone.
+        let idle_rss = rss_mib(pid).unwrap_or(f64::NAN);
+        let (alone, alone_statuses) = probe_apart(&token_url, &secret, every, args.seconds).await?;
+        alone.report("  /token alone");
+        println!("    statuses {alone_statuses:?}");
+        // The same, during the flood.
+        let (during, during_statuses, answers, peak) = flood
+            .run(&http, phase, pid, idle_rss, probe_apart(&token_url, &secret, every, args.seconds))
+            .await?;
+        during.report("  /token during the flood");
+        println!("    statuses {during_statuses:?}");
+        let ratio = during.at(0.99).as_secs_f64() / alone.at(0.99).as_secs_f64();
+        println!(
+            "  p99 ratio (during / alone) {ratio:.2}; median ratio {:.2}",
+            during.at(0.5).as_secs_f64() / alone.at(0.5).as_secs_f64()
+        );
+        println!("  server RSS {idle_rss:.1} MiB before the flood, peak {peak:.1} MiB during it");
+        let total: u64 = answers.values().sum();
+        println!("  sign-in posts answered: {total}, by status {answers:?}");
+        ratios.push(ratio);
+        peaks.push(peak);
     }
-    let _ = sampler.await;
-
-    alone.report("/token alone");
-    println!("  statuses {alone_statuses:?}");
-    during.report("/token during the flood");
-    println!("  statuses {during_statuses:?}");
-    let (p99_alone, p99_during) = (alone.at(0.99), during.at(0.99));
+    ratios.sort_by(f64::total_cmp);
+    let median = ratios[ratios.len() / 2];
+    let (min, max) = (ratios[0], ratios[ratios.len() - 1]);
+    let peak = peaks.iter().copied().fold(f64::NAN, f64::max);
     println!(
-        "p99 ratio (during / alone): {:.2}; median ratio {:.2}",
-        p99_during.as_secs_f64() / p99_alone.as_secs_f64(),
-        during.at(0.5).as_secs_f64() / alone.at(0.5).as_secs_f64()
+        "summary over {} runs: /token p99 during the flood / alone: median {median:.2} \
+         (min {min:.2}, max {max:.2}); server RSS peak {peak:.1} MiB",
+        args.runs
     );
-    let peak = *peak.lock().unwrap_or_else(|e| e.into_inner());
-    println!("server RSS: {idle_rss:.1} MiB before the flood, peak {peak:.1} MiB during it");
-    let answers = answers.lock().unwrap_or_else(|e| e.into_inner());
-    let total: u64 = answers.values().sum();
-    println!("sign-in posts answered: {total} in all, by status {answers:?}");
     Ok(())
+}
+
+/// One signed-out session's sign-in form, posted with a wrong password by
+/// `concurrency` tasks as fast as each is answered.
+struct Flood {
+    login_url: String,
+    cookie: String,
+    form: Arc<Vec<(String, String)>>,
+    concurrency: usize,
+}
+
+impl Flood {
+    async fn prepare(origin: &str, concurrency: usize) -> anyhow::Result<Self> {
+        let authorize = url::Url::parse(&format!(
+            "{origin}/authorize?response_type=code&client_id=tollgate-cli\
+             &redirect_uri=http%3A%2F%2F127.0.0.1%3A43210%2Fcallback&scope=notes%3Aread\
+             &code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM\
+             &code_challenge_method=S256&state=flood"
+        ))?;
+        let mut owner = ScriptedOwner::new()?;
+        let login: Page = owner.get(&authorize).await?;
+        anyhow::ensure!(login.status == 200, "sign-in page: {}", login.status);
+        let cookie = login
+            .headers
+            .get_all(reqwest::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok()?.split(';').next().map(str::to_owned))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mut form = login.hidden_fields();
+        form.push(("username".into(), "alice".into()));
+        form.push(("password".into(), "not-her-password".into()));
+        Ok(Self {
+            login_url: format!("{origin}/authorize/login"),
+            cookie,
+            form: Arc::new(form),
+            concurrency,
+        })
+    }
+
+    /// Floods for `phase` while `measure` runs; returns what it measured, how
+    /// the posts were answered, and the server's peak RSS (MiB).
+    async fn run<T>(
+        &self,
+        http: &reqwest::Client,
+        phase: Duration,
+        pid: u32,
+        idle_rss: f64,
+        measure: impl Future<Output = anyhow::Result<(Latencies, T)>>,
+    ) -> anyhow::Result<(Latencies, T, BTreeMap<String, u64>, f64)> {
+        let answers = Arc::new(Mutex::new(BTreeMap::<String, u64>::new()));
+        let until = Instant::now() + phase;
+        let peak = Arc::new(Mutex::new(idle_rss));
+        let sampler = tokio::spawn({
+            let peak = peak.clone();
+            async move {
+                while Instant::now() < until + Duration::from_secs(1) {
+                    if let Some(rss) = rss_mib(pid) {
+                        let mut peak = peak.lock().unwrap_or_else(|e| e.into_inner());
+                        *peak = peak.max(rss);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        });
+        let tasks: Vec<_> = (0..self.concurrency)
+            .map(|_| {
+                let (http, form, cookie, answers) =
+                    (http.clone(), self.form.clone(), self.cookie.clone(), answers.clone());
+                let url = self.login_url.clone();
+                tokio::spawn(async move {
+                    let mut mine = BTreeMap::<String, u64>::new();
+                    while Instant::now() < until {
+                        let answer = match http
+                            .post(&url)
+                            .header(reqwest::header::COOKIE, &cookie)
+                            .form(&*form)
+                            .send()
+                            .await
+                        {
+                            Ok(reply) => {
+                                let status = reply.status().as_u16().to_string();
+                                let _ = reply.bytes().await;
+                                status
+                            }
+                            Err(err) => transport_error(&err),
+                        };
+                        *mine.entry(answer).or_default() += 1;
+                    }
+                    let mut answers = answers.lock().unwrap_or_else(|e| e.into_inner());
+                    for (answer, count) in mine {
+                        *answers.entry(answer).or_default() += count;
+                    }
+                })
+            })
+            .collect();
+        let (measured, extra) = measure.await?;
+        for task in tasks {
+            let _ = task.await;
+        }
+        let _ = sampler.await;
+        let answers = std::mem::take(&mut *answers.lock().unwrap_or_else(|e| e.into_inner()));
+        let peak = *peak.lock().unwrap_or_else(|e| e.into_inner());
+        Ok((measured, extra, answers, peak))
+    }
 }
 
 /// A transport failure, named by its innermost cause.

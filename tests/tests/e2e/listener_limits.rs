@@ -123,3 +123,32 @@ async fn one_address_past_its_requests_in_hand_waits_for_a_place() {
     let served = tokio::time::timeout(Duration::from_secs(5), response(&mut other)).await;
     assert!(served.expect("handled once the place was free").starts_with("http/1.1 200"));
 }
+
+#[tokio::test]
+async fn a_request_that_waits_too_long_for_a_place_is_answered_429_not_dropped() {
+    let stack = TestStack::builder()
+        .tweak(|c| {
+            c.auth.limits.http_requests_per_address = 1;
+            // A place is waited for at most half of this.
+            c.auth.limits.http_header_timeout_secs = 1;
+        })
+        .start()
+        .await
+        .unwrap();
+    let mut slow = connect(&stack).await;
+    slow.write_all(
+        b"POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+          Content-Length: 100\r\n\r\ngrant",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut other = connect(&stack).await;
+    other.write_all(GET_JWKS).await.unwrap();
+    // Not left to the header timeout's close (a reset, with the request
+    // unanswered): told to come back, and the connection closed cleanly.
+    let answer = until_closed(&mut other, Duration::from_secs(5)).await.to_lowercase();
+    assert!(answer.starts_with("http/1.1 429"), "{answer}");
+    assert!(answer.contains("retry-after: 1") && answer.contains("connection: close"), "{answer}");
+    assert!(answer.contains("temporarily_unavailable"), "{answer}");
+}
