@@ -499,6 +499,11 @@ pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> anyhow::R
         .map_err(|_| anyhow::anyhow!("gave up after {PATIENCE:?} waiting for {what}"))
 }
 
+/// A gRPC channel to `url`, connected: one HTTP/2 connection its clients share.
+pub async fn channel(url: String) -> anyhow::Result<tonic::transport::Channel> {
+    Ok(tonic::transport::Endpoint::from_shared(url)?.connect().await?)
+}
+
 /// The demo password of a demo user.
 pub fn password_of(username: &str) -> anyhow::Result<&'static str> {
     PASSWORDS

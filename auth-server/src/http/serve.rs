@@ -119,8 +119,8 @@ pub async fn serve(
             Arc::new(Gate::new(ticket.as_ref().map(Ticket::serving), limits.header_timeout / 2));
         let tcp = Gated { stream: tcp, gate: gate.clone(), acquiring: None };
         let service = TowerToHyperService::new(match &ticket {
-            Some(_) => BoxCloneService::new(per_connection(router.clone(), peer, gate)),
-            None => BoxCloneService::new(too_many_open()),
+            Some(_) => per_connection(router.clone(), peer, gate),
+            None => too_many_open(),
         });
         let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
@@ -148,21 +148,8 @@ pub async fn serve(
 
 /// The router as one connection sees it: each request carries the peer's
 /// address, and gives its address's place back once it is answered.
-fn per_connection(
-    router: axum::Router,
-    peer: SocketAddr,
-    gate: Arc<Gate>,
-) -> impl tower::Service<
-    axum::http::Request<Incoming>,
-    Response = axum::response::Response,
-    Error = std::convert::Infallible,
-    Future = impl Future<Output = Result<axum::response::Response, std::convert::Infallible>>
-             + Send
-             + 'static,
-> + Clone
-+ Send
-+ 'static {
-    tower::service_fn(move |mut request: axum::http::Request<Incoming>| {
+fn per_connection(router: axum::Router, peer: SocketAddr, gate: Arc<Gate>) -> ConnectionService {
+    BoxCloneService::new(tower::service_fn(move |mut request: axum::http::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
         let router = router.clone();
         let gate = gate.clone();
@@ -174,7 +161,7 @@ fn per_connection(
             gate.release();
             response
         }
-    })
+    }))
 }
 
 /// Whether a connection holds one of its address's places: taken when it has
@@ -274,53 +261,23 @@ impl AsyncRead for Gated {
     }
 }
 
-impl AsyncWrite for Gated {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-}
+tollgate_service_kit::delegate_async_write!(Gated, stream);
 
 /// What a connection past its address's [`MAX_OPEN_PER_ADDRESS`] is told:
 /// `429` with `Retry-After`, then the connection closes. An answer rather than a
 /// bare close, so a client that opened one connection too many sees a throttle,
 /// not a transport error. The body is read first (bounded) so the close is
 /// clean.
-fn too_many_open() -> impl tower::Service<
-    axum::http::Request<Incoming>,
-    Response = axum::response::Response,
-    Error = std::convert::Infallible,
-    Future = impl Future<Output = Result<axum::response::Response, std::convert::Infallible>>
-             + Send
-             + 'static,
-> + Clone
-+ Send
-+ 'static {
-    tower::service_fn(refuse_and_close)
+fn too_many_open() -> ConnectionService {
+    BoxCloneService::new(tower::service_fn(refuse_and_close))
 }
+
+/// What serves one connection's requests.
+type ConnectionService = BoxCloneService<
+    axum::http::Request<Incoming>,
+    axum::response::Response,
+    std::convert::Infallible,
+>;
 
 /// `429` with `Retry-After`, the request's body read first (bounded) so the
 /// close that follows is clean.

@@ -66,11 +66,7 @@ async fn http_endpoints_answer_junk_with_client_errors() {
 #[tokio::test]
 async fn grpc_token_service_answers_empty_requests_with_rfc_errors() {
     let stack = TestStack::start().await.unwrap();
-    let channel = tonic::transport::Endpoint::from_shared(stack.auth_grpc_url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = tollgate_e2e::channel(stack.auth_grpc_url()).await.unwrap();
     let mut grpc = TokenServiceClient::new(channel);
     let no_client = grpc.token(TokenRequest::default()).await.unwrap_err();
     assert_eq!(no_client.code(), Code::Unauthenticated);

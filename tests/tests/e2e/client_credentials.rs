@@ -228,11 +228,7 @@ fn grpc_request(client_id: &str, secret: Option<&str>, scope: Option<&str>) -> T
 #[tokio::test]
 async fn the_token_service_over_grpc_issues_and_refuses_like_http() {
     let stack = TestStack::start().await.unwrap();
-    let channel = tonic::transport::Endpoint::from_shared(stack.auth_grpc_url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = tollgate_e2e::channel(stack.auth_grpc_url()).await.unwrap();
     let mut grpc = TokenServiceClient::new(channel);
     let secret = stack.secrets.reporter.clone();
     let issued = grpc

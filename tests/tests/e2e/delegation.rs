@@ -23,11 +23,7 @@ async fn seen(log: &mut broadcast::Receiver<AuthContext>) -> AuthContext {
 }
 
 async fn notes_store_as(stack: &TestStack, token: &str) -> Result<usize, tonic::Status> {
-    let channel = tonic::transport::Endpoint::from_shared(stack.notes_url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = tollgate_e2e::channel(stack.notes_url()).await.unwrap();
     let request = bearer(ListNotesRequest {}, token).unwrap();
     Ok(NoteStoreClient::new(channel).list_notes(request).await?.into_inner().notes.len())
 }

@@ -310,11 +310,7 @@ async fn a_concurrent_refresh_within_the_grace_window_is_refused_without_revokin
 async fn introspection_and_revocation_over_grpc() {
     let stack = TestStack::start().await.unwrap();
     let tokens = stack.sign_in(&stack.web_client(), "bob", &["notes:read"]).await.unwrap();
-    let channel = tonic::transport::Endpoint::from_shared(stack.auth_grpc_url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = tollgate_e2e::channel(stack.auth_grpc_url()).await.unwrap();
     let mut grpc = TokenServiceClient::new(channel);
     let web = || {
         Some(ClientAuthentication {

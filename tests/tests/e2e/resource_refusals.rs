@@ -53,11 +53,7 @@ async fn alice_token(stack: &TestStack, scopes: &[&str]) -> String {
 #[tokio::test]
 async fn a_call_without_a_token_is_unauthenticated() {
     let stack = TestStack::start().await.unwrap();
-    let channel = tonic::transport::Endpoint::from_shared(stack.resource_url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = tollgate_e2e::channel(stack.resource_url()).await.unwrap();
     let mut notes = NotesServiceClient::new(channel);
     invalid_token(
         notes.list_notes(ListNotesRequest { owner: "me".into() }).await,
@@ -299,11 +295,7 @@ async fn health_and_reflection_need_no_token_but_everything_else_does() {
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    let channel = tonic::transport::Endpoint::from_shared(stack.resource_url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = tollgate_e2e::channel(stack.resource_url()).await.unwrap();
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
@@ -321,11 +313,7 @@ async fn health_and_reflection_need_no_token_but_everything_else_does() {
     let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
     assert!(names.contains(&"tollgate.resource.v1.NotesService"), "{names:?}");
     // A request to a method that is in no policy is refused, not let through.
-    let channel = tonic::transport::Endpoint::from_shared(stack.resource_url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = tollgate_e2e::channel(stack.resource_url()).await.unwrap();
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
     let token = alice_token(&stack, &["notes:read"]).await;
@@ -361,11 +349,7 @@ async fn valid_and_refused_calls_mixed_on_one_connection_each_get_their_exact_st
     let profile = alice_token(&stack, &["profile:read"]).await;
     let notes_only = alice_token(&stack, &["notes:read"]).await;
     // One channel, one connection: every call shares it.
-    let channel = tonic::transport::Endpoint::from_shared(stack.resource_url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = tollgate_e2e::channel(stack.resource_url()).await.unwrap();
     let call = |i: usize| {
         let mut client = ProfileServiceClient::new(channel.clone());
         let token = match i % 3 {

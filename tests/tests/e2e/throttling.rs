@@ -46,11 +46,7 @@ async fn a_client_past_its_rate_is_told_to_wait_over_http_and_grpc_then_served_a
     assert_throttled(&client_credentials(&stack).await, "20");
 
     // The same allowance over gRPC: RESOURCE_EXHAUSTED, with the RFC code.
-    let channel = tonic::transport::Endpoint::from_shared(stack.auth_grpc_url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = tollgate_e2e::channel(stack.auth_grpc_url()).await.unwrap();
     let mut grpc = TokenServiceClient::new(channel);
     let request = || TokenRequest {
         client: Some(ClientAuthentication {
