@@ -8,7 +8,7 @@
 //!   `SETTINGS_MAX_CONCURRENT_STREAMS`), headers of at most
 //!   [`MAX_HEADER_LIST_BYTES`];
 //! - per call: at most `request_timeout` (then `CANCELLED`), a request message
-//!   of at most `max_message_bytes` (then `RESOURCE_EXHAUSTED`, before the
+//!   of at most `max_message_bytes` (then `OUT_OF_RANGE`, before the
 //!   handler runs), a response message of at most [`MAX_RESPONSE_BYTES`];
 //! - idle or dead peers: HTTP/2 pings every [`KEEPALIVE_INTERVAL`], dropped
 //!   when unanswered for [`KEEPALIVE_TIMEOUT`].

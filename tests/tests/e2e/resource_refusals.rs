@@ -391,3 +391,26 @@ async fn valid_and_refused_calls_mixed_on_one_connection_each_get_their_exact_st
     ]);
     assert_eq!(counts, expected);
 }
+
+/// A request message over the service's limit (`GRPC_MAX_MESSAGE_BYTES`,
+/// 256 KiB) is refused before its handler runs, even with a good token.
+#[tokio::test]
+async fn a_message_over_the_size_limit_is_out_of_range() {
+    use tollgate_proto::resource::v1::GetProfileRequest;
+    use tollgate_proto::resource::v1::profile_service_client::ProfileServiceClient;
+
+    let stack = TestStack::start().await.unwrap();
+    let token = alice_token(&stack, &["profile:read"]).await;
+    let mut profiles =
+        ProfileServiceClient::new(tollgate_e2e::channel(stack.resource_url()).await.unwrap());
+    let limit = tollgate_service_kit::limits::DEFAULT_MAX_MESSAGE_BYTES;
+    let big = GetProfileRequest { owner: "x".repeat(limit + 1) };
+    let refused = profiles.get_profile(bearer(big, &token).unwrap()).await.unwrap_err();
+    // tonic's decoder says OUT_OF_RANGE, with the sizes.
+    assert_eq!(refused.code(), Code::OutOfRange, "{refused:?}");
+    assert!(refused.message().contains("decoded message length too large"), "{refused:?}");
+    // Just under it, the same call reaches the handler (and its own rules).
+    let under = GetProfileRequest { owner: "x".repeat(limit - 16) };
+    let answered = profiles.get_profile(bearer(under, &token).unwrap()).await.unwrap_err();
+    assert_ne!(answered.code(), Code::OutOfRange, "{answered:?}");
+}
