@@ -109,7 +109,6 @@ impl Application {
             refresh_token_ttl_secs: config.refresh_token_ttl_secs,
             code_ttl_secs: config.code_ttl_secs,
             refresh_reuse_grace_secs: config.refresh_reuse_grace_secs,
-            token_endpoint: format!("{issuer}{}", http::paths::TOKEN),
             device_code_ttl_secs: config.device_code_ttl_secs,
             device_poll_interval_secs: 5,
             hash_limits: config.hash_limits(),

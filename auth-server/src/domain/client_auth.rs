@@ -123,6 +123,8 @@ struct AssertionClaims {
     exp: i64,
     iat: i64,
     jti: String,
+    /// Kept as sent: only one string is accepted (see `verify_client_assertion`).
+    aud: serde_json::Value,
 }
 
 /// The client an assertion names (`iss`/`sub`), read before it is verified so
@@ -140,7 +142,10 @@ pub fn assertion_subject(assertion: &str) -> Option<String> {
 
 impl<S: ClientStore> OAuthCore<S> {
     /// RFC 7523 §3: signature by one of the client's registered keys; `iss` and
-    /// `sub` the client; `aud` this server (its issuer or token endpoint);
+    /// `sub` the client; `aud` this server's issuer identifier, as a single
+    /// string and nothing else (the RFC 7523 update, draft-ietf-oauth-rfc7523bis
+    /// §5: an assertion made for another server's token endpoint, or for several
+    /// audiences, is what an audience-injection attack replays here);
     /// `exp` in the future and at most five minutes away; `iat` not in the
     /// future; `jti` never seen before from this client.
     async fn verify_client_assertion(
@@ -160,8 +165,9 @@ impl<S: ClientStore> OAuthCore<S> {
         };
         let keys = KeySet::from_jwks(&JwkSet { keys: jwks.clone() });
         let mut validation = jsonwebtoken::Validation::new(header.alg);
-        validation
-            .set_audience(&[self.settings.issuer.as_str(), self.settings.token_endpoint.as_str()]);
+        // `aud` is checked below: the library accepts an array that contains
+        // the value, and this server accepts only the one string.
+        validation.validate_aud = false;
         validation.set_issuer(&[client.client_id.as_str()]);
         validation.sub = Some(client.client_id.clone());
         // Time is checked below against our clock, not the system's.
@@ -181,6 +187,11 @@ impl<S: ClientStore> OAuthCore<S> {
             .next()
             .ok_or_else(bad)?;
 
+        if claims.aud.as_str() != Some(self.settings.issuer.as_str()) {
+            return Err(OAuthError::invalid_client(
+                "client assertion audience must be the issuer identifier alone",
+            ));
+        }
         let now = self.clock.now();
         if claims.exp <= now {
             return Err(OAuthError::invalid_client("client assertion has expired"));

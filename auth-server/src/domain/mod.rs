@@ -57,8 +57,6 @@ pub struct OAuthSettings {
     /// refused; later, it is a replay and its whole grant is revoked
     /// (RFC 9700 §4.14.2).
     pub refresh_reuse_grace_secs: i64,
-    /// The token endpoint's URL: an accepted `aud` of client assertions.
-    pub token_endpoint: String,
     /// RFC 8628 §3.2 `expires_in` of device codes.
     pub device_code_ttl_secs: i64,
     /// RFC 8628 §3.2 `interval`: the least seconds between polls.

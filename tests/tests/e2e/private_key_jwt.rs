@@ -44,7 +44,7 @@ impl KeyClient {
         let mut claims = serde_json::json!({
             "iss": "signing-service",
             "sub": "signing-service",
-            "aud": format!("{}/token", stack.issuer),
+            "aud": stack.issuer.clone(),
             "iat": now,
             "exp": now + 60,
             "jti": B64.encode(now.to_be_bytes()) + &B64.encode(rand_bytes()),
@@ -88,10 +88,6 @@ async fn a_signed_assertion_authenticates_the_client() {
     let stack = TestStack::start().await.unwrap();
     let client = key_client(&stack).await;
     let reply = token_with(&stack, &client.assertion(&stack, |_| {})).await;
-    assert_eq!(reply.status, 200, "{:?}", reply.body);
-    // The issuer identifier is an accepted audience too (RFC 7523 §3 item 3).
-    let issuer = stack.issuer.clone();
-    let reply = token_with(&stack, &client.assertion(&stack, |c| c["aud"] = issuer.into())).await;
     assert_eq!(reply.status, 200, "{:?}", reply.body);
     // And at the introspection endpoint.
     let token = reply.body["access_token"].as_str().unwrap().to_owned();
@@ -153,12 +149,37 @@ async fn a_wrong_key_audience_or_issuer_is_refused() {
             &client.assertion(&stack, |c| c["aud"] = "https://elsewhere.example/token".into()),
         )
         .await,
-        "client assertion is invalid",
+        "client assertion audience must be the issuer identifier alone",
     );
     assert_refused(
         &token_with(&stack, &client.assertion(&stack, |c| c["iss"] = "someone-else".into())).await,
         "client assertion is invalid",
     );
+}
+
+/// The audience-injection class the RFC 7523 update closes: an assertion whose
+/// `aud` is this server's token endpoint URL (as some other server's client
+/// would have been asked to make), or an array that includes the issuer among
+/// others, is refused. Only the issuer identifier, as one string, is accepted.
+#[tokio::test]
+async fn an_assertion_for_the_token_endpoint_or_several_audiences_is_refused() {
+    let stack = TestStack::start().await.unwrap();
+    let client = key_client(&stack).await;
+    let issuer = stack.issuer.clone();
+    let refusal = "client assertion audience must be the issuer identifier alone";
+    let token_endpoint = format!("{issuer}/token");
+    for aud in [
+        serde_json::json!(token_endpoint),
+        serde_json::json!([issuer.clone()]),
+        serde_json::json!([issuer.clone(), "https://elsewhere.example"]),
+        serde_json::json!([token_endpoint]),
+    ] {
+        let assertion = client.assertion(&stack, |c| c["aud"] = aud.clone());
+        assert_refused(&token_with(&stack, &assertion).await, refusal);
+    }
+    // The issuer alone is accepted.
+    let reply = token_with(&stack, &client.assertion(&stack, |c| c["aud"] = issuer.into())).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
 }
 
 #[tokio::test]

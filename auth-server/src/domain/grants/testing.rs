@@ -54,7 +54,6 @@ impl Fixture {
             refresh_token_ttl_secs: 86_400,
             code_ttl_secs: 60,
             refresh_reuse_grace_secs: 10,
-            token_endpoint: format!("{ISSUER}/token"),
             device_code_ttl_secs: 600,
             device_poll_interval_secs: 5,
             hash_limits: HashLimits::for_this_machine(),
