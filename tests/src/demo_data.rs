@@ -110,7 +110,7 @@ client_id = "{RESOURCE_SERVER_CLIENT}"
 name = "Tollgate resource server"
 secret = "{resource_server}"
 grant_types = ["client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"]
-scopes = ["notes:count"]
+scopes = ["notes:count", "notes:read", "notes:write"]
 audience = "{NOTES_STORE_CLIENT}"
 token_exchange_audiences = ["{NOTES_STORE_CLIENT}"]
 

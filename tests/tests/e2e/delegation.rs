@@ -287,3 +287,24 @@ async fn the_notes_store_serves_users_only_through_a_trusted_actor() {
         (Code::PermissionDenied, "this service does not trust the acting party")
     );
 }
+
+/// A resource server that exchanges a user's broad token gets no scope it is
+/// not registered for itself: alice's token carries `profile:write`, which the
+/// resource server may not hold, so asking for it at the notes store is
+/// refused, and an exchange without `scope` leaves it out.
+#[tokio::test]
+async fn an_exchange_cannot_carry_a_scope_the_exchanging_client_is_not_registered_for() {
+    let stack = TestStack::start().await.unwrap();
+    let tokens = stack.sign_in(&stack.cli_client(), "alice", &ALL).await.unwrap();
+    let user = tokens.access_token.expose();
+    let notes = ("audience", "tollgate-notes-store");
+    let refused = exchange(&stack, user, &[notes, ("scope", "notes:read profile:write")]).await;
+    refused.assert_error(400, "invalid_scope");
+    assert_eq!(
+        refused.body["error_description"],
+        "scope exceeds what this client is registered for"
+    );
+    let narrowed = exchange(&stack, user, &[notes]).await;
+    assert_eq!(narrowed.status, 200, "{:?}", narrowed.body);
+    assert_eq!(narrowed.body["scope"], "notes:read notes:write");
+}

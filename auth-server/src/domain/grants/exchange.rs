@@ -30,7 +30,9 @@ impl<S: RevocationStore> OAuthCore<S> {
     /// - only a token that was presented to the client (its `aud` names the
     ///   client), still valid and not revoked: a client cannot exchange tokens it
     ///   merely got hold of;
-    /// - the scope can only narrow; the lifetime never outlasts the subject token.
+    /// - the scope can only narrow, within both the subject token's scope and the
+    ///   client's registered scopes; the lifetime never outlasts the subject
+    ///   token.
     pub(in crate::domain) async fn token_exchange_grant(
         &self,
         client: &Client,
@@ -82,14 +84,32 @@ impl<S: RevocationStore> OAuthCore<S> {
         }
         let granted = Scope::parse(subject.scope.as_deref().unwrap_or(""))
             .map_err(|_| OAuthError::invalid_request("subject_token has a malformed scope"))?;
+        // Two bounds (RFC 8693 §2.1 leaves the policy to the server): what the
+        // user granted (the subject token's scope) and what this client is
+        // registered for. A client exchanging a broad token gets no scope it
+        // could not have been given itself.
         let scope = match request.scope.as_deref() {
-            None => granted,
+            None => {
+                let allowed =
+                    Scope::from_tokens(granted.iter().filter(|s| client.scope.contains(s)));
+                if allowed.is_empty() {
+                    return Err(OAuthError::invalid_scope(
+                        "the subject_token grants no scope this client is registered for",
+                    ));
+                }
+                allowed
+            }
             Some(raw) => {
                 let asked =
                     Scope::parse(raw).map_err(|e| OAuthError::invalid_scope(e.to_string()))?;
                 if asked.is_empty() || !asked.is_subset(&granted) {
                     return Err(OAuthError::invalid_scope(
                         "scope exceeds what the subject_token grants",
+                    ));
+                }
+                if !asked.is_subset(&client.scope) {
+                    return Err(OAuthError::invalid_scope(
+                        "scope exceeds what this client is registered for",
                     ));
                 }
                 asked
@@ -201,6 +221,31 @@ mod tests {
         assert_eq!(
             refused(&fx, RS, exchange(&user, NOTES, Some("notes:read admin"))).await,
             ("invalid_scope", "scope exceeds what the subject_token grants".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn the_result_is_bounded_by_the_clients_registered_scopes_too() {
+        use crate::storage::ClientStore as _;
+        let fx = Fixture::new().await;
+        let user = users_token(&fx).await; // notes:read notes:write
+        let mut rs = fx.client(RS, Some("s3cret"), &[TokenExchange]).await;
+        rs.scope = Scope::parse("notes:read").expect("scope");
+        fx.core.store().upsert_client(&rs, fx.clock.now()).await.expect("narrowed");
+        assert_eq!(
+            refused(&fx, RS, exchange(&user, NOTES, Some("notes:write"))).await,
+            ("invalid_scope", "scope exceeds what this client is registered for".into())
+        );
+        let narrowed = fx.core.token(&auth(RS, Some("s3cret")), exchange(&user, NOTES, None)).await;
+        assert_eq!(narrowed.expect("exchanged").scope.to_string(), "notes:read");
+        rs.scope = Scope::default();
+        fx.core.store().upsert_client(&rs, fx.clock.now()).await.expect("emptied");
+        assert_eq!(
+            refused(&fx, RS, exchange(&user, NOTES, None)).await,
+            (
+                "invalid_scope",
+                "the subject_token grants no scope this client is registered for".into()
+            )
         );
     }
 
