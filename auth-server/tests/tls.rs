@@ -88,3 +88,58 @@ async fn the_oauth2_crate_issues_introspects_and_revokes_over_tls() {
     let untrusting = reqwest::Client::new();
     assert!(untrusting.get(format!("{issuer}/jwks.json")).send().await.is_err());
 }
+
+/// RFC 6797: every answer over TLS carries `Strict-Transport-Security`,
+/// whatever produced it (a page, an error, a 404, a listener limit); an answer
+/// over plain HTTP never does (§7.2).
+#[tokio::test]
+async fn every_https_response_carries_strict_transport_security_and_no_http_one_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+    let mut config = Config::local(dir.path().join("tls"));
+    config.tls_cert = Some(cert);
+    config.tls_key = Some(key);
+    config.limits.http_body_limit = 1024;
+    let tls = Application::build(config, Arc::new(ManualClock::starting_now())).await.unwrap();
+    let https = tls.issuer().to_owned();
+    tokio::spawn(tls.run_until_stopped(std::future::pending()));
+    let mut config = Config::local(dir.path().join("plain"));
+    config.limits.http_body_limit = 1024;
+    let plain = Application::build(config, Arc::new(ManualClock::starting_now())).await.unwrap();
+    let http_origin = plain.issuer().to_owned();
+    tokio::spawn(plain.run_until_stopped(std::future::pending()));
+
+    let client = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap(),
+        )
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let hsts = |response: &reqwest::Response| {
+        response.headers().get("strict-transport-security").map(|v| v.to_str().unwrap().to_owned())
+    };
+    for origin in [&https, &http_origin] {
+        let expected = (origin == &https).then(|| "max-age=31536000".to_owned());
+        let answers = [
+            client.get(format!("{origin}/jwks.json")).send().await.unwrap(),
+            client.get(format!("{origin}/authorize")).send().await.unwrap(),
+            client
+                .post(format!("{origin}/token"))
+                .form(&[("grant_type", "x")])
+                .send()
+                .await
+                .unwrap(),
+            client.get(format!("{origin}/no-such-page")).send().await.unwrap(),
+            client.post(format!("{origin}/token")).body("x".repeat(4096)).send().await.unwrap(),
+        ];
+        let statuses: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).collect();
+        assert_eq!(statuses, [200, 400, 401, 404, 413], "{origin}");
+        for answer in &answers {
+            assert_eq!(hsts(answer), expected, "{origin} {}", answer.url());
+        }
+    }
+}

@@ -21,6 +21,8 @@
 //! - the body size and the whole request's time are bounded by layers of the
 //!   router ([`super::router`]).
 //!
+//! Over TLS every response carries `Strict-Transport-Security` ([`HSTS`]).
+//!
 //! Each request carries the peer's address ([`axum::extract::ConnectInfo`]), which
 //! the per-address throttles key on.
 
@@ -35,7 +37,7 @@ use std::time::Duration;
 
 use axum::extract::ConnectInfo;
 use axum::http::HeaderValue;
-use axum::http::header::CONNECTION;
+use axum::http::header::{CONNECTION, STRICT_TRANSPORT_SECURITY};
 use axum::response::IntoResponse as _;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -118,9 +120,13 @@ pub async fn serve(
         let gate =
             Arc::new(Gate::new(ticket.as_ref().map(Ticket::serving), limits.header_timeout / 2));
         let tcp = Gated { stream: tcp, gate: gate.clone(), acquiring: None };
-        let service = TowerToHyperService::new(match &ticket {
+        let service = match &ticket {
             Some(_) => per_connection(router.clone(), peer, gate),
             None => too_many_open(),
+        };
+        let service = TowerToHyperService::new(match acceptor {
+            Some(_) => with_hsts(service),
+            None => service,
         });
         let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
@@ -278,6 +284,20 @@ type ConnectionService = BoxCloneService<
     axum::response::Response,
     std::convert::Infallible,
 >;
+
+/// Every answer over TLS says to use nothing else (RFC 6797 §7.1), whatever
+/// produced it: a page, an endpoint, a listener limit. Never over plain HTTP
+/// (§7.2), where it would mean nothing.
+fn with_hsts(service: ConnectionService) -> ConnectionService {
+    BoxCloneService::new(service.map_response(|mut response| {
+        response.headers_mut().insert(STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
+        response
+    }))
+}
+
+/// One year; not `includeSubDomains`: the issuer's host says nothing for its
+/// neighbours.
+pub const HSTS: &str = "max-age=31536000";
 
 /// `429` with `Retry-After`, the request's body read first (bounded) so the
 /// close that follows is clean.
