@@ -136,14 +136,9 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
         parts: &mut axum::http::request::Parts,
         _: &S,
     ) -> Result<Self, Self::Rejection> {
-        Ok(Self(peer_of(&parts.extensions)))
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>();
+        Ok(Self(peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip())))
     }
-}
-
-fn peer_of(extensions: &axum::http::Extensions) -> IpAddr {
-    extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip())
 }
 
 impl Peer {
@@ -157,11 +152,11 @@ impl Peer {
 /// `Retry-After`, before any handler work.
 async fn throttle_pages(
     State(state): State<HttpState>,
+    peer: Peer,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let peer = address_key(peer_of(request.extensions()));
-    match state.core.throttles().pages_ip.check(&peer) {
+    match state.core.throttles().pages_ip.check(&peer.key()) {
         Ok(()) => next.run(request).await,
         Err(err) => {
             // Read the (small, bounded) form before answering: an unread body

@@ -30,7 +30,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -117,8 +117,10 @@ pub async fn serve(
         let ticket = addresses.admit(address_key(peer.ip()));
         // Small request/response exchanges: send each as soon as it is written.
         let _ = tcp.set_nodelay(true);
-        let gate =
-            Arc::new(Gate::new(ticket.as_ref().map(Ticket::serving), limits.header_timeout / 2));
+        let gate = Arc::new(Gate::new(
+            ticket.as_ref().map(|t| t.serving.clone()),
+            limits.header_timeout / 2,
+        ));
         let tcp = Gated { stream: tcp, gate: gate.clone(), acquiring: None };
         let service = match &ticket {
             Some(_) => per_connection(router.clone(), peer, gate),
@@ -319,18 +321,20 @@ pub const MAX_REFUSED_BODY_READ: usize = 64 * 1024;
 /// its requests are handled at once.
 struct Addresses {
     requests_per_address: usize,
-    open: Mutex<HashMap<String, Arc<Address>>>,
+    open: Mutex<HashMap<String, Open>>,
 }
 
-struct Address {
+/// One address's open connections and its places.
+struct Open {
+    connections: usize,
     serving: Arc<Semaphore>,
-    open: AtomicUsize,
 }
 
 /// One open connection of an address; gives its place back when dropped.
 struct Ticket {
     key: String,
-    address: Arc<Address>,
+    /// The places for this address's requests, shared by its connections.
+    serving: Arc<Semaphore>,
     table: Arc<Addresses>,
 }
 
@@ -342,37 +346,28 @@ impl Addresses {
     /// A place for one more connection of `key`, unless it has
     /// [`MAX_OPEN_PER_ADDRESS`] open already.
     fn admit(self: &Arc<Self>, key: String) -> Option<Ticket> {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let address = open
-            .entry(key.clone())
-            .or_insert_with(|| {
-                Arc::new(Address {
-                    serving: Arc::new(Semaphore::new(self.requests_per_address)),
-                    open: AtomicUsize::new(0),
-                })
-            })
-            .clone();
-        if address.open.load(Ordering::Relaxed) >= MAX_OPEN_PER_ADDRESS {
+        let mut table = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let open = table.entry(key.clone()).or_insert_with(|| Open {
+            connections: 0,
+            serving: Arc::new(Semaphore::new(self.requests_per_address)),
+        });
+        if open.connections >= MAX_OPEN_PER_ADDRESS {
             return None;
         }
-        address.open.fetch_add(1, Ordering::Relaxed);
-        Some(Ticket { key, address, table: self.clone() })
-    }
-}
-
-impl Ticket {
-    /// The places for this address's requests, shared by its connections.
-    fn serving(&self) -> Arc<Semaphore> {
-        self.address.serving.clone()
+        open.connections += 1;
+        Some(Ticket { key, serving: open.serving.clone(), table: self.clone() })
     }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        let mut open = self.table.open.lock().unwrap_or_else(|e| e.into_inner());
-        // Counted under the lock that admits: the last one out removes the entry.
-        if self.address.open.fetch_sub(1, Ordering::Relaxed) == 1 {
-            open.remove(&self.key);
+        let mut table = self.table.open.lock().unwrap_or_else(|e| e.into_inner());
+        // The last one out removes the entry.
+        if let Some(open) = table.get_mut(&self.key) {
+            open.connections -= 1;
+            if open.connections == 0 {
+                table.remove(&self.key);
+            }
         }
     }
 }

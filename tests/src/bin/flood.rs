@@ -68,8 +68,8 @@ fn rss_mib(pid: u32) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-/// Each request's latency and status, in order.
-struct Latencies(Vec<Duration>, Vec<u16>);
+/// The latencies of a probe's requests.
+struct Latencies(Vec<Duration>);
 
 impl Latencies {
     fn at(&self, quantile: f64) -> Duration {
@@ -130,7 +130,7 @@ async fn probe_apart(
         latencies.push(Duration::from_micros(micros.parse()?));
         *statuses.entry(status).or_default() += 1;
     }
-    Ok((Latencies(latencies, Vec::new()), statuses))
+    Ok((Latencies(latencies), statuses))
 }
 
 /// The probe process: prints `<µs> <status>` per request.
@@ -139,26 +139,24 @@ async fn probe_only(url: String, every: Duration, seconds: f64) -> anyhow::Resul
     let http =
         reqwest::Client::builder().local_address(std::net::IpAddr::from([127, 0, 0, 2])).build()?;
     let until = Instant::now() + Duration::from_secs_f64(seconds);
-    let (latencies, _) = probe(http, url, secret, every, until).await;
     let mut out = String::new();
-    for (latency, status) in latencies.0.iter().zip(latencies.1.iter()) {
+    for (latency, status) in probe(http, url, secret, every, until).await {
         out.push_str(&format!("{} {status}\n", latency.as_micros()));
     }
     print!("{out}");
     Ok(())
 }
 
-/// `/token` client credentials, one request every `every`, until `until`.
+/// `/token` client credentials, one request every `every`, until `until`:
+/// each one's latency and status (0 for a transport failure).
 async fn probe(
     http: reqwest::Client,
     url: String,
     secret: String,
     every: Duration,
     until: Instant,
-) -> (Latencies, BTreeMap<u16, u64>) {
-    let mut latencies = Vec::new();
-    let mut each = Vec::new();
-    let mut statuses = BTreeMap::new();
+) -> Vec<(Duration, u16)> {
+    let mut answers = Vec::new();
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while Instant::now() < until {
@@ -178,11 +176,9 @@ async fn probe(
             }
             Err(_) => 0,
         };
-        latencies.push(started.elapsed());
-        each.push(status);
-        *statuses.entry(status).or_default() += 1;
+        answers.push((started.elapsed(), status));
     }
-    (Latencies(latencies, each), statuses)
+    answers
 }
 
 #[tokio::main]
