@@ -48,7 +48,27 @@ pub async fn discover(http: &reqwest::Client, issuer: &str) -> Result<ServerMeta
     if !response.status().is_success() {
         return Err(ClientError::Discovery(format!("{url} answered {}", response.status())));
     }
-    let metadata: ServerMetadata = response.json().await?;
+    let mut response = response;
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > MAX_METADATA_BYTES {
+            return Err(ClientError::Discovery(format!(
+                "{url} sent more than {MAX_METADATA_BYTES} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    parse_metadata(issuer, &body)
+}
+
+/// The largest metadata document read, in bytes (ours is about 1.5 kB).
+pub const MAX_METADATA_BYTES: usize = 64 * 1024;
+
+/// Parses and checks a metadata document fetched for `issuer` (fuzz target
+/// `client_responses`).
+pub fn parse_metadata(issuer: &str, body: &[u8]) -> Result<ServerMetadata, ClientError> {
+    let metadata: ServerMetadata = serde_json::from_slice(body)
+        .map_err(|e| ClientError::Discovery(format!("the metadata is not valid: {e}")))?;
     if metadata.issuer != issuer {
         return Err(ClientError::Discovery(format!(
             "metadata names issuer {:?}, expected {issuer:?}",

@@ -338,7 +338,10 @@ impl OAuthClient {
         Ok((renewed, true))
     }
 
-    fn token_set(
+    /// What the client keeps of a token response (RFC 6749 §5.1). Whatever the
+    /// server sent (fuzz target `client_responses`): an `expires_in` past the
+    /// end of time saturates rather than overflowing.
+    pub fn token_set(
         &self,
         response: &BasicTokenResponse,
         obtained: Obtained,
@@ -352,8 +355,9 @@ impl OAuthClient {
         TokenSet {
             access_token: Secret::new(response.access_token().secret().clone()),
             refresh_token: response.refresh_token().map(|t| Secret::new(t.secret().clone())),
-            expires_at: self.clock.now()
-                + response.expires_in().and_then(|d| i64::try_from(d.as_secs()).ok()).unwrap_or(0),
+            expires_at: self.clock.now().saturating_add(
+                response.expires_in().and_then(|d| i64::try_from(d.as_secs()).ok()).unwrap_or(0),
+            ),
             scope,
             obtained,
             client_id: self.identity.client_id.clone(),
@@ -411,6 +415,23 @@ mod tests {
         let wrong_iss = callback(&pending, &state, "https://evil.example");
         let err = client.finish_authorization(pending, &wrong_iss).await.unwrap_err();
         assert!(err.to_string().contains("iss"), "{err}");
+    }
+
+    #[test]
+    fn an_expires_in_past_the_end_of_time_saturates() {
+        let client = client();
+        let body =
+            br#"{"access_token":"a","token_type":"Bearer","expires_in":18446744073709551615}"#;
+        let response: BasicTokenResponse = serde_json::from_slice(body).unwrap();
+        let set = client.token_set(&response, Obtained::ClientCredentials, None);
+        assert_eq!(set.expires_at, i64::MAX);
+        let body =
+            br#"{"access_token":"a","token_type":"Bearer","expires_in":9223372036854775807}"#;
+        let response: BasicTokenResponse = serde_json::from_slice(body).unwrap();
+        assert_eq!(
+            client.token_set(&response, Obtained::ClientCredentials, None).expires_at,
+            i64::MAX
+        );
     }
 
     #[test]

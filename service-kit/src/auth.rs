@@ -219,7 +219,7 @@ impl Shared {
 
 /// RFC 6750 §2.1: `Bearer` (case-insensitive scheme, RFC 9110 §11.1), one space,
 /// the token.
-fn bearer_token(header: Option<&[u8]>) -> Option<&str> {
+pub fn bearer_token(header: Option<&[u8]>) -> Option<&str> {
     let value = std::str::from_utf8(header?).ok()?;
     let (scheme, token) = value.split_once(' ')?;
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' '))

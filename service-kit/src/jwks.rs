@@ -64,12 +64,21 @@ pub struct JwksCache {
 }
 
 #[derive(Debug, thiserror::Error)]
-enum FetchError {
+pub enum FetchError {
     #[error("JWKS request failed: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("JWKS is larger than {MAX_JWKS_BYTES} bytes")]
+    TooLarge,
+    #[error("JWKS is not a JSON key set: {0}")]
+    Json(#[from] serde_json::Error),
     #[error("JWKS has no usable signing key")]
     NoKeys,
 }
+
+/// The largest JWKS document read, in bytes. A key is a few hundred bytes and a
+/// set holds two or three during a rotation; the bound keeps a misbehaving (or,
+/// on a plaintext network, impersonated) key server from growing our memory.
+pub const MAX_JWKS_BYTES: usize = 64 * 1024;
 
 impl JwksCache {
     /// Starts the background refresher. The cache is empty until the first fetch
@@ -171,14 +180,30 @@ async fn refresh_loop(
 }
 
 async fn fetch(http: &reqwest::Client, uri: &str) -> Result<KeySet, FetchError> {
-    let set: JwkSet = http
+    let mut response = http
         .get(uri)
         .headers(tollgate_telemetry::propagation::current_headers())
         .send()
         .await?
-        .error_for_status()?
-        .json()
-        .await?;
+        .error_for_status()?;
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > MAX_JWKS_BYTES {
+            return Err(FetchError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    parse_jwks(&body)
+}
+
+/// The verification keys of a fetched JWKS document (RFC 7517 §5). Everything
+/// the cache reads from the key server goes through here (fuzz target
+/// `client_responses`).
+pub fn parse_jwks(body: &[u8]) -> Result<KeySet, FetchError> {
+    if body.len() > MAX_JWKS_BYTES {
+        return Err(FetchError::TooLarge);
+    }
+    let set: JwkSet = serde_json::from_slice(body)?;
     let keys = KeySet::from_jwks(&set);
     if keys.is_empty() {
         return Err(FetchError::NoKeys);
