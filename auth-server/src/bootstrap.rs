@@ -81,7 +81,13 @@ impl BootstrapFile {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading bootstrap file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("parsing bootstrap file {}", path.display()))
+        Self::parse(&text).with_context(|| format!("parsing bootstrap file {}", path.display()))
+    }
+
+    /// Parses the file's text (fuzz target `bootstrap_file`, with
+    /// [`client_from_spec`] on every client).
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        Ok(toml::from_str(text)?)
     }
 }
 

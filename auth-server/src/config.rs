@@ -31,6 +31,9 @@ impl From<SigningAlg> for KeyAlgorithm {
 pub const DEFAULT_AUDIENCE: &str = "tollgate-resource";
 pub const DEFAULT_ACCESS_TOKEN_TTL: i64 = 300;
 pub const DEFAULT_REFRESH_TOKEN_TTL: i64 = 30 * 24 * 3600;
+/// However often it is refreshed, a grant ends 90 days after the owner
+/// approved it, and they sign in again (RFC 9700 §4.14.2).
+pub const DEFAULT_GRANT_MAX_LIFETIME: i64 = 90 * 24 * 3600;
 /// RFC 6749 §4.1.2 allows up to ten minutes; a minute is plenty for a redirect.
 pub const DEFAULT_CODE_TTL: i64 = 60;
 /// Long enough for two requests racing from one client, short enough that a
@@ -102,6 +105,15 @@ pub struct Config {
     /// Refresh-token lifetime, seconds.
     #[arg(long, env = "AUTH_REFRESH_TOKEN_TTL", default_value_t = DEFAULT_REFRESH_TOKEN_TTL)]
     pub refresh_token_ttl_secs: i64,
+    /// The absolute lifetime of a grant, seconds: no refresh token outlives
+    /// its grant's approval by more, however often it is rotated.
+    #[arg(
+        long,
+        env = "AUTH_GRANT_MAX_LIFETIME",
+        default_value_t = DEFAULT_GRANT_MAX_LIFETIME,
+        value_parser = clap::value_parser!(i64).range(1..)
+    )]
+    pub grant_max_lifetime_secs: i64,
     /// Authorization-code lifetime, seconds.
     #[arg(long, env = "AUTH_CODE_TTL", default_value_t = DEFAULT_CODE_TTL)]
     pub code_ttl_secs: i64,
@@ -185,6 +197,7 @@ impl Config {
             default_audience: DEFAULT_AUDIENCE.into(),
             access_token_ttl_secs: DEFAULT_ACCESS_TOKEN_TTL,
             refresh_token_ttl_secs: DEFAULT_REFRESH_TOKEN_TTL,
+            grant_max_lifetime_secs: DEFAULT_GRANT_MAX_LIFETIME,
             code_ttl_secs: DEFAULT_CODE_TTL,
             refresh_reuse_grace_secs: DEFAULT_REFRESH_REUSE_GRACE,
             device_code_ttl_secs: DEFAULT_DEVICE_CODE_TTL,

@@ -107,6 +107,7 @@ impl Application {
             issuer: issuer.clone(),
             access_token_ttl_secs: config.access_token_ttl_secs,
             refresh_token_ttl_secs: config.refresh_token_ttl_secs,
+            grant_max_lifetime_secs: config.grant_max_lifetime_secs,
             code_ttl_secs: config.code_ttl_secs,
             refresh_reuse_grace_secs: config.refresh_reuse_grace_secs,
             device_code_ttl_secs: config.device_code_ttl_secs,

@@ -238,15 +238,12 @@ impl ReportService for Api {
         &self,
         _request: Request<GetUsageReportRequest>,
     ) -> Result<Response<UsageReport>, Status> {
-        let owners = self.store.profile_owners().await.map_err(storage_failure)?.len();
+        let owners = self.store.count_profile_owners().await.map_err(storage_failure)?;
         // Totals from the notes store, asked with this server's own token: the
         // report acts for no resource owner.
         let (mut store, call) =
             self.notes.as_service(NOTES_COUNT, store::CountNotesRequest {}).await?;
         let counts = store.count_notes(call).await.map_err(from_downstream)?.into_inner();
-        Ok(Response::new(UsageReport {
-            owners: i64::try_from(owners).unwrap_or(i64::MAX),
-            notes: counts.notes,
-        }))
+        Ok(Response::new(UsageReport { owners, notes: counts.notes }))
     }
 }

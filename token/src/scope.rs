@@ -10,8 +10,10 @@ pub struct Scope(BTreeSet<String>);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScopeError {
-    #[error("scope token {0:?} has characters RFC 6749 §3.3 does not allow")]
-    BadToken(String),
+    // The token itself is not quoted: the message goes back to the caller
+    // (RFC 6749 §5.2 `error_description` is never request text).
+    #[error("scope has a token with characters RFC 6749 section 3.3 does not allow")]
+    BadToken,
     #[error("scope has empty tokens (repeated or edge spaces)")]
     EmptyToken,
 }
@@ -32,7 +34,7 @@ impl Scope {
                 .bytes()
                 .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b));
             if !valid {
-                return Err(ScopeError::BadToken(token.to_owned()));
+                return Err(ScopeError::BadToken);
             }
             set.insert(token.to_owned());
         }
@@ -95,8 +97,8 @@ mod tests {
 
     #[test]
     fn refuses_bad_characters_and_empty_tokens() {
-        assert_eq!(Scope::parse("a\"b"), Err(ScopeError::BadToken("a\"b".into())));
-        assert_eq!(Scope::parse("a\\b"), Err(ScopeError::BadToken("a\\b".into())));
+        assert_eq!(Scope::parse("a\"b"), Err(ScopeError::BadToken));
+        assert_eq!(Scope::parse("a\\b"), Err(ScopeError::BadToken));
         assert_eq!(Scope::parse("a  b"), Err(ScopeError::EmptyToken));
         assert_eq!(Scope::parse(" a"), Err(ScopeError::EmptyToken));
     }

@@ -84,9 +84,7 @@ impl<S: ClientStore> OAuthCore<S> {
             error,
         };
         if let Some(key) = repeated.first() {
-            return Err(redirect(OAuthError::invalid_request(format!(
-                "{key} was sent more than once"
-            ))));
+            return Err(redirect(super::repeated_parameter(key)));
         }
         match params.get("response_type") {
             Some(&"code") => {}
@@ -132,9 +130,12 @@ impl<S: ClientStore> OAuthCore<S> {
     }
 }
 
-/// Exact string match (RFC 9700 §2.1), except that a registered loopback IP
-/// redirect URI matches any port (RFC 8252 §7.3: native apps listen on an
-/// ephemeral port).
+/// Exact string match (RFC 9700 §2.1), except that a loopback IP redirect URI
+/// registered *without a port* matches any port (RFC 8252 §7.3: a native app
+/// listens on an ephemeral port, so it registers none). A loopback URI
+/// registered with a port (a web client on this machine, say) is matched
+/// exactly like any other: the any-port rule would let every local process
+/// receive that client's codes.
 pub fn redirect_uri_matches(registered: &str, requested: &str) -> bool {
     if registered == requested {
         return true;
@@ -142,6 +143,9 @@ pub fn redirect_uri_matches(registered: &str, requested: &str) -> bool {
     let (Ok(reg), Ok(req)) = (Url::parse(registered), Url::parse(requested)) else {
         return false;
     };
+    if has_explicit_port(registered) {
+        return false;
+    }
     // RFC 8252 §7.3: `http` to a loopback IP literal only (never a name).
     let loopback = |u: &Url| {
         u.scheme() == "http"
@@ -161,6 +165,17 @@ pub fn redirect_uri_matches(registered: &str, requested: &str) -> bool {
         && reg.username() == req.username()
         && req.username().is_empty()
         && req.password().is_none()
+}
+
+/// Whether a URI's authority names a port, even the scheme's default one
+/// (`Url` forgets `:80`, so the raw text is read).
+fn has_explicit_port(uri: &str) -> bool {
+    let Some((_, rest)) = uri.split_once("://") else { return false };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    // `[::1]:8080` or `127.0.0.1:8080`; the colons inside brackets are not a port.
+    let after_host = host_port.rsplit_once(']').map_or(host_port, |(_, tail)| tail);
+    after_host.contains(':')
 }
 
 /// Builds the redirect back to the client (RFC 6749 §4.1.2, RFC 9207 §2): the
@@ -206,6 +221,20 @@ mod tests {
         // The port exception is for plain-http loopback only.
         assert!(!redirect_uri_matches("https://[::1]/cb", "https://[::1]:8443/cb"));
         assert!(!redirect_uri_matches("https://127.0.0.1/cb", "https://127.0.0.1:8443/cb"));
+    }
+
+    #[test]
+    fn a_loopback_uri_registered_with_a_port_matches_only_that_port() {
+        let reg = "http://127.0.0.1:8080/cb";
+        assert!(redirect_uri_matches(reg, reg));
+        assert!(!redirect_uri_matches(reg, "http://127.0.0.1:9090/cb"));
+        assert!(!redirect_uri_matches(reg, "http://127.0.0.1/cb"));
+        assert!(!redirect_uri_matches("http://[::1]:8080/cb", "http://[::1]:9090/cb"));
+        // The default port written out is still a registered port.
+        assert!(!redirect_uri_matches("http://127.0.0.1:80/cb", "http://127.0.0.1:9090/cb"));
+        assert!(has_explicit_port("http://[::1]:80/cb"));
+        assert!(!has_explicit_port("http://[::1]/cb"));
+        assert!(!has_explicit_port("http://127.0.0.1/cb?next=a:b"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Remembered consent: a resource owner who approved a client's scopes is not
-//! asked again for those scopes; they can list their approvals and withdraw one,
-//! which also revokes every token the client holds for them.
+//! Remembered consent: a resource owner who approved a confidential client's
+//! scopes is not asked again for those scopes; they can list their approvals
+//! (from the pages and from the device flow) and withdraw one, which also
+//! revokes every token the client holds for them.
 
 use tollgate_telemetry::audit::{self, Event, Subject};
 use tollgate_token::{OAuthError, Scope};
@@ -18,12 +19,22 @@ pub struct Approval {
 }
 
 impl<S: ConsentStore> OAuthCore<S> {
-    /// Whether `subject` already approved everything `request` asks for.
-    pub async fn has_consented(
+    /// Whether the consent page may be skipped: `subject` already approved
+    /// everything `request` asks for, *and* the client is confidential.
+    ///
+    /// A public client is never answered without the page (RFC 6749 §10.2: the
+    /// server cannot tell the real client from anyone using its id; RFC 8252
+    /// §8.6): its loopback redirect accepts any port, so without the page any
+    /// local process could open the authorization URL in the owner's browser
+    /// and receive a code on a port of its own.
+    pub async fn may_skip_consent(
         &self,
         subject: &str,
         request: &AuthorizationRequest,
     ) -> Result<bool, OAuthError> {
+        if request.client.is_public() {
+            return Ok(false);
+        }
         let approved = self
             .store
             .consent(subject, &request.client.client_id)
@@ -38,11 +49,22 @@ impl<S: ConsentStore> OAuthCore<S> {
         subject: &str,
         request: &AuthorizationRequest,
     ) -> Result<(), OAuthError> {
-        let client_id = &request.client.client_id;
+        self.record_consent(subject, &request.client.client_id, &request.scope).await
+    }
+
+    /// Adds `approved` to what `subject` approved `client_id` for before, and
+    /// audits it: from the consent page and from the device flow's page alike,
+    /// so every approval is listed on `/account` and can be withdrawn.
+    pub(in crate::domain) async fn record_consent(
+        &self,
+        subject: &str,
+        client_id: &str,
+        approved: &Scope,
+    ) -> Result<(), OAuthError> {
         let before = self.store.consent(subject, client_id).await.map_err(storage_failure)?;
         let scope = match before {
-            Some(before) => Scope::from_tokens(before.iter().chain(request.scope.iter())),
-            None => request.scope.clone(),
+            Some(before) => Scope::from_tokens(before.iter().chain(approved.iter())),
+            None => approved.clone(),
         };
         self.store
             .save_consent(subject, client_id, &scope, self.clock.now())
@@ -53,7 +75,7 @@ impl<S: ConsentStore> OAuthCore<S> {
             Subject {
                 subject: Some(subject),
                 client_id: Some(client_id),
-                scope: Some(&request.scope.to_string()),
+                scope: Some(&approved.to_string()),
                 ..Subject::default()
             },
         );

@@ -56,7 +56,8 @@ struct LoadedKey {
 /// Every key of the configured algorithm, oldest activation first.
 struct Ring {
     keys: Vec<LoadedKey>,
-    /// All of them, for recognising our own tokens (introspection, revocation).
+    /// All of them, parsed once; [`KeyRing::verification_keys`] leaves out the
+    /// retired ones.
     verification: Arc<KeySet>,
 }
 
@@ -180,23 +181,36 @@ impl KeyRing {
             .keys
             .iter()
             .enumerate()
-            .filter(|(i, _)| {
-                // Superseded when the next key activated; retired a while later.
-                match ring.keys.get(i + 1) {
-                    Some(next) if next.activate_at <= now => {
-                        now < next.activate_at + self.policy.retire_after_secs
-                    }
-                    _ => true,
-                }
-            })
+            .filter(|(i, _)| !self.is_retired(&ring, *i, now))
             .map(|(_, k)| k.jwk.clone())
             .collect();
         JwkSet { keys }
     }
 
-    /// Every loaded key, parsed once: to recognise our own tokens.
-    pub fn verification_keys(&self) -> Arc<KeySet> {
-        self.current().verification.clone()
+    /// Whether the `i`th key is out of its publication window at `now`:
+    /// superseded when the next key activated, retired `retire_after` later.
+    fn is_retired(&self, ring: &Ring, i: usize, now: i64) -> bool {
+        ring.keys.get(i + 1).is_some_and(|next| {
+            now >= next.activate_at.saturating_add(self.policy.retire_after_secs)
+        })
+    }
+
+    /// The keys that recognise our own tokens at `now` (introspection,
+    /// revocation, token exchange): exactly the published ones. A retired key
+    /// is distrusted here as it is by every resource server, so a token made
+    /// with it (its private half leaked from an old backup, say) cannot
+    /// introspect as active or be exchanged.
+    pub fn verification_keys(&self, now: i64) -> Arc<KeySet> {
+        let ring = self.current();
+        let retired: Vec<&str> = (0..ring.keys.len())
+            .filter(|i| self.is_retired(&ring, *i, now))
+            .map(|i| ring.keys[i].kid.as_str())
+            .collect();
+        if retired.is_empty() {
+            ring.verification.clone()
+        } else {
+            Arc::new(ring.verification.without(&retired))
+        }
     }
 
     /// The kid that signs at `now`.

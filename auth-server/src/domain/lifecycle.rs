@@ -81,8 +81,9 @@ impl<S: Store> OAuthCore<S> {
         token: &str,
         hint: Option<TokenTypeHint>,
     ) -> Result<Option<Found>, OAuthError> {
-        let keys = self.signer.verification_keys();
-        let as_access = || self.own_tokens.verify_any_audience(&keys, token, self.clock.now()).ok();
+        let now = self.clock.now();
+        let keys = self.signer.verification_keys(now);
+        let as_access = || self.own_tokens.verify_any_audience(&keys, token, now).ok();
         // The hinted kind first; each kind is tried once.
         let access_first = hint == Some(TokenTypeHint::AccessToken);
         if access_first && let Some(claims) = as_access() {

@@ -39,9 +39,19 @@ impl<S> OAuthCore<S> {
         let token = secrets::generate_secret();
         let record = NextRefreshToken {
             token_hash: secrets::hash_secret(&token),
-            expires_at: now + self.settings.refresh_token_ttl_secs,
+            // A new grant: created now.
+            expires_at: self.refresh_expiry(now, now),
         };
         Some((Secret::new(token), record))
+    }
+
+    /// When a refresh token issued at `now` for a grant created at
+    /// `grant_created_at` expires: after the idle lifetime, and never after
+    /// the grant's absolute lifetime.
+    pub(super) fn refresh_expiry(&self, now: i64, grant_created_at: i64) -> i64 {
+        let idle = now.saturating_add(self.settings.refresh_token_ttl_secs);
+        let absolute = grant_created_at.saturating_add(self.settings.grant_max_lifetime_secs);
+        idle.min(absolute)
     }
 
     /// The identity and lifetime of the next access token, fixed before it is

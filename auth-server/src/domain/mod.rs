@@ -49,7 +49,12 @@ pub struct OAuthSettings {
     /// The issuer identifier (RFC 8414 §2), byte-for-byte the `iss` of every token.
     pub issuer: String,
     pub access_token_ttl_secs: i64,
+    /// Idle lifetime: each refresh token expires this long after it is issued.
     pub refresh_token_ttl_secs: i64,
+    /// Absolute lifetime: no refresh token outlives its grant's creation by
+    /// more, however often it is rotated (RFC 9700 §4.14.2); then the owner
+    /// signs in again.
+    pub grant_max_lifetime_secs: i64,
     /// RFC 6749 §4.1.2 recommends at most ten minutes; we default to one.
     pub code_ttl_secs: i64,
     /// A spent refresh token presented again within this many seconds of its
@@ -79,6 +84,46 @@ pub const MAX_LOGGED_CHARS: usize = 64;
 /// `text`, cut at [`MAX_LOGGED_CHARS`] characters.
 pub fn clipped(text: &str) -> &str {
     text.char_indices().nth(MAX_LOGGED_CHARS).map_or(text, |(end, _)| &text[..end])
+}
+
+/// The parameters the endpoints read. An error may name one of these; it never
+/// echoes a name or value the caller sent: `error_description` goes back onto the
+/// client's redirect and into its logs, and must stay within the RFC 6749 §4.1.2.1
+/// character set (a request could otherwise place text on the client's page).
+const KNOWN_PARAMETERS: &[&str] = &[
+    "actor_token",
+    "actor_token_type",
+    "audience",
+    "client_assertion",
+    "client_assertion_type",
+    "client_id",
+    "client_secret",
+    "code",
+    "code_challenge",
+    "code_challenge_method",
+    "code_verifier",
+    "device_code",
+    "grant_type",
+    "redirect_uri",
+    "refresh_token",
+    "requested_token_type",
+    "resource",
+    "response_type",
+    "scope",
+    "state",
+    "subject_token",
+    "subject_token_type",
+    "token",
+    "token_type_hint",
+];
+
+/// RFC 6749 §3.1, §3.2: a parameter sent more than once, named only if it is
+/// one of ours.
+pub fn repeated_parameter(name: &str) -> OAuthError {
+    match KNOWN_PARAMETERS.iter().find(|known| **known == name) {
+        Some(known) => OAuthError::invalid_request(format!("{known} was sent more than once")),
+        None => OAuthError::invalid_request("a parameter was sent more than once"),
+    }
 }
 
 /// A token request's grant (RFC 6749 §4.1.3, §4.4.2, §6).

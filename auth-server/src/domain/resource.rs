@@ -22,9 +22,9 @@ pub fn audience_for(client: &Client, resource: Option<&str>) -> Result<String, O
         ));
     }
     if !client.resources.iter().any(|r| r == resource) {
-        return Err(OAuthError::invalid_target(format!(
-            "this client may not obtain tokens for {resource}"
-        )));
+        return Err(OAuthError::invalid_target(
+            "this client may not obtain tokens for this resource",
+        ));
     }
     Ok(resource.to_owned())
 }

@@ -186,7 +186,7 @@ pub async fn show(
     let page = match session.user(state.core.now()) {
         // Approved before, for all of this: not asked again.
         Some((subject, _))
-            if matches!(state.core.has_consented(subject, &request).await, Ok(true)) =>
+            if matches!(state.core.may_skip_consent(subject, &request).await, Ok(true)) =>
         {
             span.record("subject", subject).record("decision", "consent_remembered");
             tracing::info!(client_id = %request.client.client_id, subject, "consent remembered");
@@ -216,8 +216,7 @@ pub(super) struct PostedForm {
 /// Reads a form post and checks its CSRF token against the session's.
 pub(super) fn read_form(jar: &PrivateCookieJar, body: &[u8]) -> Result<PostedForm, Response> {
     let pairs = parse_pairs(body);
-    let params =
-        unique_params(&pairs).map_err(|msg| error_page(&OAuthError::invalid_request(msg)))?;
+    let params = unique_params(&pairs).map_err(|err| error_page(&err))?;
     let fields: std::collections::HashMap<String, String> =
         params.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
     let session = session::load(jar);

@@ -19,6 +19,7 @@ use super::authorize::{describe_scope, error_page, read_form, render, sign_in_wi
 use super::session::{self, Session};
 use super::token::{client_auth, form_pairs};
 use super::{HttpError, HttpState, Peer, paths, unique_params};
+use crate::domain::ClientAuth;
 use crate::domain::grants::device::PendingDevice;
 
 #[derive(Template)]
@@ -55,10 +56,8 @@ pub async fn authorize(
     let result = async {
         // Per address first: each request can write a row.
         state.core.throttles().device_ip.check(&peer.key())?;
-        let pairs = form_pairs(&headers, &body)?;
-        let params = unique_params(&pairs).map_err(OAuthError::invalid_request)?;
-        let auth = client_auth(&headers, &params)?;
-        state.core.device_authorization(&auth, params.get("scope").copied()).await
+        let (auth, scope) = parse_request(&headers, &body)?;
+        state.core.device_authorization(&auth, scope.as_deref()).await
     }
     .await;
     match result {
@@ -86,6 +85,18 @@ pub async fn authorize(
         }
         Err(err) => HttpError(err).into_response(),
     }
+}
+
+/// What the device authorization endpoint reads from the wire: the client's
+/// authentication and the `scope` (fuzz target `device_endpoints`).
+pub fn parse_request(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(ClientAuth, Option<String>), OAuthError> {
+    let pairs = form_pairs(headers, body)?;
+    let params = unique_params(&pairs)?;
+    let auth = client_auth(headers, &params)?;
+    Ok((auth, params.get("scope").map(|s| (*s).to_owned())))
 }
 
 fn confirm_page(

@@ -13,13 +13,15 @@ use super::{HttpError, HttpState, unique_params};
 use crate::domain::ClientAuth;
 use crate::domain::lifecycle::{ActiveToken, TokenTypeHint};
 
-/// The authenticated client, the `token` and its hint from a posted form.
-fn read(
+/// The authenticated client, the `token` and its hint from a posted form: all
+/// that introspection and revocation read from the wire (fuzz target
+/// `introspect_revoke`).
+pub fn parse_request(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(ClientAuth, String, Option<TokenTypeHint>), OAuthError> {
     let pairs = form_pairs(headers, body)?;
-    let params = unique_params(&pairs).map_err(OAuthError::invalid_request)?;
+    let params = unique_params(&pairs)?;
     let auth = client_auth(headers, &params)?;
     let token = params
         .get("token")
@@ -66,7 +68,7 @@ pub async fn introspect(
     body: Bytes,
 ) -> Response {
     let result = async {
-        let (auth, token, hint) = read(&headers, &body)?;
+        let (auth, token, hint) = parse_request(&headers, &body)?;
         state.core.introspect(&auth, &token, hint).await
     }
     .await;
@@ -78,7 +80,7 @@ pub async fn introspect(
 
 pub async fn revoke(State(state): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
     let result = async {
-        let (auth, token, hint) = read(&headers, &body)?;
+        let (auth, token, hint) = parse_request(&headers, &body)?;
         state.core.revoke(&auth, &token, hint).await
     }
     .await;

@@ -4,13 +4,13 @@
 
 mod account;
 mod authorize;
-mod device;
+pub mod device;
 mod error;
-mod lifecycle;
+pub mod lifecycle;
 mod metadata;
 pub mod serve;
 mod session;
-mod token;
+pub mod token;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -178,16 +178,20 @@ pub const THROTTLED_PAGE_DELAY: std::time::Duration = std::time::Duration::from_
 
 /// Parses `application/x-www-form-urlencoded` pairs, refusing a parameter sent
 /// twice (RFC 6749 §3.1, §3.2).
-pub(crate) fn unique_params(pairs: &[(String, String)]) -> Result<HashMap<&str, &str>, String> {
+pub(crate) fn unique_params(
+    pairs: &[(String, String)],
+) -> Result<HashMap<&str, &str>, tollgate_token::OAuthError> {
     let mut params = HashMap::new();
     for (key, value) in pairs {
         if params.insert(key.as_str(), value.as_str()).is_some() {
-            return Err(format!("{key} was sent more than once"));
+            return Err(crate::domain::repeated_parameter(key));
         }
     }
     Ok(params)
 }
 
-pub(crate) fn parse_pairs(raw: &[u8]) -> Vec<(String, String)> {
+/// The query or body of a request, as name/value pairs (the authorization
+/// request's query is read this way, fuzz target `authorize_query`).
+pub fn parse_pairs(raw: &[u8]) -> Vec<(String, String)> {
     form_urlencoded::parse(raw).into_owned().collect()
 }

@@ -250,7 +250,8 @@ pub trait ConsentStore: Send + Sync {
     ) -> impl Future<Output = Result<Vec<(String, String, Scope, i64)>>> + Send;
 
     /// Atomically forgets the approval and revokes every grant `subject` gave
-    /// `client_id` (their refresh tokens stop, their access tokens are denied).
+    /// `client_id` (their refresh tokens stop, their access tokens are denied),
+    /// with the codes and approved device authorizations not yet redeemed.
     /// `false` if there was no approval.
     fn withdraw_consent(
         &self,

@@ -629,6 +629,24 @@ impl ConsentStore for SqlStore {
             .await?
             .rows_affected()
             == 1;
+        // What the owner approved but the client has not yet redeemed goes too:
+        // its codes (RFC 6749 §4.1.2) and approved device authorizations.
+        sqlx::query(
+            "DELETE FROM authorization_codes
+             WHERE subject = $1 AND client_id = $2 AND redeemed_at IS NULL",
+        )
+        .bind(subject)
+        .bind(client_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE device_codes SET status = 'denied'
+             WHERE subject = $1 AND client_id = $2 AND status = 'approved'",
+        )
+        .bind(subject)
+        .bind(client_id)
+        .execute(&mut *tx)
+        .await?;
         let grants = sqlx::query(
             "SELECT grant_id FROM grants WHERE subject = $1 AND client_id = $2 AND revoked_at IS NULL",
         )

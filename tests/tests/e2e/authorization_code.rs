@@ -7,6 +7,7 @@ use tollgate_e2e::{TestStack, sign_in_to_consent};
 
 use crate::support::{
     CHALLENGE, LOOPBACK_REDIRECT, authorization_url, obtain_code, post_token, query_param, redeem,
+    register,
 };
 
 const NOTES: &str = "notes:read notes:write";
@@ -285,4 +286,41 @@ async fn an_ambiguous_or_missing_client_or_redirect_uri_gets_an_error_page() {
     let page = open(&url).await;
     assert_eq!(page.status, 303);
     assert_eq!(query_param(&page.location().unwrap(), "error").as_deref(), Some("invalid_request"));
+}
+
+#[tokio::test]
+async fn a_loopback_redirect_registered_with_a_port_matches_only_that_port() {
+    // RFC 8252 §7.3's any-port rule is for native apps, which register no port.
+    // A web client on this machine registered with its port keeps it: another
+    // local process listening elsewhere does not receive its codes.
+    let stack = TestStack::start().await.unwrap();
+    register(
+        &stack,
+        r#"
+        client_id = "local-web"
+        secret = "a-local-web-secret-of-at-least-32-characters"
+        redirect_uris = ["http://127.0.0.1:8080/cb"]
+        grant_types = ["authorization_code"]
+        scopes = ["notes:read"]
+        "#,
+    )
+    .await;
+    let asked = |redirect_uri: &str| {
+        authorization_url(
+            &stack,
+            "local-web",
+            redirect_uri,
+            "notes:read",
+            Some((CHALLENGE, "S256")),
+        )
+    };
+    let page = ScriptedOwner::new().unwrap().get(&asked("http://127.0.0.1:9090/cb")).await.unwrap();
+    assert_eq!(page.status, 400, "shown on a page, never redirected");
+    assert!(page.location().is_none());
+    assert!(page.body.contains("redirect_uri is not registered for this client"), "{}", page.body);
+
+    // Its own port: the sign-in page.
+    let page = ScriptedOwner::new().unwrap().get(&asked("http://127.0.0.1:8080/cb")).await.unwrap();
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("password"));
 }

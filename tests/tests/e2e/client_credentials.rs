@@ -259,3 +259,18 @@ async fn the_token_service_over_grpc_issues_and_refuses_like_http() {
     let refused = grpc.token(no_grant).await.unwrap_err();
     assert_eq!(oauth_error_code(&refused), Some("invalid_request"));
 }
+
+#[tokio::test]
+async fn the_usage_report_counts_the_owners_with_a_profile() {
+    let stack = TestStack::start().await.unwrap();
+    let api = stack.resource().await.unwrap();
+    for user in ["alice", "bob"] {
+        let tokens = stack.sign_in(&stack.cli_client(), user, &["profile:write"]).await.unwrap();
+        let email = format!("{user}@example.com");
+        api.update_profile(tokens.access_token.expose(), "me", user, &email).await.unwrap();
+    }
+    let reporter = stack.client(&stack.reporter_client()).await.unwrap();
+    let tokens = reporter.client_credentials(&["reports:read".into()]).await.unwrap();
+    let report = api.usage_report(tokens.access_token.expose()).await.unwrap();
+    assert_eq!((report.owners, report.notes), (2, 0));
+}

@@ -9,10 +9,51 @@ fn authz(stack: &TestStack, scope: &str) -> url::Url {
     authorization_url(stack, "tollgate-cli", LOOPBACK_REDIRECT, scope, Some((CHALLENGE, "S256")))
 }
 
+/// The confidential web client: only its approvals are remembered.
+fn web_authz(stack: &TestStack, scope: &str) -> url::Url {
+    authorization_url(stack, "tollgate-web", LOOPBACK_REDIRECT, scope, Some((CHALLENGE, "S256")))
+}
+
+#[tokio::test]
+async fn a_public_clients_authorization_always_shows_the_consent_page() {
+    // RFC 8252 §8.6, RFC 6749 §10.2: anyone can use the public CLI client's id,
+    // and its loopback redirect takes any port. Alice approved the CLI once; a
+    // local process then opens an authorization URL of its own in her browser,
+    // with its own port. Were the approval remembered, the code would go
+    // straight to that process.
+    let stack = TestStack::start().await.unwrap();
+    let mut owner = ScriptedOwner::new().unwrap();
+    let answer = approve(&mut owner, &authz(&stack, "notes:read"), "alice", "alice-demo-password")
+        .await
+        .unwrap();
+    assert!(query_param(&answer.location().unwrap(), "code").is_some());
+
+    let attacker = "http://127.0.0.1:45999/callback";
+    let url = authorization_url(
+        &stack,
+        "tollgate-cli",
+        attacker,
+        "notes:read",
+        Some((CHALLENGE, "S256")),
+    );
+    let page = owner.get(&url).await.unwrap();
+    assert_eq!(page.status, 200, "no redirect: the owner is asked");
+    assert!(page.location().is_none());
+    assert!(page.body.contains("approve") && page.body.contains("notes:read"), "{}", page.body);
+    // A new browser session, after signing in: asked as well.
+    let (_, next) =
+        sign_in(&mut ScriptedOwner::new().unwrap(), &url, "alice", "alice-demo-password")
+            .await
+            .unwrap();
+    assert_eq!(next.status, 200);
+    assert!(next.location().is_none());
+}
+
 #[tokio::test]
 async fn an_approval_is_not_asked_for_again_unless_more_is_asked() {
     let stack = TestStack::start().await.unwrap();
     let mut owner = ScriptedOwner::new().unwrap();
+    let authz = web_authz;
     // First time: the consent page.
     let answer = approve(&mut owner, &authz(&stack, "notes:read"), "alice", "alice-demo-password")
         .await
@@ -36,9 +77,9 @@ async fn an_approval_is_not_asked_for_again_unless_more_is_asked() {
     .unwrap();
     assert_eq!(next.status, 303);
     // More than was approved: asked again, listing what is asked.
-    let more = owner.get(&authz(&stack, "notes:read notes:write")).await.unwrap();
+    let more = owner.get(&authz(&stack, "notes:read profile:read")).await.unwrap();
     assert_eq!(more.status, 200);
-    assert!(more.body.contains("notes:write"));
+    assert!(more.body.contains("profile:read"));
     // Another user is asked for their own consent.
     let (_, bob) = sign_in_to_consent(
         &mut ScriptedOwner::new().unwrap(),

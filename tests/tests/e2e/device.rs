@@ -251,3 +251,77 @@ async fn the_verification_page_requires_the_sessions_csrf_token_and_a_real_sign_
     let unknown = owner.get(&stack.url("/device?user_code=BBBB-BBBB")).await.unwrap();
     assert_eq!(unknown.status, 404);
 }
+
+#[tokio::test]
+async fn a_device_approval_is_listed_on_the_account_page_and_withdrawing_it_revokes_the_tokens() {
+    let stack = TestStack::start().await.unwrap();
+    let client = stack.client(&stack.cli_client()).await.unwrap();
+    let started = start(&stack).await;
+    let done =
+        decide(started["verification_uri_complete"].as_str().unwrap(), "alice", "approve").await;
+    assert!(done.body.contains("Device connected"), "{}", done.body);
+    let reply = poll(&stack, started["device_code"].as_str().unwrap()).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let tokens = tollgate_client_app::tokens::TokenSet {
+        access_token: tollgate_token::Secret::new(reply.body["access_token"].as_str().unwrap()),
+        refresh_token: Some(tollgate_token::Secret::new(
+            reply.body["refresh_token"].as_str().unwrap(),
+        )),
+        expires_at: stack.now() + 300,
+        scope: "notes:read".into(),
+        obtained: tollgate_client_app::tokens::Obtained::AuthorizationCode,
+        client_id: "tollgate-cli".into(),
+    };
+
+    // Alice sees the device's approval among her approvals.
+    let mut owner = ScriptedOwner::new().unwrap();
+    let account = owner.get(&stack.url("/account")).await.unwrap();
+    let signed_in = owner
+        .submit(
+            &account,
+            "/account/login",
+            &[("username", "alice"), ("password", password_of("alice").unwrap())],
+        )
+        .await
+        .unwrap();
+    let page = owner.follow(&signed_in).await.unwrap();
+    assert!(
+        page.body.contains("Tollgate CLI") && page.body.contains("notes:read"),
+        "the device approval is listed: {}",
+        page.body
+    );
+
+    // She withdraws it: the device's grant ends with it.
+    let withdraw = [
+        ("csrf_token".to_owned(), page.field("csrf_token").unwrap()),
+        ("client_id".to_owned(), "tollgate-cli".to_owned()),
+    ];
+    let withdrawn = owner.post(&stack.url("/account/withdraw"), &withdraw).await.unwrap();
+    assert_eq!(withdrawn.status, 303, "{}", withdrawn.body);
+    match client.refresh(&tokens).await {
+        Err(tollgate_client_app::ClientError::Refused { error, .. }) => {
+            assert_eq!(error, "invalid_grant");
+        }
+        other => panic!("the device's refresh token still works: {other:?}"),
+    }
+    stack.sync_denylists().await.unwrap();
+    let status = stack
+        .resource()
+        .await
+        .unwrap()
+        .list_notes(tokens.access_token.expose(), "me")
+        .await
+        .unwrap_err();
+    assert_eq!(status.message(), "token has been revoked");
+}
+
+#[tokio::test]
+async fn withdrawing_an_approval_also_ends_a_device_authorization_not_yet_collected() {
+    let stack = TestStack::start().await.unwrap();
+    let started = start(&stack).await;
+    decide(started["verification_uri_complete"].as_str().unwrap(), "alice", "approve").await;
+    // Withdrawn before the device's next poll.
+    assert!(stack.auth_core.withdraw_consent("alice", "tollgate-cli").await.unwrap());
+    let reply = poll(&stack, started["device_code"].as_str().unwrap()).await;
+    reply.assert_error(400, "access_denied");
+}

@@ -48,3 +48,50 @@ async fn rotation_keeps_old_and_new_tokens_valid_at_the_resource_server() {
     let later = stack.sign_in(&stack.cli_client(), "bob", &["notes:read"]).await.unwrap();
     assert!(api.list_notes(later.access_token.expose(), "me").await.is_ok());
 }
+
+#[tokio::test]
+async fn a_token_made_with_a_retired_key_does_not_introspect_as_active() {
+    // The server's own checks (introspection, revocation, exchange) trust only
+    // the keys it publishes: a retired key's private half, leaked from an old
+    // backup, cannot mint tokens the server vouches for.
+    let stack =
+        TestStack::builder().tweak(|c| c.auth.key_propagation_secs = 10).start().await.unwrap();
+    let store = stack.auth_core.store();
+    let old = tollgate_auth_server::storage::KeyStore::signing_keys(store).await.unwrap().remove(0);
+    let leaked = ring::signature::Ed25519KeyPair::from_pkcs8(old.private_pkcs8.expose()).unwrap();
+    let forge = |now: i64| {
+        let header = serde_json::json!({ "alg": "EdDSA", "typ": "at+jwt", "kid": old.kid });
+        let claims = serde_json::json!({
+            "iss": stack.issuer, "sub": "alice", "aud": "tollgate-resource",
+            "exp": now + 300, "iat": now, "jti": format!("forged-{now}"),
+            "client_id": "tollgate-cli", "scope": "notes:read notes:write",
+        });
+        tollgate_e2e::forge::sign_jwt(&header, &claims, &leaked)
+    };
+    let introspect = |token: String| {
+        let stack = &stack;
+        async move {
+            let secret = stack.secrets.resource_server.clone();
+            let reply = reqwest::Client::new()
+                .post(stack.url("/introspect"))
+                .basic_auth("tollgate-resource", Some(secret.expose()))
+                .form(&[("token", token)])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(reply.status(), 200);
+            reply.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+
+    stack.rotate_keys().await.unwrap();
+    stack.advance(11);
+    // Superseded but still published (its tokens may be unexpired): trusted.
+    assert_eq!(introspect(forge(stack.now())).await["active"], true);
+
+    // Past its publication window: gone from the JWKS, and from the server's
+    // own trust with it.
+    stack.advance(300 + 300);
+    assert!(!published_kids(&stack).await.contains(&old.kid));
+    assert_eq!(introspect(forge(stack.now())).await, serde_json::json!({ "active": false }));
+}

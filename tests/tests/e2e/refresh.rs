@@ -119,3 +119,34 @@ async fn an_expired_access_token_is_renewed_automatically() {
     assert!(renewed);
     assert!(fresh.expires_at > stack.now() + 200);
 }
+
+#[tokio::test]
+async fn a_grant_ends_at_its_absolute_lifetime_however_often_it_is_refreshed() {
+    let stack = TestStack::builder()
+        .tweak(|c| {
+            c.auth.refresh_token_ttl_secs = 3600;
+            c.auth.grant_max_lifetime_secs = 3 * 3600;
+        })
+        .start()
+        .await
+        .unwrap();
+    let client = stack.client(&stack.cli_client()).await.unwrap();
+    let mut tokens = stack.sign_in(&stack.cli_client(), "alice", &["notes:read"]).await.unwrap();
+    // Refreshed every 50 minutes, it never sits idle for its hour...
+    for _ in 0..3 {
+        stack.advance(3000);
+        tokens = client.refresh(&tokens).await.unwrap();
+    }
+    // ...but three hours after alice approved, the grant is over.
+    stack.advance(3000);
+    match client.refresh(&tokens).await {
+        Err(ClientError::Refused { error, description }) => assert_eq!(
+            (error.as_str(), description.as_str()),
+            (
+                "invalid_grant",
+                "the grant has reached its maximum lifetime; the owner must sign in again"
+            )
+        ),
+        other => panic!("the grant outlived its lifetime: {other:?}"),
+    }
+}

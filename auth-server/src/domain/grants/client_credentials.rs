@@ -90,7 +90,7 @@ mod tests {
             .expect_err("refused");
         assert_eq!(
             (err.code(), err.description()),
-            ("invalid_scope", "scope admin is not allowed for this client")
+            ("invalid_scope", "scope is not allowed for this client")
         );
         let all = fx.core.token(&auth("batch", Some("s3cret")), grant(None)).await.expect("ok");
         assert_eq!(all.scope.to_string(), "notes:read notes:write");

@@ -9,7 +9,7 @@ use super::requested_scope;
 use crate::domain::client_auth::ClientAuth;
 use crate::domain::model::{Client, DeviceCode, GrantRecord, GrantType};
 use crate::domain::{OAuthCore, TokenResponse, secrets, storage_failure};
-use crate::storage::{ClientStore, DevicePoll, DeviceStore, GrantStore};
+use crate::storage::{ClientStore, ConsentStore, DevicePoll, DeviceStore, GrantStore};
 
 /// RFC 8628 §6.1: a user code from 20 consonants (no vowels, so no words; no
 /// look-alikes), 8 of them: 20^8 ≈ 2^34.6 codes, alive for minutes, and the
@@ -162,7 +162,7 @@ impl<S: ClientStore + DeviceStore> OAuthCore<S> {
     }
 }
 
-impl<S: DeviceStore> OAuthCore<S> {
+impl<S: DeviceStore + ConsentStore> OAuthCore<S> {
     /// Records the signed-in person's decision; `false` if the code is no longer
     /// pending.
     pub async fn decide_device(
@@ -171,9 +171,21 @@ impl<S: DeviceStore> OAuthCore<S> {
         subject: &str,
         approve: bool,
     ) -> Result<bool, OAuthError> {
+        let user_code = normalize_user_code(typed);
+        let now = self.clock.now();
+        if approve {
+            // Recorded before the code is approved: an approval the owner
+            // cannot see on `/account` (and withdraw) must not exist.
+            let Some(code) =
+                self.store.pending_device_code(&user_code, now).await.map_err(storage_failure)?
+            else {
+                return Ok(false);
+            };
+            self.record_consent(subject, &code.client_id, &code.scope).await?;
+        }
         let decided = self
             .store
-            .decide_device_code(&normalize_user_code(typed), subject, approve, self.clock.now())
+            .decide_device_code(&user_code, subject, approve, now)
             .await
             .map_err(storage_failure)?;
         if decided {

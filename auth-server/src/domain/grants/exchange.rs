@@ -63,13 +63,13 @@ impl<S: RevocationStore> OAuthCore<S> {
             (None, None) => return Err(OAuthError::invalid_request("audience is required")),
         };
         if !client.exchange_audiences.contains(&target) {
-            return Err(OAuthError::invalid_target(format!(
-                "this client may not obtain tokens for {target}"
-            )));
+            return Err(OAuthError::invalid_target(
+                "this client may not obtain tokens for this audience",
+            ));
         }
 
         let now = self.clock.now();
-        let keys = self.signer.verification_keys();
+        let keys = self.signer.verification_keys(now);
         let subject: AccessTokenClaims = self
             .own_tokens
             .verify_any_audience(&keys, request.subject_token.expose(), now)
@@ -180,7 +180,7 @@ mod tests {
     }
 
     fn claims(fx: &Fixture, token: &Secret) -> AccessTokenClaims {
-        let keys = fx.core.signer().verification_keys();
+        let keys = fx.core.signer().verification_keys(fx.clock.now());
         fx.core.own_tokens.verify_any_audience(&keys, token.expose(), fx.clock.now()).expect("ours")
     }
 
@@ -216,7 +216,7 @@ mod tests {
         let user = users_token(&fx).await;
         assert_eq!(
             refused(&fx, RS, exchange(&user, "billing", None)).await,
-            ("invalid_target", "this client may not obtain tokens for billing".into())
+            ("invalid_target", "this client may not obtain tokens for this audience".into())
         );
         assert_eq!(
             refused(&fx, RS, exchange(&user, NOTES, Some("notes:read admin"))).await,

@@ -10,6 +10,8 @@ use crate::domain::{OAuthCore, TokenResponse, resource, secrets, storage_failure
 use crate::storage::{GrantStore, RotateOutcome};
 
 const INVALID: &str = "refresh token is invalid, expired, revoked or already used";
+const GRANT_ENDED: &str =
+    "the grant has reached its maximum lifetime; the owner must sign in again";
 
 impl<S: GrantStore> OAuthCore<S> {
     /// RFC 6749 §6 with rotation: the presented refresh token is spent and a new
@@ -23,14 +25,26 @@ impl<S: GrantStore> OAuthCore<S> {
     ) -> Result<TokenResponse, OAuthError> {
         let now = self.clock.now();
         let token_hash = secrets::hash_secret(refresh_token.expose());
+        let Some(record) = self
+            .store
+            .refresh_token(&token_hash)
+            .await
+            .map_err(storage_failure)?
+            .filter(|record| record.client_id == client.client_id)
+        else {
+            return Err(OAuthError::invalid_grant(INVALID));
+        };
+        // RFC 9700 §4.14.2: rotation renews the idle lifetime, never the
+        // grant's absolute one.
+        let grant_ends =
+            record.grant.created_at.saturating_add(self.settings.grant_max_lifetime_secs);
+        if now >= grant_ends {
+            return Err(OAuthError::invalid_grant(GRANT_ENDED));
+        }
         // RFC 8707 §2.2: a resource other than the grant's is refused before the
         // token is spent, so the client keeps it.
-        if let Some(resource) = resource
-            && let Some(record) =
-                self.store.refresh_token(&token_hash).await.map_err(storage_failure)?
-            && record.client_id == client.client_id
-        {
-            resource::check_same_resource(Some(resource), &record.grant.audience)?;
+        if resource.is_some() {
+            resource::check_same_resource(resource, &record.grant.audience)?;
         }
         let narrowed = scope
             .map(|raw| Scope::parse(raw).map_err(|e| OAuthError::invalid_scope(e.to_string())))
@@ -38,7 +52,7 @@ impl<S: GrantStore> OAuthCore<S> {
         let next_token = secrets::generate_secret();
         let next = NextRefreshToken {
             token_hash: secrets::hash_secret(&next_token),
-            expires_at: now + self.settings.refresh_token_ttl_secs,
+            expires_at: self.refresh_expiry(now, record.grant.created_at),
         };
         let access = self.new_access_token(now);
         let outcome = self

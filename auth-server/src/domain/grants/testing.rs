@@ -52,6 +52,7 @@ impl Fixture {
             issuer: ISSUER.into(),
             access_token_ttl_secs: 300,
             refresh_token_ttl_secs: 86_400,
+            grant_max_lifetime_secs: 7 * 86_400,
             code_ttl_secs: 60,
             refresh_reuse_grace_secs: 10,
             device_code_ttl_secs: 600,
