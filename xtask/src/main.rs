@@ -2,13 +2,14 @@
 //!
 //! | task | what it runs |
 //! |---|---|
-//! | `ci` | what `.ci/run` runs: `services`, `lint`, `test` with the PostgreSQL variants required, the quickstart, `compose-e2e` |
+//! | `ci` | what `.ci/run` runs: `services`, `lint`, `test` with the PostgreSQL variants required, the quickstart, every fuzz target for 20 s, `compose-e2e` |
 //! | `test` | `cargo test --workspace` (the README's test command) |
 //! | `lint` | `cargo fmt --check`, `cargo clippy -D warnings` |
 //! | `services` | installs and starts Chromium and PostgreSQL (`scripts/ci-services.sh`) |
 //! | `quickstart` | `cargo run --bin quickstart` (the README's main command) |
 //! | `compose-e2e` | the compose stack, its client flow and fault tests (`scripts/compose-e2e.sh`) |
 //! | `flood` | release build, then the sign-in flood measurement (`tests/src/bin/flood.rs`): server on core 0, load on core 1 |
+//! | `fuzz` | each fuzz target (`fuzz/`, docs/fuzzing.md) for a bounded time, from its committed seeds |
 //!
 //! Each task prints the commands it runs and stops at the first that fails,
 //! with that command's exit status. Only the standard library: it builds in
@@ -22,14 +23,15 @@ use std::process::{Command, ExitCode};
 const CI_POSTGRES_URL: &str = "postgres://tollgate:tollgate@127.0.0.1:5432/postgres";
 
 const USAGE: &str =
-    "usage: cargo xtask <ci|test|lint|services|quickstart|compose-e2e|flood> [args…]
+    "usage: cargo xtask <ci|test|lint|services|quickstart|compose-e2e|flood|fuzz> [args…]
   ci           everything CI runs (.ci/run)
   test         cargo test --workspace [args…]
   lint         cargo fmt --check and cargo clippy -D warnings
   services     install and start Chromium and PostgreSQL (Debian, root)
   quickstart   cargo run --bin quickstart [args…]
   compose-e2e  the compose stack with replicas, its flow and fault tests [args…]
-  flood        measure /token and memory under a sign-in flood (release) [args…]";
+  flood        measure /token and memory under a sign-in flood (release) [args…]
+  fuzz         run fuzz targets [--seconds N (60)] [target…] (default: all)";
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
         "quickstart" => quickstart(&rest),
         "compose-e2e" => compose_e2e(&rest),
         "flood" => flood(&rest),
+        "fuzz" => fuzz(&rest),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -133,6 +136,87 @@ fn flood(extra: &[String]) -> Result {
     run("taskset", &args, &[])
 }
 
+/// The fuzz targets of `fuzz/` (docs/fuzzing.md).
+const FUZZ_TARGETS: &[&str] = &[
+    "bearer_token",
+    "token_endpoint",
+    "introspect_revoke",
+    "device_endpoints",
+    "authorize_query",
+    "client_responses",
+    "bootstrap_file",
+];
+
+/// The cargo-fuzz release the targets are run with, installed if missing.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// Runs fuzz targets with cargo-fuzz (libFuzzer) for `--seconds` each, from
+/// the committed seeds (`fuzz/seeds/<target>`, replayed first, so every crash
+/// ever found and committed there is re-checked) plus a working corpus
+/// (`fuzz/corpus/<target>`, not committed). libFuzzer needs the compiler's
+/// unstable instrumentation flags: `RUSTC_BOOTSTRAP=1` allows them on the
+/// stable toolchain, for this build only. No sanitizer: the code under test is
+/// `forbid(unsafe_code)` Rust, where a bug shows as a panic (overflow checks
+/// are on), and without ASan each target runs several times faster.
+fn fuzz(extra: &[String]) -> Result {
+    let mut seconds = "60".to_owned();
+    let mut targets: Vec<&str> = Vec::new();
+    let mut args = extra.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--seconds" => seconds = args.next().ok_or("--seconds needs a value")?.clone(),
+            name if FUZZ_TARGETS.contains(&name) => targets.push(name),
+            other => return Err(format!("unknown fuzz target or flag {other:?}")),
+        }
+    }
+    if targets.is_empty() {
+        targets = FUZZ_TARGETS.to_vec();
+    }
+    let installed = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains(CARGO_FUZZ_VERSION));
+    if !installed {
+        cargo(&["install", "--locked", "cargo-fuzz", "--version", CARGO_FUZZ_VERSION], &[])?;
+    }
+    let bootstrap = [("RUSTC_BOOTSTRAP", "1")];
+    let fuzz_dir = root().join("fuzz");
+    let in_fuzz = |args: &[&str]| -> Result {
+        println!("--- (in fuzz/) cargo {}", args.join(" "));
+        let status = Command::new("cargo")
+            .args(args)
+            .envs(bootstrap)
+            .current_dir(&fuzz_dir)
+            .status()
+            .map_err(|e| format!("could not start cargo: {e}"))?;
+        if status.success() { Ok(()) } else { Err(format!("`cargo {}` failed", args.join(" "))) }
+    };
+    in_fuzz(&["fuzz", "build", "--sanitizer", "none", "--debug-assertions"])?;
+    let max_time = format!("-max_total_time={seconds}");
+    for target in targets {
+        let corpus = format!("corpus/{target}");
+        let seeds = format!("seeds/{target}");
+        std::fs::create_dir_all(fuzz_dir.join(&corpus)).map_err(|e| format!("{corpus}: {e}"))?;
+        in_fuzz(&[
+            "fuzz",
+            "run",
+            "--sanitizer",
+            "none",
+            "--debug-assertions",
+            target,
+            &corpus,
+            &seeds,
+            "--",
+            &max_time,
+            // A single input taking 10 s, or 2 GiB, is a finding too.
+            "-timeout=10",
+            "-rss_limit_mb=2048",
+            "-print_final_stats=1",
+        ])?;
+    }
+    Ok(())
+}
+
 /// Everything CI checks, in the order that fails fastest.
 fn ci() -> Result {
     services()?;
@@ -142,5 +226,6 @@ fn ci() -> Result {
         [("TOLLGATE_TEST_POSTGRES_URL", CI_POSTGRES_URL), ("TOLLGATE_REQUIRE_POSTGRES", "1")];
     test(&[], &postgres)?;
     quickstart(&[])?;
+    fuzz(&["--seconds".into(), "20".into()])?;
     compose_e2e(&["--profile".into(), "dev".into()])
 }
