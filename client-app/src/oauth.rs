@@ -356,7 +356,7 @@ impl OAuthClient {
             access_token: Secret::new(response.access_token().secret().clone()),
             refresh_token: response.refresh_token().map(|t| Secret::new(t.secret().clone())),
             expires_at: self.clock.now().saturating_add(
-                response.expires_in().and_then(|d| i64::try_from(d.as_secs()).ok()).unwrap_or(0),
+                response.expires_in().map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
             ),
             scope,
             obtained,
