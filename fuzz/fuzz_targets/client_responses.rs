@@ -14,7 +14,7 @@ use libfuzzer_sys::fuzz_target;
 use oauth2::StandardDeviceAuthorizationResponse;
 use oauth2::basic::BasicTokenResponse;
 use tollgate_client_app::claims::decode_unverified;
-use tollgate_client_app::discovery::{ServerMetadata, parse_metadata};
+use tollgate_client_app::discovery::parse_metadata;
 use tollgate_client_app::oauth::{ClientAuthMethod, ClientIdentity, OAuthClient};
 use tollgate_client_app::tokens::Obtained;
 use tollgate_fuzz::{ISSUER, NOW};
@@ -22,18 +22,13 @@ use tollgate_service_kit::jwks::parse_jwks;
 use tollgate_token::ManualClock;
 
 static CLIENT: LazyLock<OAuthClient> = LazyLock::new(|| {
-    let metadata = ServerMetadata {
-        issuer: ISSUER.into(),
-        authorization_endpoint: format!("{ISSUER}/authorize"),
-        token_endpoint: format!("{ISSUER}/token"),
-        jwks_uri: format!("{ISSUER}/jwks.json"),
-        device_authorization_endpoint: None,
-        scopes_supported: vec![],
-        grant_types_supported: vec![],
-        code_challenge_methods_supported: vec!["S256".into()],
-        token_endpoint_auth_methods_supported: vec![],
-        authorization_response_iss_parameter_supported: true,
-    };
+    let metadata = parse_metadata(
+        ISSUER,
+        br#"{"issuer": "https://as.example", "authorization_endpoint": "https://as.example/authorize",
+             "token_endpoint": "https://as.example/token", "jwks_uri": "https://as.example/jwks.json",
+             "code_challenge_methods_supported": ["S256"]}"#,
+    )
+    .expect("metadata");
     let identity = ClientIdentity {
         client_id: "fuzz".into(),
         client_secret: None,

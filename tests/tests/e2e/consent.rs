@@ -3,7 +3,10 @@
 use tollgate_client_app::owner::ScriptedOwner;
 use tollgate_e2e::{TestStack, approve, sign_in, sign_in_to_consent};
 
-use crate::support::{CHALLENGE, LOOPBACK_REDIRECT, authorization_url, query_param};
+use crate::support::{
+    CHALLENGE, LOOPBACK_REDIRECT, account_page, assert_refused_as_revoked, authorization_url,
+    query_param, withdraw,
+};
 
 fn authz(stack: &TestStack, scope: &str) -> url::Url {
     authorization_url(stack, "tollgate-cli", LOOPBACK_REDIRECT, scope, Some((CHALLENGE, "S256")))
@@ -99,17 +102,7 @@ async fn withdrawing_an_approval_forgets_it_and_revokes_the_clients_tokens() {
     let client = stack.client(&stack.cli_client()).await.unwrap();
 
     let mut owner = ScriptedOwner::new().unwrap();
-    let account = owner.get(&stack.url("/account")).await.unwrap();
-    assert_eq!(account.header("x-frame-options"), Some("DENY"));
-    let signed_in = owner
-        .submit(
-            &account,
-            "/account/login",
-            &[("username", "alice"), ("password", "alice-demo-password")],
-        )
-        .await
-        .unwrap();
-    let page = owner.follow(&signed_in).await.unwrap();
+    let page = account_page(&stack, &mut owner, "alice").await;
     assert!(
         page.body.contains("Tollgate CLI") && page.body.contains("notes:read"),
         "{}",
@@ -126,26 +119,14 @@ async fn withdrawing_an_approval_forgets_it_and_revokes_the_clients_tokens() {
 
     let tokens = stack.sign_in(&stack.cli_client(), "alice", &["notes:read"]).await.unwrap();
     // The page's withdraw form for this client (each approval has its own form).
-    let withdraw = [
-        ("csrf_token".to_owned(), page.field("csrf_token").unwrap()),
-        ("client_id".to_owned(), "tollgate-cli".to_owned()),
-    ];
-    let withdrawn = owner.post(&stack.url("/account/withdraw"), &withdraw).await.unwrap();
+    let withdrawn = withdraw(&stack, &mut owner, &page, "tollgate-cli").await;
     assert_eq!(withdrawn.status, 303, "{}", withdrawn.body);
     let after = owner.follow(&withdrawn).await.unwrap();
     assert!(after.body.contains("You have not approved any application."), "{}", after.body);
 
     // The client's tokens for alice are revoked...
     assert!(client.refresh(&tokens).await.is_err());
-    stack.sync_denylists().await.unwrap();
-    let status = stack
-        .resource()
-        .await
-        .unwrap()
-        .list_notes(tokens.access_token.expose(), "me")
-        .await
-        .unwrap_err();
-    assert_eq!(status.message(), "token has been revoked");
+    assert_refused_as_revoked(&stack, tokens.access_token.expose()).await;
     // ...and the next authorization asks again.
     let asked = owner.get(&authz(&stack, "notes:read")).await.unwrap();
     assert_eq!(asked.status, 200);

@@ -6,7 +6,9 @@ use tollgate_client_app::claims::decode_unverified;
 use tollgate_client_app::owner::{Page, ScriptedOwner};
 use tollgate_e2e::{TestStack, password_of};
 
-use crate::support::{TokenReply, post_form, register};
+use crate::support::{
+    TokenReply, account_page, assert_refused_as_revoked, post_form, register, withdraw,
+};
 
 const DEVICE_CODE: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
@@ -275,16 +277,7 @@ async fn a_device_approval_is_listed_on_the_account_page_and_withdrawing_it_revo
 
     // Alice sees the device's approval among her approvals.
     let mut owner = ScriptedOwner::new().unwrap();
-    let account = owner.get(&stack.url("/account")).await.unwrap();
-    let signed_in = owner
-        .submit(
-            &account,
-            "/account/login",
-            &[("username", "alice"), ("password", password_of("alice").unwrap())],
-        )
-        .await
-        .unwrap();
-    let page = owner.follow(&signed_in).await.unwrap();
+    let page = account_page(&stack, &mut owner, "alice").await;
     assert!(
         page.body.contains("Tollgate CLI") && page.body.contains("notes:read"),
         "the device approval is listed: {}",
@@ -292,11 +285,7 @@ async fn a_device_approval_is_listed_on_the_account_page_and_withdrawing_it_revo
     );
 
     // She withdraws it: the device's grant ends with it.
-    let withdraw = [
-        ("csrf_token".to_owned(), page.field("csrf_token").unwrap()),
-        ("client_id".to_owned(), "tollgate-cli".to_owned()),
-    ];
-    let withdrawn = owner.post(&stack.url("/account/withdraw"), &withdraw).await.unwrap();
+    let withdrawn = withdraw(&stack, &mut owner, &page, "tollgate-cli").await;
     assert_eq!(withdrawn.status, 303, "{}", withdrawn.body);
     match client.refresh(&tokens).await {
         Err(tollgate_client_app::ClientError::Refused { error, .. }) => {
@@ -304,15 +293,7 @@ async fn a_device_approval_is_listed_on_the_account_page_and_withdrawing_it_revo
         }
         other => panic!("the device's refresh token still works: {other:?}"),
     }
-    stack.sync_denylists().await.unwrap();
-    let status = stack
-        .resource()
-        .await
-        .unwrap()
-        .list_notes(tokens.access_token.expose(), "me")
-        .await
-        .unwrap_err();
-    assert_eq!(status.message(), "token has been revoked");
+    assert_refused_as_revoked(&stack, tokens.access_token.expose()).await;
 }
 
 #[tokio::test]

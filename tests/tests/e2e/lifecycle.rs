@@ -13,7 +13,7 @@ use tollgate_proto::auth::v1::{ClientAuthentication, IntrospectRequest, RevokeRe
 use tollgate_service_kit::status::oauth_error_code;
 use tonic::Code;
 
-use crate::support::{obtain_code, post_form, redeem};
+use crate::support::{assert_refused_as_revoked, obtain_code, post_form, redeem};
 
 fn jti_of(token: &str) -> String {
     decode_unverified(token).unwrap().1["jti"].as_str().unwrap().to_owned()
@@ -24,17 +24,6 @@ async fn introspect_as(stack: &TestStack, client: (&str, &str), token: &str) -> 
     assert_eq!(reply.status, 200, "{:?}", reply.body);
     assert_eq!(reply.headers["cache-control"], "no-store");
     reply.body
-}
-
-/// After the next denylist sync, `access_token` is refused as revoked.
-async fn assert_refused_as_revoked(stack: &TestStack, access_token: &str) {
-    stack.sync_denylists().await.unwrap();
-    let status = stack.resource().await.unwrap().list_notes(access_token, "me").await.unwrap_err();
-    assert_eq!(
-        (status.code(), status.message()),
-        (Code::Unauthenticated, "token has been revoked")
-    );
-    assert_eq!(oauth_error_code(&status), Some("invalid_token"));
 }
 
 #[tokio::test]

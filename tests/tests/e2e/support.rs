@@ -6,8 +6,9 @@ use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use tollgate_auth_server::bootstrap::{ClientSpec, client_from_spec, register_client};
 use tollgate_client_app::oauth::{ClientAuthMethod, ClientIdentity};
-use tollgate_client_app::owner::ScriptedOwner;
+use tollgate_client_app::owner::{Page, ScriptedOwner};
 use tollgate_e2e::{TestStack, approve, password_of};
+use tollgate_service_kit::status::oauth_error_code;
 
 /// A code obtained through the real pages, with what is needed to redeem it.
 pub struct Code {
@@ -155,3 +156,42 @@ pub async fn register(stack: &TestStack, spec: &str) -> ClientIdentity {
 }
 
 pub use tollgate_e2e::forge::{new_ed25519_key, sign_jwt};
+
+/// After the next denylist sync, `access_token` is refused as revoked by the
+/// resource server.
+pub async fn assert_refused_as_revoked(stack: &TestStack, access_token: &str) {
+    stack.sync_denylists().await.unwrap();
+    let status = stack.resource().await.unwrap().list_notes(access_token, "me").await.unwrap_err();
+    assert_eq!(
+        (status.code(), status.message()),
+        (tonic::Code::Unauthenticated, "token has been revoked")
+    );
+    assert_eq!(oauth_error_code(&status), Some("invalid_token"));
+}
+
+/// `username` signs in on `/account`: the page listing their approvals, each
+/// with its withdraw form.
+pub async fn account_page(stack: &TestStack, owner: &mut ScriptedOwner, username: &str) -> Page {
+    let account = owner.get(&stack.url("/account")).await.unwrap();
+    assert_eq!(account.header("x-frame-options"), Some("DENY"));
+    let password = password_of(username).unwrap();
+    let signed_in = owner
+        .submit(&account, "/account/login", &[("username", username), ("password", password)])
+        .await
+        .unwrap();
+    owner.follow(&signed_in).await.unwrap()
+}
+
+/// Posts the account page's withdraw form for `client_id`.
+pub async fn withdraw(
+    stack: &TestStack,
+    owner: &mut ScriptedOwner,
+    page: &Page,
+    client_id: &str,
+) -> Page {
+    let form = [
+        ("csrf_token".to_owned(), page.field("csrf_token").unwrap()),
+        ("client_id".to_owned(), client_id.to_owned()),
+    ];
+    owner.post(&stack.url("/account/withdraw"), &form).await.unwrap()
+}
