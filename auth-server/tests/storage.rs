@@ -9,11 +9,11 @@ use std::sync::Arc;
 use tollgate_auth_server::bootstrap::{BootstrapFile, apply};
 use tollgate_auth_server::domain::keys::{KeyRing, RotationPolicy};
 use tollgate_auth_server::domain::model::{
-    AuthorizationCode, GrantRecord, IssuedAccessToken, NextRefreshToken,
+    AuthorizationCode, DeviceCode, GrantRecord, IssuedAccessToken, NextRefreshToken,
 };
 use tollgate_auth_server::storage::{
-    ClientStore, CodeStore, GrantStore, Housekeeping, Purged, RedeemOutcome, RevocationStore,
-    RotateOutcome, SqlStore, UserStore,
+    ClientStore, CodeStore, ConsentStore, DevicePoll, DeviceStore, GrantSource, GrantStore,
+    Housekeeping, Purged, RedeemOutcome, RevocationStore, RotateOutcome, SqlStore, UserStore,
 };
 use tollgate_token::{KeyAlgorithm, Scope};
 
@@ -298,7 +298,12 @@ async fn a_code_replayed_before_its_grant_is_written_gives_a_grant_born_revoked(
         RedeemOutcome::Replayed { grant_id: None }
     );
     let live = store
-        .create_grant(&grant("g1"), Some(&refresh("r1", NOW + 3600)), &access("a1"), Some("c1"))
+        .create_grant(
+            &grant("g1"),
+            Some(&refresh("r1", NOW + 3600)),
+            &access("a1"),
+            Some(GrantSource::Code("c1")),
+        )
         .await
         .unwrap();
     assert!(!live);
@@ -308,6 +313,59 @@ async fn a_code_replayed_before_its_grant_is_written_gives_a_grant_born_revoked(
         store.redeem_code("c1", NOW + 2).await.unwrap(),
         RedeemOutcome::Replayed { grant_id: Some("g1".into()) }
     );
+}
+
+async fn an_approval_withdrawn_while_its_grant_is_written_gives_a_grant_born_revoked(
+    store: SqlStore,
+) {
+    // A code: redeemed, then alice withdraws before its grant is written.
+    store.insert_code(&code("c1", NOW + 60)).await.unwrap();
+    assert!(matches!(store.redeem_code("c1", NOW).await.unwrap(), RedeemOutcome::Redeemed(_)));
+    store.withdraw_consent("alice", "cli", NOW).await.unwrap();
+    let live = store
+        .create_grant(
+            &grant("g1"),
+            Some(&refresh("r1", NOW + 3600)),
+            &access("a1"),
+            Some(GrantSource::Code("c1")),
+        )
+        .await
+        .unwrap();
+    assert!(!live, "the grant of a withdrawn approval is born revoked");
+    assert!(store.refresh_token("r1").await.unwrap().unwrap().grant_revoked);
+
+    // A device code: approved (consent recorded with it), handed out, then
+    // withdrawn before its grant is written.
+    let device = DeviceCode {
+        device_code_hash: "d1".into(),
+        user_code: "BCDFGHJK".into(),
+        client_id: "cli".into(),
+        scope: scope("notes:read"),
+        created_at: NOW,
+        expires_at: NOW + 600,
+        poll_interval: 5,
+        subject: None,
+    };
+    assert!(store.insert_device_code(&device).await.unwrap());
+    let decided = store.decide_device_code("BCDFGHJK", "alice", true, NOW).await.unwrap();
+    assert_eq!(decided, Some(("cli".to_owned(), scope("notes:read"))));
+    assert_eq!(store.consent("alice", "cli").await.unwrap(), Some(scope("notes:read")));
+    assert!(matches!(
+        store.poll_device_code("d1", "cli", NOW).await.unwrap(),
+        DevicePoll::Approved(_)
+    ));
+    assert!(store.withdraw_consent("alice", "cli", NOW + 1).await.unwrap());
+    let live = store
+        .create_grant(
+            &grant("g2"),
+            Some(&refresh("r2", NOW + 3600)),
+            &access("a2"),
+            Some(GrantSource::DeviceCode("d1")),
+        )
+        .await
+        .unwrap();
+    assert!(!live);
+    assert!(store.refresh_token("r2").await.unwrap().unwrap().grant_revoked);
 }
 
 /// The `jti`s of one denylist page at `NOW`.
@@ -626,6 +684,7 @@ on_both_backends!(
     revoking_a_grant_denies_its_unexpired_access_tokens_and_stops_its_refresh_tokens,
     the_denylist_reads_in_keyset_pages_that_meet_without_gap_or_overlap,
     a_code_replayed_before_its_grant_is_written_gives_a_grant_born_revoked,
+    an_approval_withdrawn_while_its_grant_is_written_gives_a_grant_born_revoked,
     the_bootstrap_file_is_idempotent,
     a_client_id_and_a_user_subject_never_coincide,
     a_bootstrap_file_with_a_mistake_anywhere_writes_nothing,

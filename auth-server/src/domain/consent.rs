@@ -18,21 +18,38 @@ pub struct Approval {
     pub granted_at: i64,
 }
 
+/// The audit event of an approval, from the consent page or the device page.
+pub(in crate::domain) fn consent_granted(subject: &str, client_id: &str, scope: &Scope) {
+    audit::record(
+        Event::ConsentGranted,
+        Subject {
+            subject: Some(subject),
+            client_id: Some(client_id),
+            scope: Some(&scope.to_string()),
+            ..Subject::default()
+        },
+    );
+}
+
 impl<S: ConsentStore> OAuthCore<S> {
     /// Whether the consent page may be skipped: `subject` already approved
-    /// everything `request` asks for, *and* the client is confidential.
+    /// everything `request` asks for, the client is confidential, and the
+    /// redirect URI is one it registered, byte for byte.
     ///
     /// A public client is never answered without the page (RFC 6749 §10.2: the
     /// server cannot tell the real client from anyone using its id; RFC 8252
     /// §8.6): its loopback redirect accepts any port, so without the page any
     /// local process could open the authorization URL in the owner's browser
-    /// and receive a code on a port of its own.
+    /// and receive a code on a port of its own. The same holds for a
+    /// confidential client's port-less loopback URI: its secret keeps such a
+    /// code useless to the process, but the owner still sees the page.
     pub async fn may_skip_consent(
         &self,
         subject: &str,
         request: &AuthorizationRequest,
     ) -> Result<bool, OAuthError> {
-        if request.client.is_public() {
+        let registered = request.client.redirect_uris.contains(&request.redirect_uri);
+        if request.client.is_public() || !registered {
             return Ok(false);
         }
         let approved = self
@@ -53,32 +70,18 @@ impl<S: ConsentStore> OAuthCore<S> {
     }
 
     /// Adds `approved` to what `subject` approved `client_id` for before, and
-    /// audits it: from the consent page and from the device flow's page alike,
-    /// so every approval is listed on `/account` and can be withdrawn.
-    pub(in crate::domain) async fn record_consent(
+    /// audits it.
+    async fn record_consent(
         &self,
         subject: &str,
         client_id: &str,
         approved: &Scope,
     ) -> Result<(), OAuthError> {
-        let before = self.store.consent(subject, client_id).await.map_err(storage_failure)?;
-        let scope = match before {
-            Some(before) => Scope::from_tokens(before.iter().chain(approved.iter())),
-            None => approved.clone(),
-        };
         self.store
-            .save_consent(subject, client_id, &scope, self.clock.now())
+            .add_consent(subject, client_id, approved, self.clock.now())
             .await
             .map_err(storage_failure)?;
-        audit::record(
-            Event::ConsentGranted,
-            Subject {
-                subject: Some(subject),
-                client_id: Some(client_id),
-                scope: Some(&approved.to_string()),
-                ..Subject::default()
-            },
-        );
+        consent_granted(subject, client_id, approved);
         Ok(())
     }
 

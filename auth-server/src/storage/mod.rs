@@ -107,19 +107,31 @@ pub trait CodeStore: Send + Sync {
     ) -> impl Future<Output = Result<RedeemOutcome>> + Send;
 }
 
+/// What a new grant was redeemed from, so a replay or a withdrawal that
+/// happened while it was being written still reaches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantSource<'a> {
+    /// An authorization code, by its hash.
+    Code(&'a str),
+    /// A device code, by its hash.
+    DeviceCode(&'a str),
+}
+
 /// Grants (an owner's approval of a client) and their refresh tokens.
 pub trait GrantStore: Send + Sync {
     /// Atomically stores a new grant, its first refresh token (if any; issued at
     /// the grant's creation, for its client and scope), its first access token
     /// and, for a grant born of an authorization code, the link from that code to
     /// the grant. Either all of it is written or none. If the code was replayed
-    /// meanwhile the grant is stored revoked and `false` returned.
+    /// meanwhile, or the owner withdrew the approval between the code's (or
+    /// device code's) redemption and now, the grant is stored revoked and
+    /// `false` returned.
     fn create_grant(
         &self,
         grant: &GrantRecord,
         refresh: Option<&NextRefreshToken>,
         access: &IssuedAccessToken,
-        from_code_hash: Option<&str>,
+        source: Option<GrantSource<'_>>,
     ) -> impl Future<Output = Result<bool>> + Send;
 
     /// Atomically: spends the refresh token if it belongs to `client_id`, is
@@ -234,8 +246,9 @@ pub trait ConsentStore: Send + Sync {
         client_id: &str,
     ) -> impl Future<Output = Result<Option<Scope>>> + Send;
 
-    /// Records (replaces) the approved scope.
-    fn save_consent(
+    /// Adds `scope` to what `subject` approved `client_id` for (one
+    /// transaction: two approvals at once both count).
+    fn add_consent(
         &self,
         subject: &str,
         client_id: &str,
@@ -282,15 +295,18 @@ pub trait DeviceStore: Send + Sync {
         now: i64,
     ) -> impl Future<Output = Result<Option<DeviceCode>>> + Send;
 
-    /// Atomically records the user's decision on a pending, unexpired code.
-    /// `false` if it was no longer pending (decided, expired, unknown).
+    /// Atomically records the user's decision on a pending, unexpired code
+    /// and, for an approval, adds its scope to the user's consent for the
+    /// code's client (as [`ConsentStore::add_consent`]): an approval exists
+    /// exactly when its consent does. The decided code's client and scope;
+    /// `None` if it was no longer pending (decided, expired, unknown).
     fn decide_device_code(
         &self,
         user_code: &str,
         subject: &str,
         approve: bool,
         now: i64,
-    ) -> impl Future<Output = Result<bool>> + Send;
+    ) -> impl Future<Output = Result<Option<(String, Scope)>>> + Send;
 
     /// One poll by the device (RFC 8628 §3.4–3.5), atomically: enforces the
     /// interval, and hands out an approved authorization exactly once.

@@ -9,9 +9,9 @@ use sqlx::{AnyPool, Row};
 use tollgate_token::{Jwk, KeyAlgorithm, Scope, Secret};
 
 use super::{
-    ClientStore, CodeStore, ConsentStore, DevicePoll, DeviceStore, GrantStore, Housekeeping,
-    KeyStore, Purged, RedeemOutcome, Result, RevocationStore, RotateOutcome, StorageError,
-    UserStore,
+    ClientStore, CodeStore, ConsentStore, DevicePoll, DeviceStore, GrantSource, GrantStore,
+    Housekeeping, KeyStore, Purged, RedeemOutcome, Result, RevocationStore, RotateOutcome,
+    StorageError, UserStore,
 };
 use crate::domain::model::{
     AuthorizationCode, Client, DeviceCode, GrantRecord, GrantType, IssuedAccessToken,
@@ -280,7 +280,7 @@ impl GrantStore for SqlStore {
         grant: &GrantRecord,
         refresh: Option<&NextRefreshToken>,
         access: &IssuedAccessToken,
-        from_code_hash: Option<&str>,
+        source: Option<GrantSource<'_>>,
     ) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
@@ -304,25 +304,36 @@ impl GrantStore for SqlStore {
             insert_refresh(&mut tx, owner, refresh, grant.created_at).await?;
         }
         insert_access(&mut tx, &grant.grant_id, access).await?;
-        let mut live = true;
-        if let Some(code_hash) = from_code_hash {
-            let code = sqlx::query(
+        // Replayed, or its approval withdrawn, since the redemption: the
+        // grant is born revoked.
+        let spoilt = match source {
+            Some(GrantSource::Code(code_hash)) => sqlx::query(
                 "UPDATE authorization_codes SET grant_id = $1 WHERE code_hash = $2
                  RETURNING replayed_at",
             )
             .bind(&grant.grant_id)
             .bind(code_hash)
             .fetch_one(&mut *tx)
-            .await?;
-            if code.try_get::<Option<i64>, _>("replayed_at")?.is_some() {
-                // Replayed while we were issuing: the grant is born revoked.
-                sqlx::query("UPDATE grants SET revoked_at = created_at WHERE grant_id = $1")
-                    .bind(&grant.grant_id)
-                    .execute(&mut *tx)
-                    .await?;
-                live = false;
+            .await?
+            .try_get::<Option<i64>, _>("replayed_at")?
+            .is_some(),
+            Some(GrantSource::DeviceCode(device_code_hash)) => {
+                sqlx::query("SELECT status FROM device_codes WHERE device_code_hash = $1")
+                    .bind(device_code_hash)
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get::<String, _>("status")?
+                    == "withdrawn"
             }
+            None => false,
+        };
+        if spoilt {
+            sqlx::query("UPDATE grants SET revoked_at = created_at WHERE grant_id = $1")
+                .bind(&grant.grant_id)
+                .execute(&mut *tx)
+                .await?;
         }
+        let live = !spoilt;
         tx.commit().await?;
         Ok(live)
     }
@@ -578,24 +589,16 @@ impl ConsentStore for SqlStore {
         row.map(|row| scope_of(row.try_get("scope")?)).transpose()
     }
 
-    async fn save_consent(
+    async fn add_consent(
         &self,
         subject: &str,
         client_id: &str,
         scope: &Scope,
         now: i64,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO consents (subject, client_id, scope, granted_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (subject, client_id) DO UPDATE SET
-                 scope = excluded.scope, granted_at = excluded.granted_at",
-        )
-        .bind(subject)
-        .bind(client_id)
-        .bind(scope.to_string())
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
+        let mut tx = self.pool.begin().await?;
+        add_consent_in(&mut tx, subject, client_id, scope, now).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -631,6 +634,9 @@ impl ConsentStore for SqlStore {
             == 1;
         // What the owner approved but the client has not yet redeemed goes too:
         // its codes (RFC 6749 §4.1.2) and approved device authorizations.
+        // A code redeemed a moment ago whose grant is still being written is
+        // marked as a replay would be, so that grant is born revoked
+        // (create_grant); a device code already handed out, likewise.
         sqlx::query(
             "DELETE FROM authorization_codes
              WHERE subject = $1 AND client_id = $2 AND redeemed_at IS NULL",
@@ -640,8 +646,19 @@ impl ConsentStore for SqlStore {
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "UPDATE device_codes SET status = 'denied'
-             WHERE subject = $1 AND client_id = $2 AND status = 'approved'",
+            "UPDATE authorization_codes SET replayed_at = COALESCE(replayed_at, $3)
+             WHERE subject = $1 AND client_id = $2 AND redeemed_at IS NOT NULL
+                   AND grant_id IS NULL",
+        )
+        .bind(subject)
+        .bind(client_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE device_codes SET status = CASE status WHEN 'approved' THEN 'denied'
+                                                          ELSE 'withdrawn' END
+             WHERE subject = $1 AND client_id = $2 AND status IN ('approved', 'redeemed')",
         )
         .bind(subject)
         .bind(client_id)
@@ -661,6 +678,40 @@ impl ConsentStore for SqlStore {
         tx.commit().await?;
         Ok(forgotten)
     }
+}
+
+/// Adds `scope` to the consent row of (`subject`, `client_id`), inside `tx`.
+async fn add_consent_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    subject: &str,
+    client_id: &str,
+    scope: &Scope,
+    now: i64,
+) -> Result<()> {
+    let before = sqlx::query("SELECT scope FROM consents WHERE subject = $1 AND client_id = $2")
+        .bind(subject)
+        .bind(client_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let scope = match before {
+        Some(row) => {
+            let before = scope_of(row.try_get("scope")?)?;
+            Scope::from_tokens(before.iter().chain(scope.iter()))
+        }
+        None => scope.clone(),
+    };
+    sqlx::query(
+        "INSERT INTO consents (subject, client_id, scope, granted_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (subject, client_id) DO UPDATE SET
+             scope = excluded.scope, granted_at = excluded.granted_at",
+    )
+    .bind(subject)
+    .bind(client_id)
+    .bind(scope.to_string())
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 fn device_from_row(row: &AnyRow) -> Result<DeviceCode> {
@@ -730,18 +781,27 @@ impl DeviceStore for SqlStore {
         subject: &str,
         approve: bool,
         now: i64,
-    ) -> Result<bool> {
-        let done = sqlx::query(
+    ) -> Result<Option<(String, Scope)>> {
+        let mut tx = self.pool.begin().await?;
+        let decided = sqlx::query(
             "UPDATE device_codes SET status = $1, subject = $2
-             WHERE user_code = $3 AND status = 'pending' AND expires_at > $4",
+             WHERE user_code = $3 AND status = 'pending' AND expires_at > $4
+             RETURNING client_id, scope",
         )
         .bind(if approve { "approved" } else { "denied" })
         .bind(subject)
         .bind(user_code)
         .bind(now)
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        let Some(row) = decided else { return Ok(None) };
+        let client_id: String = row.try_get("client_id")?;
+        let scope = scope_of(row.try_get("scope")?)?;
+        if approve {
+            add_consent_in(&mut tx, subject, &client_id, &scope, now).await?;
+        }
+        tx.commit().await?;
+        Ok(Some((client_id, scope)))
     }
 
     async fn poll_device_code(

@@ -9,7 +9,7 @@ use crate::domain::model::{AuthorizationCode, Client, GrantRecord};
 use crate::domain::{
     AuthorizationRequest, OAuthCore, TokenResponse, pkce, resource, secrets, storage_failure,
 };
-use crate::storage::{CodeStore, GrantStore, RedeemOutcome};
+use crate::storage::{CodeStore, GrantSource, GrantStore, RedeemOutcome};
 
 const SPENT: &str = "authorization code is invalid, expired or already used";
 
@@ -107,7 +107,7 @@ impl<S: CodeStore + GrantStore> OAuthCore<S> {
             audience: stored.audience.clone(),
             created_at: now,
         };
-        self.issue_for_new_grant(client, grant, Some(&code_hash)).await
+        self.issue_for_new_grant(client, grant, Some(GrantSource::Code(&code_hash))).await
     }
 }
 

@@ -7,9 +7,10 @@ use tollgate_token::{OAuthError, Scope, Secret};
 
 use super::requested_scope;
 use crate::domain::client_auth::ClientAuth;
+use crate::domain::consent::consent_granted;
 use crate::domain::model::{Client, DeviceCode, GrantRecord, GrantType};
 use crate::domain::{OAuthCore, TokenResponse, secrets, storage_failure};
-use crate::storage::{ClientStore, ConsentStore, DevicePoll, DeviceStore, GrantStore};
+use crate::storage::{ClientStore, DevicePoll, DeviceStore, GrantSource, GrantStore};
 
 /// RFC 8628 §6.1: a user code from 20 consonants (no vowels, so no words; no
 /// look-alikes), 8 of them: 20^8 ≈ 2^34.6 codes, alive for minutes, and the
@@ -162,7 +163,7 @@ impl<S: ClientStore + DeviceStore> OAuthCore<S> {
     }
 }
 
-impl<S: DeviceStore + ConsentStore> OAuthCore<S> {
+impl<S: DeviceStore> OAuthCore<S> {
     /// Records the signed-in person's decision; `false` if the code is no longer
     /// pending.
     pub async fn decide_device(
@@ -171,27 +172,20 @@ impl<S: DeviceStore + ConsentStore> OAuthCore<S> {
         subject: &str,
         approve: bool,
     ) -> Result<bool, OAuthError> {
-        let user_code = normalize_user_code(typed);
-        let now = self.clock.now();
-        if approve {
-            // Recorded before the code is approved: an approval the owner
-            // cannot see on `/account` (and withdraw) must not exist.
-            let Some(code) =
-                self.store.pending_device_code(&user_code, now).await.map_err(storage_failure)?
-            else {
-                return Ok(false);
-            };
-            self.record_consent(subject, &code.client_id, &code.scope).await?;
-        }
+        // An approval is recorded as consent in the same transaction: an
+        // approval the owner cannot see on `/account` (and withdraw) must not
+        // exist, nor a consent without its approval.
         let decided = self
             .store
-            .decide_device_code(&user_code, subject, approve, now)
+            .decide_device_code(&normalize_user_code(typed), subject, approve, self.clock.now())
             .await
             .map_err(storage_failure)?;
-        if decided {
-            tracing::info!(subject, approve, "device authorization decided");
+        let Some((client_id, scope)) = decided else { return Ok(false) };
+        if approve {
+            consent_granted(subject, &client_id, &scope);
         }
-        Ok(decided)
+        tracing::info!(subject, approve, "device authorization decided");
+        Ok(true)
     }
 }
 
@@ -239,7 +233,12 @@ impl<S: DeviceStore + GrantStore> OAuthCore<S> {
             audience: client.audience.clone(),
             created_at: now,
         };
-        self.issue_for_new_grant(client, grant, None).await
+        self.issue_for_new_grant(
+            client,
+            grant,
+            Some(GrantSource::DeviceCode(&code.device_code_hash)),
+        )
+        .await
     }
 }
 

@@ -27,7 +27,7 @@ use tollgate_token::{OAuthError, Scope};
 
 use super::model::{Client, GrantRecord};
 use super::{OAuthCore, TokenResponse, storage_failure};
-use crate::storage::GrantStore;
+use crate::storage::{GrantSource, GrantStore};
 
 /// RFC 6749 §3.3: an absent scope means the client's registered scopes; a present
 /// one must be within them.
@@ -51,7 +51,7 @@ impl<S: GrantStore> OAuthCore<S> {
         &self,
         client: &Client,
         grant: GrantRecord,
-        from_code_hash: Option<&str>,
+        source: Option<GrantSource<'_>>,
     ) -> Result<TokenResponse, OAuthError> {
         let now = grant.created_at;
         let refresh = self.new_refresh_token(client, now);
@@ -60,16 +60,11 @@ impl<S: GrantStore> OAuthCore<S> {
             self.mint(client, &grant.subject, &grant.audience, &grant.scope, &access, None)?;
         let live = self
             .store
-            .create_grant(
-                &grant,
-                refresh.as_ref().map(|(_, record)| record),
-                &access,
-                from_code_hash,
-            )
+            .create_grant(&grant, refresh.as_ref().map(|(_, record)| record), &access, source)
             .await
             .map_err(storage_failure)?;
         if !live {
-            tracing::warn!(client_id = %client.client_id, "authorization code replayed during redemption");
+            tracing::warn!(client_id = %client.client_id, "code replayed, or approval withdrawn, during redemption");
             return Err(OAuthError::invalid_grant(
                 "authorization code is invalid, expired or already used",
             ));
