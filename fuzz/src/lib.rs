@@ -3,8 +3,8 @@
 //!
 //! Inputs of the HTTP targets are text a person can read and write: the first
 //! line is the `Content-Type`, the second the `Authorization` header (either
-//! may be empty: no header), the rest the body. The seed corpus in `corpus/`
-//! is written that way.
+//! may be empty: no header), the rest the body. The committed seeds in
+//! `seeds/` are written that way.
 
 use http::{HeaderMap, HeaderValue, header};
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
@@ -15,7 +15,7 @@ pub const AUDIENCE: &str = "tollgate-resource";
 /// The verifier's "now": the seed tokens are valid at this time.
 pub const NOW: i64 = 1_800_000_000;
 /// The Ed25519 seed of the one key the verifier trusts (the seed tokens in
-/// `corpus/bearer_token` are signed with it), published as `kid` [`KID`].
+/// `seeds/bearer_token` are signed with it), published as `kid` [`KID`].
 pub const KEY_SEED: [u8; 32] = [7; 32];
 pub const KID: &str = "fuzz-key";
 

@@ -96,16 +96,6 @@ impl KeySet {
         self.keys.get(kid).map(|(alg, key)| (*alg, key))
     }
 
-    /// This set without the keys named in `kids`.
-    pub fn without(&self, kids: &[&str]) -> Self {
-        let keys = self
-            .keys
-            .iter()
-            .filter(|(kid, _)| !kids.contains(&kid.as_str()))
-            .map(|(kid, key)| (kid.clone(), key.clone()));
-        Self { keys: keys.collect() }
-    }
-
     /// Every key, with its `kid`.
     pub fn iter(&self) -> impl Iterator<Item = (&str, KeyAlgorithm, &DecodingKey)> {
         self.keys.iter().map(|(kid, (alg, key))| (kid.as_str(), *alg, key))

@@ -143,7 +143,11 @@ pub fn redirect_uri_matches(registered: &str, requested: &str) -> bool {
     let (Ok(reg), Ok(req)) = (Url::parse(registered), Url::parse(requested)) else {
         return false;
     };
-    if has_explicit_port(registered) {
+    // Only a registered URI written in `Url`'s own canonical form, and with no
+    // port: `:80` written out, or any spelling the parser reads differently
+    // from the text (`http:127.0.0.1:8080/cb`, a tab, a backslash), keeps the
+    // exact comparison above.
+    if reg.port().is_some() || reg.as_str() != registered {
         return false;
     }
     // RFC 8252 §7.3: `http` to a loopback IP literal only (never a name).
@@ -165,17 +169,6 @@ pub fn redirect_uri_matches(registered: &str, requested: &str) -> bool {
         && reg.username() == req.username()
         && req.username().is_empty()
         && req.password().is_none()
-}
-
-/// Whether a URI's authority names a port, even the scheme's default one
-/// (`Url` forgets `:80`, so the raw text is read).
-fn has_explicit_port(uri: &str) -> bool {
-    let Some((_, rest)) = uri.split_once("://") else { return false };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-    // `[::1]:8080` or `127.0.0.1:8080`; the colons inside brackets are not a port.
-    let after_host = host_port.rsplit_once(']').map_or(host_port, |(_, tail)| tail);
-    after_host.contains(':')
 }
 
 /// Builds the redirect back to the client (RFC 6749 §4.1.2, RFC 9207 §2): the
@@ -230,11 +223,23 @@ mod tests {
         assert!(!redirect_uri_matches(reg, "http://127.0.0.1:9090/cb"));
         assert!(!redirect_uri_matches(reg, "http://127.0.0.1/cb"));
         assert!(!redirect_uri_matches("http://[::1]:8080/cb", "http://[::1]:9090/cb"));
-        // The default port written out is still a registered port.
-        assert!(!redirect_uri_matches("http://127.0.0.1:80/cb", "http://127.0.0.1:9090/cb"));
-        assert!(has_explicit_port("http://[::1]:80/cb"));
-        assert!(!has_explicit_port("http://[::1]/cb"));
-        assert!(!has_explicit_port("http://127.0.0.1/cb?next=a:b"));
+        // The default port written out is still a registered port, and so is a
+        // port in a spelling the parser reads differently from the text.
+        for odd in [
+            "http://127.0.0.1:80/cb",
+            "http://[::1]:80/cb",
+            "http:127.0.0.1:8080/cb",
+            "http:/\t/127.0.0.1:8080/cb",
+            "http://127.0.0.1:8080\\@x/cb",
+            "HTTP://127.0.0.1:8080/cb",
+        ] {
+            assert!(!redirect_uri_matches(odd, "http://127.0.0.1:9090/cb"), "{odd}");
+        }
+        // A query with a colon is not a port.
+        assert!(redirect_uri_matches(
+            "http://127.0.0.1/cb?next=a:b",
+            "http://127.0.0.1:9/cb?next=a:b"
+        ));
     }
 
     #[test]

@@ -56,9 +56,12 @@ struct LoadedKey {
 /// Every key of the configured algorithm, oldest activation first.
 struct Ring {
     keys: Vec<LoadedKey>,
-    /// All of them, parsed once; [`KeyRing::verification_keys`] leaves out the
-    /// retired ones.
-    verification: Arc<KeySet>,
+    /// For recognising our own tokens, parsed once per load: `verification[k]`
+    /// is every key but the first `k`. Keys retire oldest first (each when its
+    /// successor has signed for `retire_after`), so the retired keys at any
+    /// moment are a prefix of `keys`, and [`KeyRing::verification_keys`] picks
+    /// one of these sets without building anything on the request path.
+    verification: Vec<Arc<KeySet>>,
 }
 
 /// Signs access tokens with the key that is active now and publishes the keys
@@ -114,9 +117,12 @@ impl KeyRing {
             });
         }
         keys.sort_by(|a, b| (a.activate_at, &a.kid).cmp(&(b.activate_at, &b.kid)));
-        let verification = Arc::new(KeySet::from_jwks(&JwkSet {
-            keys: keys.iter().map(|k| k.jwk.clone()).collect(),
-        }));
+        let verification = (0..=keys.len())
+            .map(|retired| {
+                let jwks = JwkSet { keys: keys[retired..].iter().map(|k| k.jwk.clone()).collect() };
+                Arc::new(KeySet::from_jwks(&jwks))
+            })
+            .collect();
         let ring = Arc::new(Ring { keys, verification });
         *self.ring.write().unwrap_or_else(std::sync::PoisonError::into_inner) = ring;
         Ok(())
@@ -202,15 +208,8 @@ impl KeyRing {
     /// introspect as active or be exchanged.
     pub fn verification_keys(&self, now: i64) -> Arc<KeySet> {
         let ring = self.current();
-        let retired: Vec<&str> = (0..ring.keys.len())
-            .filter(|i| self.is_retired(&ring, *i, now))
-            .map(|i| ring.keys[i].kid.as_str())
-            .collect();
-        if retired.is_empty() {
-            ring.verification.clone()
-        } else {
-            Arc::new(ring.verification.without(&retired))
-        }
+        let retired = (0..ring.keys.len()).take_while(|i| self.is_retired(&ring, *i, now)).count();
+        ring.verification[retired].clone()
     }
 
     /// The kid that signs at `now`.
@@ -225,10 +224,7 @@ impl KeyRing {
 
 impl Ring {
     fn empty() -> Self {
-        Self {
-            keys: Vec::new(),
-            verification: Arc::new(KeySet::from_jwks(&JwkSet { keys: Vec::new() })),
-        }
+        Self { keys: Vec::new(), verification: vec![Arc::new(KeySet::default())] }
     }
 
     /// The newest key already active at `now`.

@@ -94,6 +94,7 @@ const KNOWN_PARAMETERS: &[&str] = &[
     "actor_token",
     "actor_token_type",
     "audience",
+    "authz",
     "client_assertion",
     "client_assertion_type",
     "client_id",
@@ -102,8 +103,11 @@ const KNOWN_PARAMETERS: &[&str] = &[
     "code_challenge",
     "code_challenge_method",
     "code_verifier",
+    "csrf_token",
+    "decision",
     "device_code",
     "grant_type",
+    "password",
     "redirect_uri",
     "refresh_token",
     "requested_token_type",
@@ -115,6 +119,8 @@ const KNOWN_PARAMETERS: &[&str] = &[
     "subject_token_type",
     "token",
     "token_type_hint",
+    "user_code",
+    "username",
 ];
 
 /// RFC 6749 §3.1, §3.2: a parameter sent more than once, named only if it is

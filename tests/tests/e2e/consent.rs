@@ -12,9 +12,12 @@ fn authz(stack: &TestStack, scope: &str) -> url::Url {
     authorization_url(stack, "tollgate-cli", LOOPBACK_REDIRECT, scope, Some((CHALLENGE, "S256")))
 }
 
-/// The confidential web client: only its approvals are remembered.
+/// The confidential web client at its registered https redirect URI: only such
+/// approvals are remembered.
+const WEB_REDIRECT: &str = "https://web.example/callback";
+
 fn web_authz(stack: &TestStack, scope: &str) -> url::Url {
-    authorization_url(stack, "tollgate-web", LOOPBACK_REDIRECT, scope, Some((CHALLENGE, "S256")))
+    authorization_url(stack, "tollgate-web", WEB_REDIRECT, scope, Some((CHALLENGE, "S256")))
 }
 
 #[tokio::test]
@@ -66,9 +69,21 @@ async fn an_approval_is_not_asked_for_again_unless_more_is_asked() {
     let again = owner.get(&authz(&stack, "notes:read")).await.unwrap();
     assert_eq!(again.status, 303);
     let back = again.location().unwrap();
-    assert!(back.as_str().starts_with(LOOPBACK_REDIRECT));
+    assert!(back.as_str().starts_with(WEB_REDIRECT));
     assert!(query_param(&back, "code").is_some());
     assert_eq!(query_param(&back, "state").as_deref(), Some("xyz-state"));
+    // The same client at its port-less loopback URI, on a port of someone's
+    // choosing: asked, since that port may be anyone's.
+    let loopback = authorization_url(
+        &stack,
+        "tollgate-web",
+        LOOPBACK_REDIRECT,
+        "notes:read",
+        Some((CHALLENGE, "S256")),
+    );
+    let asked = owner.get(&loopback).await.unwrap();
+    assert_eq!(asked.status, 200);
+    assert!(asked.location().is_none());
     // A new browser session, after signing in: still not asked.
     let (_, next) = sign_in(
         &mut ScriptedOwner::new().unwrap(),
