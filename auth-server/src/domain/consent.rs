@@ -66,22 +66,12 @@ impl<S: ConsentStore> OAuthCore<S> {
         subject: &str,
         request: &AuthorizationRequest,
     ) -> Result<(), OAuthError> {
-        self.record_consent(subject, &request.client.client_id, &request.scope).await
-    }
-
-    /// Adds `approved` to what `subject` approved `client_id` for before, and
-    /// audits it.
-    async fn record_consent(
-        &self,
-        subject: &str,
-        client_id: &str,
-        approved: &Scope,
-    ) -> Result<(), OAuthError> {
+        let client_id = &request.client.client_id;
         self.store
-            .add_consent(subject, client_id, approved, self.clock.now())
+            .add_consent(subject, client_id, &request.scope, self.clock.now())
             .await
             .map_err(storage_failure)?;
-        consent_granted(subject, client_id, approved);
+        consent_granted(subject, client_id, &request.scope);
         Ok(())
     }
 
