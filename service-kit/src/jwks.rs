@@ -210,3 +210,22 @@ pub fn parse_jwks(body: &[u8]) -> Result<KeySet, FetchError> {
     }
     Ok(keys)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A valid key set padded with JSON whitespace to `len` bytes.
+    fn padded_jwks(len: usize) -> Vec<u8> {
+        let jwk = tollgate_token::Jwk::ed25519("k", &[7; 32]);
+        let mut body = serde_json::to_vec(&JwkSet { keys: vec![jwk] }).unwrap_or_default();
+        body.resize(len, b' ');
+        body
+    }
+
+    #[test]
+    fn a_key_set_of_the_limit_parses_and_one_byte_more_does_not() {
+        assert!(parse_jwks(&padded_jwks(MAX_JWKS_BYTES)).is_ok_and(|keys| keys.contains("k")));
+        assert!(matches!(parse_jwks(&padded_jwks(MAX_JWKS_BYTES + 1)), Err(FetchError::TooLarge)));
+    }
+}

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use support::{ISSUER, JwksServer, TestKey};
 use tollgate_service_kit::auth::{AuthLayer, Requirement, ScopePolicy};
-use tollgate_service_kit::jwks::{JwksCache, JwksConfig};
+use tollgate_service_kit::jwks::{JwksCache, JwksConfig, MAX_JWKS_BYTES};
 use tollgate_token::{ManualClock, Verifier, VerifierConfig};
 use tower::{Layer as _, ServiceExt as _};
 
@@ -179,4 +179,23 @@ async fn with_stale_keys_an_unknown_kid_is_unavailable_and_known_keys_still_work
         .unwrap();
     let response = service.oneshot(request).await.unwrap();
     assert_eq!(response.headers().get("grpc-status").unwrap(), "16");
+}
+
+#[tokio::test]
+async fn a_key_set_over_the_size_limit_is_refused_whole() {
+    let a = TestKey::new("a");
+    // A usable key beside one whose `kid` alone fills the limit.
+    let mut padding = TestKey::new("p").jwk();
+    padding.kid = "p".repeat(MAX_JWKS_BYTES);
+    let server = JwksServer::start(vec![a.jwk(), padding]).await;
+    let (cache, _task) = JwksCache::spawn(config(&server.uri), Arc::new(ManualClock::new(1_000)));
+    // Fetched, and refused: no key is taken from it, "a" included.
+    let waited = tokio::time::timeout(Duration::from_secs(1), cache.ready()).await;
+    assert!(waited.is_err(), "an oversized key set was loaded");
+    assert!(server.fetch_count() >= 1);
+    assert!(cache.current().is_none());
+    // Within the limit, the same key loads (the failed fetch is retried).
+    server.served.lock().unwrap().keys = vec![a.jwk()];
+    cache.ready().await;
+    assert!(cache.current().unwrap().keys.contains("a"));
 }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use axum::extract::Query;
 use axum::response::Redirect;
-use tollgate_client_app::discovery::discover;
+use tollgate_client_app::discovery::{MAX_METADATA_BYTES, discover};
 use tollgate_client_app::loopback::LoopbackRedirect;
 use tollgate_client_app::owner::ScriptedOwner;
 use tollgate_e2e::TestStack;
@@ -104,4 +104,41 @@ async fn the_client_refuses_an_authorization_response_from_another_issuer() {
         refused.to_string(),
         "the iss in the redirect is not our authorization server (RFC 9207)"
     );
+}
+
+#[tokio::test]
+async fn the_client_reads_a_metadata_document_up_to_its_size_limit_and_no_further() {
+    let stack = TestStack::start().await.unwrap();
+    let honest: serde_json::Value =
+        reqwest::get(stack.url("/.well-known/oauth-authorization-server"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    // A server whose issuer `<base>/<len>` serves the honest document, naming
+    // that issuer, padded with JSON whitespace to `len` bytes.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let named = base.clone();
+    let app = axum::Router::new().route(
+        "/.well-known/oauth-authorization-server/{len}",
+        axum::routing::get(move |axum::extract::Path(len): axum::extract::Path<usize>| {
+            let (mut document, named) = (honest.clone(), named.clone());
+            async move {
+                document["issuer"] = format!("{named}/{len}").into();
+                let mut body = serde_json::to_vec(&document).unwrap();
+                body.resize(len, b' ');
+                body
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let http = reqwest::Client::new();
+
+    let at_limit = format!("{base}/{MAX_METADATA_BYTES}");
+    assert_eq!(discover(&http, &at_limit).await.unwrap().issuer, at_limit);
+    let over = format!("{base}/{}", MAX_METADATA_BYTES + 1);
+    let err = discover(&http, &over).await.unwrap_err().to_string();
+    assert!(err.ends_with(&format!("sent more than {MAX_METADATA_BYTES} bytes")), "{err}");
 }
