@@ -20,7 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("tollgate_descriptor.bin"),
         prost::Message::encode_to_vec(&descriptors),
     )?;
-    tonic_build::configure()
+    tonic_prost_build::configure()
         .build_client(cfg!(feature = "client"))
         .build_server(cfg!(feature = "server"))
         .compile_fds(descriptors)?;

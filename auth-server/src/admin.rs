@@ -54,6 +54,28 @@ pub enum AdminCommand {
     /// its replicas start, so they never race to apply the same registrations
     /// or each create a first key (docker-compose.yml's `migrate` job).
     Init,
+    /// Makes a development CA and a certificate per service in --dir (the
+    /// compose deployment's `certs` job): `ca.pem`, `ca.key` (for this command
+    /// only), and `<service>.pem` / `<service>.key` for each --service. A CA
+    /// already there is kept; service certificates already there are kept
+    /// unless --renew, which issues new ones from the same CA (the services
+    /// pick them up within TLS_RELOAD_INTERVAL). For development only: a
+    /// production deployment's certificates come from its own CA.
+    DevCerts {
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        /// `name` or `name=dns,dns…`: a service, and the DNS names its
+        /// certificate carries besides its name.
+        #[arg(long = "service", required = true)]
+        services: Vec<String>,
+        /// Issue the services' certificates again.
+        #[arg(long)]
+        renew: bool,
+        /// Give the service files to this numeric user and group (the
+        /// services' user in the image, 10001).
+        #[arg(long)]
+        owner: Option<u32>,
+    },
     /// Deletes the codes, tokens and grants that expired more than
     /// --purge-retention-secs seconds ago, as running servers do every
     /// --purge-interval-secs seconds.
@@ -61,6 +83,9 @@ pub enum AdminCommand {
 }
 
 pub async fn run(command: AdminCommand, config: &Config, clock: &dyn Clock) -> anyhow::Result<()> {
+    if let AdminCommand::DevCerts { dir, services, renew, owner } = &command {
+        return dev_certs(dir, services, *renew, *owner, clock.now());
+    }
     let store = SqlStore::connect(&config.database_url()?).await.context("opening the database")?;
     match command {
         AdminCommand::AddClient {
@@ -86,6 +111,7 @@ pub async fn run(command: AdminCommand, config: &Config, clock: &dyn Clock) -> a
                 audience,
                 token_exchange_audiences: exchange_audiences,
                 jwks: vec![],
+                tls_client_auth_san_dns: None,
                 resources: vec![],
             };
             let client = client_from_spec(&spec, &config.default_audience)?;
@@ -112,6 +138,7 @@ pub async fn run(command: AdminCommand, config: &Config, clock: &dyn Clock) -> a
             println!("user {subject} registered");
         }
         AdminCommand::RotateKeys => rotate_keys(config, &store, clock.now()).await?,
+        AdminCommand::DevCerts { .. } => unreachable!("handled before the database is opened"),
         AdminCommand::Purge => {
             let cutoff = clock.now() - config.purge_retention_secs.max(0);
             let purged = store.purge_expired(cutoff).await?;
@@ -148,5 +175,52 @@ async fn rotate_keys(config: &Config, store: &SqlStore, now: i64) -> anyhow::Res
         "new signing key {kid}: published now, signs from {}",
         now + config.key_propagation_secs
     );
+    Ok(())
+}
+
+/// The name of the development CA (its certificate's subject).
+const DEV_CA_NAME: &str = "Tollgate development CA";
+
+fn dev_certs(
+    dir: &std::path::Path,
+    services: &[String],
+    renew: bool,
+    owner: Option<u32>,
+    now: i64,
+) -> anyhow::Result<()> {
+    use tollgate_service_kit::dev_ca::DevCa;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let key_file = dir.join("ca.key");
+    let ca = match std::fs::read_to_string(&key_file) {
+        Ok(key) => DevCa::from_key_pem(DEV_CA_NAME, &key, now)?,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let ca = DevCa::new(DEV_CA_NAME, now)?;
+            ca.write_ca_key(&key_file)?;
+            println!("made a development CA");
+            ca
+        }
+        Err(err) => return Err(err).with_context(|| format!("reading {}", key_file.display())),
+    };
+    let mut files = vec![ca.write_ca(dir)?];
+    for service in services {
+        let (name, extra) = service.split_once('=').unwrap_or((service, ""));
+        let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+        if cert.exists() && key.exists() && !renew {
+            println!("{name}: kept");
+        } else {
+            let mut dns_names = vec![name];
+            dns_names.extend(extra.split(',').filter(|n| !n.is_empty()));
+            ca.write_service(dir, name, &dns_names, &[])?;
+            println!("{name}: issued for {}", dns_names.join(", "));
+        }
+        files.extend([cert, key]);
+    }
+    #[cfg(unix)]
+    if let Some(uid) = owner {
+        for file in &files {
+            std::os::unix::fs::chown(file, Some(uid), Some(uid))
+                .with_context(|| format!("giving {} to {uid}", file.display()))?;
+        }
+    }
     Ok(())
 }

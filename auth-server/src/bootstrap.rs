@@ -65,6 +65,9 @@ pub struct ClientSpec {
     /// RFC 7523 `private_key_jwt`: the client's public keys (instead of a secret).
     #[serde(default)]
     pub jwks: Vec<tollgate_token::Jwk>,
+    /// RFC 8705 `tls_client_auth`: the DNS name the client's TLS certificate
+    /// carries (instead of a secret). Its tokens are bound to that certificate.
+    pub tls_client_auth_san_dns: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,6 +109,18 @@ pub fn client_from_spec(spec: &ClientSpec, default_audience: &str) -> anyhow::Re
     if keys && (spec.public || spec.secret.is_some() || spec.secret_env.is_some()) {
         bail!("client {id}: a client with jwks (private_key_jwt) has no secret and is not public");
     }
+    let tls = spec.tls_client_auth_san_dns.is_some();
+    if tls && (keys || spec.public || spec.secret.is_some() || spec.secret_env.is_some()) {
+        bail!(
+            "client {id}: a client with tls_client_auth_san_dns authenticates with its \
+             certificate only: no secret, no jwks, not public"
+        );
+    }
+    if let Some(name) = &spec.tls_client_auth_san_dns
+        && rustls::pki_types::DnsName::try_from(name.as_str()).is_err()
+    {
+        bail!("client {id}: tls_client_auth_san_dns {name:?} is not a DNS name");
+    }
     for jwk in &spec.jwks {
         if jwk.algorithm().is_none() || jwk.kid.is_empty() {
             bail!("client {id}: each JWK needs a kid and alg EdDSA or ES256");
@@ -117,7 +132,7 @@ pub fn client_from_spec(spec: &ClientSpec, default_audience: &str) -> anyhow::Re
         }
     }
     let secret = match (&spec.secret, &spec.secret_env, spec.public) {
-        (None, None, _) if keys => None,
+        (None, None, _) if keys || tls => None,
         (None, None, true) => None,
         (Some(s), None, false) => Some(s.clone()),
         (None, Some(var), false) => Some(Secret::new(from_env(var)?)),
@@ -187,6 +202,7 @@ pub fn client_from_spec(spec: &ClientSpec, default_audience: &str) -> anyhow::Re
         exchange_audiences: spec.token_exchange_audiences.clone(),
         jwks: keys.then(|| spec.jwks.clone()),
         resources: spec.resources.clone(),
+        tls_client_auth_san_dns: spec.tls_client_auth_san_dns.clone(),
     })
 }
 
@@ -343,6 +359,7 @@ mod tests {
             audience: None,
             token_exchange_audiences: vec![],
             jwks: vec![],
+            tls_client_auth_san_dns: None,
             resources: vec![],
         }
     }

@@ -4,6 +4,7 @@
 use crate::domain::throttle::{Rate, ThrottleSettings};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use tollgate_service_kit::tls::TlsConfig;
 
 use tollgate_service_kit::telemetry::LogFormat;
 use tollgate_token::KeyAlgorithm;
@@ -158,13 +159,12 @@ pub struct Config {
     /// cookies. Without it a key is generated at start (sign-ins end on restart).
     #[arg(long, env = "AUTH_COOKIE_KEY_FILE")]
     pub cookie_key_file: Option<PathBuf>,
-    /// PEM certificate chain for TLS on the HTTP listener (with --tls-key).
-    /// Without it the server speaks plain HTTP: for local development only.
-    #[arg(long, env = "AUTH_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key for --tls-cert.
-    #[arg(long, env = "AUTH_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
+    /// TLS on both listeners (`TLS_*`). Without a certificate the server
+    /// speaks plaintext HTTP and gRPC: for local development only. With a
+    /// client CA, the gRPC listener requires a client certificate from it and
+    /// the HTTP listener asks for one (RFC 8705), requiring none.
+    #[command(flatten)]
+    pub tls: TlsConfig,
     /// On SIGTERM, seconds to keep serving with health NOT_SERVING before the
     /// listener closes, so load balancers stop routing here first. Calls in
     /// flight then finish either way.
@@ -210,8 +210,7 @@ impl Config {
             hash_queue: None,
             hash_wait_ms: DEFAULT_HASH_WAIT_MS,
             cookie_key_file: None,
-            tls_cert: None,
-            tls_key: None,
+            tls: TlsConfig::default(),
             log_format: LogFormat::Text,
             shutdown_drain_secs: 0,
             limits: LimitsConfig::default(),

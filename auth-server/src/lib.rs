@@ -15,7 +15,6 @@ pub mod domain;
 pub mod grpc;
 pub mod http;
 pub mod storage;
-pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,6 +26,7 @@ use base64::Engine as _;
 use tokio::net::TcpListener;
 use tollgate_proto::auth::v1::revocation_list_service_server::RevocationListServiceServer;
 use tollgate_proto::auth::v1::token_service_server::TokenServiceServer;
+use tollgate_service_kit::tls::{Listener, ServerTls, tls_incoming};
 use tollgate_token::Clock;
 
 pub use config::Config;
@@ -49,7 +49,10 @@ pub struct Application {
     purge: Option<(std::time::Duration, i64)>,
     /// How long to keep serving, health NOT_SERVING, once told to stop.
     drain: std::time::Duration,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    http_tls: Option<ServerTls>,
+    grpc_tls: Option<ServerTls>,
+    /// A client CA is configured: the listeners take client certificates.
+    client_certificates: bool,
     http_limits: http::serve::HttpLimits,
     grpc_limits: tollgate_service_kit::limits::GrpcLimits,
 }
@@ -95,12 +98,11 @@ impl Application {
         let grpc_listener = TcpListener::bind(config.grpc_addr).await.context("binding gRPC")?;
         let http_addr = http_listener.local_addr()?;
         let grpc_addr = grpc_listener.local_addr()?;
-        let tls = match (&config.tls_cert, &config.tls_key) {
-            (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
-            (None, None) => None,
-            _ => anyhow::bail!("--tls-cert and --tls-key go together"),
-        };
-        let scheme = if tls.is_some() { "https" } else { "http" };
+        let http_tls = ServerTls::from_config(&config.tls, Listener::PublicHttp)
+            .context("loading TLS_* for HTTP")?;
+        let grpc_tls = ServerTls::from_config(&config.tls, Listener::Grpc)
+            .context("loading TLS_* for gRPC")?;
+        let scheme = if http_tls.is_some() { "https" } else { "http" };
         let issuer = config.issuer.clone().unwrap_or_else(|| format!("{scheme}://{http_addr}"));
         check_issuer(&issuer)?;
         let settings = OAuthSettings {
@@ -128,7 +130,10 @@ impl Application {
             }
             None => Key::generate(),
         };
-        tracing::info!(%issuer, %http_addr, %grpc_addr, "authorization server ready");
+        tracing::info!(
+            %issuer, %http_addr, %grpc_addr, tls = http_tls.is_some(),
+            mutual_tls = config.tls.client_ca.is_some(), "authorization server ready"
+        );
         Ok(Self {
             http_listener,
             grpc_listener,
@@ -145,7 +150,9 @@ impl Application {
                 )
             }),
             drain: std::time::Duration::from_secs(config.shutdown_drain_secs),
-            tls,
+            http_tls,
+            grpc_tls,
+            client_certificates: config.tls.client_ca.is_some(),
             http_limits: config.limits.http(),
             grpc_limits: config.grpc_limits.clone(),
         })
@@ -214,19 +221,23 @@ impl Application {
         });
 
         let router = http::router(
-            http::HttpState { core: self.core.clone(), cookie_key: self.cookie_key },
+            http::HttpState {
+                core: self.core.clone(),
+                cookie_key: self.cookie_key,
+                client_certificates: self.client_certificates,
+            },
             &self.http_limits,
         );
         let http = http::serve::serve(
             self.http_listener,
-            self.tls,
+            self.http_tls,
             router,
             self.http_limits,
             stopping.clone().listeners_close(),
         );
         let (request_bytes, response_bytes) =
             (self.grpc_limits.max_message_bytes, tollgate_service_kit::limits::MAX_RESPONSE_BYTES);
-        let grpc = self
+        let grpc_router = self
             .grpc_limits
             .server()
             .layer(tollgate_telemetry::propagation::TraceLayer::new(
@@ -245,14 +256,22 @@ impl Application {
                 RevocationListServiceServer::new(grpc::TokenGrpc::new(self.core))
                     .max_decoding_message_size(request_bytes)
                     .max_encoding_message_size(response_bytes),
-            )
-            .serve_with_incoming_shutdown(
-                tollgate_service_kit::limits::limited_incoming(
-                    self.grpc_listener,
-                    self.grpc_limits.max_connections,
-                ),
-                stopping.listeners_close(),
             );
+        let incoming = tollgate_service_kit::limits::limited_incoming(
+            self.grpc_listener,
+            self.grpc_limits.max_connections,
+        );
+        let close = stopping.listeners_close();
+        let grpc = async move {
+            match self.grpc_tls {
+                None => grpc_router.serve_with_incoming_shutdown(incoming, close).await,
+                Some(tls) => {
+                    grpc_router
+                        .serve_with_incoming_shutdown(tls_incoming(incoming, tls), close)
+                        .await
+                }
+            }
+        };
         let (http, grpc) = tokio::join!(http, grpc);
         keys_task.abort();
         if let Some(task) = purge_task {

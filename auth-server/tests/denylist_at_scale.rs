@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tollgate_service_kit::tls::ClientTls;
 
 use base64::Engine as _;
 use tollgate_auth_server::{Application, Config};
@@ -108,10 +109,11 @@ async fn two_hundred_thousand_revoked_tokens_sync_whole(url: &str) {
     let (denylist, sync_task) = Denylist::spawn(RevocationConfig {
         auth_grpc_url: format!("http://{grpc}"),
         client_id: "svc".into(),
-        client_secret: Secret::new(SECRET),
+        client_secret: Some(Secret::new(SECRET)),
         // Only on cue here.
         interval: Duration::from_secs(3600),
         max_staleness: Duration::from_secs(7200),
+        tls: ClientTls::public_roots(),
     })
     .unwrap();
     sync(&denylist).await;

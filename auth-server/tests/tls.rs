@@ -42,8 +42,8 @@ async fn the_oauth2_crate_issues_introspects_and_revokes_over_tls() {
     .unwrap();
 
     let mut config = Config::local(dir.path().join("data"));
-    config.tls_cert = Some(cert);
-    config.tls_key = Some(key);
+    config.tls.cert = Some(cert);
+    config.tls.key = Some(key);
     config.bootstrap = Some(bootstrap);
     let app = Application::build(config, Arc::new(ManualClock::starting_now())).await.unwrap();
     let issuer = app.issuer().to_owned();
@@ -100,8 +100,8 @@ async fn every_https_response_carries_strict_transport_security_and_no_http_one_
     std::fs::write(&cert, certified.cert.pem()).unwrap();
     std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
     let mut config = Config::local(dir.path().join("tls"));
-    config.tls_cert = Some(cert);
-    config.tls_key = Some(key);
+    config.tls.cert = Some(cert);
+    config.tls.key = Some(key);
     config.limits.http_body_limit = 1024;
     let tls = Application::build(config, Arc::new(ManualClock::starting_now())).await.unwrap();
     let https = tls.issuer().to_owned();

@@ -8,6 +8,7 @@
 use std::io::Write;
 use std::sync::Arc;
 
+use tollgate_service_kit::tls::ClientTls;
 use tollgate_token::{Clock, Secret};
 
 use crate::discovery::discover;
@@ -34,6 +35,8 @@ pub struct DemoOptions {
     /// The hop behind the resource server, shown with the resource server's own
     /// credentials (only where the demo runs them, as the quickstart does).
     pub hop: Option<HopOptions>,
+    /// Trust for `https://` URLs, and the client certificate if any.
+    pub tls: ClientTls,
 }
 
 /// What the resource server uses to reach the notes store: its own identity at
@@ -47,6 +50,9 @@ pub struct HopOptions {
     pub notes_store_url: String,
     /// The notes store's audience, `tollgate-notes-store`.
     pub notes_store_audience: String,
+    /// The resource server's TLS: its CA bundle and its client certificate
+    /// (the internal listeners require one under mutual TLS).
+    pub tls: ClientTls,
 }
 
 struct Narrator<'a> {
@@ -98,7 +104,7 @@ pub async fn run(
     out: &mut (dyn Write + Send),
 ) -> Result<(), ClientError> {
     let mut n = Narrator { out, step: 0 };
-    let http = reqwest::Client::new();
+    let http = options.tls.reqwest().build()?;
 
     n.step("Client discovers the authorization server (RFC 8414)")?;
     let metadata = discover(&http, &options.issuer).await?;
@@ -107,7 +113,12 @@ pub async fn run(
     n.say(format!("authorization_endpoint = {}", metadata.authorization_endpoint))?;
     n.say(format!("token_endpoint         = {}", metadata.token_endpoint))?;
     n.say(format!("jwks_uri               = {}", metadata.jwks_uri))?;
-    let client = OAuthClient::new(metadata, options.client.clone(), clock.clone())?;
+    let client = OAuthClient::with_http(
+        metadata,
+        options.client.clone(),
+        clock.clone(),
+        options.tls.reqwest(),
+    )?;
 
     n.step("Client starts an authorization request with PKCE (RFC 6749 §4.1.1, RFC 7636)")?;
     let loopback = LoopbackRedirect::bind().await?;
@@ -121,7 +132,7 @@ pub async fn run(
     let waiting = tokio::spawn(loopback.wait());
 
     n.step(format!("Resource owner {:?} opens the URL in a browser", options.username).as_str())?;
-    let mut browser = ScriptedOwner::new()?;
+    let mut browser = ScriptedOwner::with_http(options.tls.reqwest())?;
     let login = browser.get(&pending.url).await?;
     n.say(format!("GET /authorize → {} sign-in page", login.status))?;
     n.say(format!(
@@ -175,7 +186,7 @@ pub async fn run(
     n.tokens(&tokens, clock.as_ref())?;
 
     n.step("Client calls the resource server with the access token")?;
-    let api = ResourceClient::connect(&options.resource_url).await?;
+    let api = ResourceClient::connect(&options.resource_url, &options.tls).await?;
     let display = format!("{} (via Tollgate demo)", options.username);
     let email = format!("{}@example.com", options.username);
     let profile = api.update_profile(tokens.access_token.expose(), "me", &display, &email).await?;
@@ -223,7 +234,12 @@ pub async fn run(
             .as_str(),
         )?;
         let machine_metadata = client.metadata().clone();
-        let machine = OAuthClient::new(machine_metadata, machine.clone(), clock.clone())?;
+        let machine = OAuthClient::with_http(
+            machine_metadata,
+            machine.clone(),
+            clock.clone(),
+            options.tls.reqwest(),
+        )?;
         let token = machine.client_credentials(&options.machine_scopes).await?;
         n.say(
             "POST /token grant_type=client_credentials (HTTP Basic client authentication) → 200",
@@ -286,8 +302,9 @@ async fn exchange_hop(
             requested_token_type: None,
         })),
     };
-    let mut auth =
-        TokenServiceClient::new(crate::resource::traced_channel(&hop.auth_grpc_url).await?);
+    let mut auth = TokenServiceClient::new(
+        crate::resource::traced_channel(&hop.auth_grpc_url, &hop.tls).await?,
+    );
     let exchanged = auth.token(request).await?.into_inner();
     n.say(format!(
         "TokenService.Token grant=token-exchange subject_token=<the user's> audience={} \
@@ -315,8 +332,9 @@ async fn exchange_hop(
         n.say(format!("{claim:<10} {mine:<width$}  {theirs}"))?;
     }
 
-    let mut store =
-        NoteStoreClient::new(crate::resource::traced_channel(&hop.notes_store_url).await?);
+    let mut store = NoteStoreClient::new(
+        crate::resource::traced_channel(&hop.notes_store_url, &hop.tls).await?,
+    );
     let listed = store
         .list_notes(crate::resource::bearer(ListNotesRequest {}, &exchanged.access_token)?)
         .await?

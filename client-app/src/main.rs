@@ -12,6 +12,7 @@ use tollgate_client_app::loopback::LoopbackRedirect;
 use tollgate_client_app::oauth::{ClientAuthMethod, ClientIdentity, OAuthClient};
 use tollgate_client_app::resource::ResourceClient;
 use tollgate_client_app::tokens::{TokenFile, TokenSet, redact};
+use tollgate_service_kit::tls::{ClientTls, TlsConfig};
 use tollgate_telemetry::{self as telemetry, LogFormat, TelemetryConfig};
 use tollgate_token::{Clock, Secret, SystemClock};
 use tracing::Instrument as _;
@@ -46,6 +47,8 @@ struct Cli {
         global = true
     )]
     token_file: PathBuf,
+    #[command(flatten)]
+    tls: TlsConfig,
     #[command(flatten)]
     telemetry: TelemetryConfig,
     #[command(subcommand)]
@@ -144,8 +147,15 @@ impl Cli {
     }
 
     async fn client(&self, clock: Arc<dyn Clock>) -> anyhow::Result<OAuthClient> {
-        let metadata = discover(&reqwest::Client::new(), &self.issuer).await?;
-        Ok(OAuthClient::new(metadata, self.identity(), clock)?)
+        let tls = self.tls()?;
+        let metadata = discover(&tls.reqwest().build()?, &self.issuer).await?;
+        Ok(OAuthClient::with_http(metadata, self.identity(), clock, tls.reqwest())?)
+    }
+
+    /// Trust for https:// URLs (TLS_CA, else the public roots) and the client
+    /// certificate (TLS_CERT, TLS_KEY) if any.
+    fn tls(&self) -> anyhow::Result<ClientTls> {
+        ClientTls::from_config(&self.tls).context("loading TLS_*")
     }
 }
 
@@ -256,7 +266,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Call(call) => {
             let tokens = fresh_tokens(&cli, &file, clock.clone()).await?;
             let token = tokens.access_token.expose().as_str();
-            let api = ResourceClient::connect(&cli.resource_url).await?;
+            let api = ResourceClient::connect(&cli.resource_url, &cli.tls()?).await?;
             let shown = match call {
                 Call::Profile { owner } => format!("{:#?}", api.get_profile(token, owner).await?),
                 Call::SetProfile { display_name, email } => {
@@ -294,6 +304,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 machine_scopes: vec!["reports:read".into()],
                 // The client app does not hold the resource server's credentials.
                 hop: None,
+                tls: cli.tls()?,
             };
             demo::run(&options, clock, &mut std::io::stdout()).await?;
         }

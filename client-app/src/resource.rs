@@ -8,6 +8,7 @@ use tollgate_proto::resource::v1::{
     CreateNoteRequest, DeleteNoteRequest, GetProfileRequest, GetUsageReportRequest,
     ListNotesRequest, Note, Profile, UpdateProfileRequest, UsageReport,
 };
+use tollgate_service_kit::tls::{ClientTls, GrpcTarget};
 use tollgate_telemetry::propagation::{Propagating, traced};
 use tonic::transport::Channel;
 use tonic::{Request, Status};
@@ -25,10 +26,13 @@ pub fn bearer<T>(message: T, access_token: &str) -> Result<Request<T>, Status> {
 }
 
 /// A connection to a gRPC service whose calls carry the caller's trace
-/// (W3C traceparent).
-pub async fn traced_channel(url: &str) -> Result<Propagating<Channel>, ClientError> {
-    let channel = Channel::from_shared(url.to_owned())
-        .map_err(|e| ClientError::Protocol(format!("gRPC URL {url:?}: {e}")))?
+/// (W3C traceparent), over TLS verified with `tls` for an `https://` URL.
+pub async fn traced_channel(
+    url: &str,
+    tls: &ClientTls,
+) -> Result<Propagating<Channel>, ClientError> {
+    let channel = GrpcTarget::new(url, tls)
+        .map_err(|e| ClientError::Protocol(format!("gRPC URL: {e}")))?
         .connect()
         .await?;
     Ok(traced(channel))
@@ -42,8 +46,13 @@ pub struct ResourceClient {
 }
 
 impl ResourceClient {
-    pub async fn connect(url: &str) -> Result<Self, ClientError> {
-        Ok(Self { channel: traced_channel(url).await? })
+    pub async fn connect(url: &str, tls: &ClientTls) -> Result<Self, ClientError> {
+        Ok(Self { channel: traced_channel(url, tls).await? })
+    }
+
+    /// Over a channel of the caller's.
+    pub fn new(channel: Channel) -> Self {
+        Self { channel: traced(channel) }
     }
 
     pub async fn get_profile(&self, token: &str, owner: &str) -> Result<Profile, Status> {

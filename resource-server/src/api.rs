@@ -21,6 +21,7 @@ use tollgate_service_kit::limits::{GrpcLimits, MAX_RESPONSE_BYTES};
 use tollgate_service_kit::scaffold::{ProtectedService, ServiceSpec};
 use tollgate_service_kit::serve::ProtectedRouter;
 use tollgate_service_kit::status::to_status;
+use tollgate_service_kit::tls::ClientTls;
 use tollgate_token::{Clock, OAuthError};
 use tonic::{Request, Response, Status};
 
@@ -62,6 +63,7 @@ impl ProtectedService for Api {
             config.tokens.credentials(),
             config.settings.notes_store_audience.clone(),
             clock.clone(),
+            &ClientTls::from_config(&config.service.tls)?,
         )?;
         Ok(Self { store, notes, clock })
     }

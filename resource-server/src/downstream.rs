@@ -18,6 +18,7 @@ use tollgate_proto::auth::v1::{
 use tollgate_proto::notes::v1::note_store_client::NoteStoreClient;
 use tollgate_service_kit::auth::{AuthContext, SubjectToken};
 use tollgate_service_kit::telemetry::propagation::{Propagating, traced};
+use tollgate_service_kit::tls::{ClientTls, GrpcTarget};
 use tollgate_token::{Clock, Secret};
 use tonic::transport::Channel;
 
@@ -79,27 +80,26 @@ impl TokenCache {
 pub struct NotesBackend {
     notes: NoteStoreClient<TracedChannel>,
     tokens: TokenServiceClient<TracedChannel>,
-    credentials: Option<(String, Secret)>,
+    credentials: Option<(String, Option<Secret>)>,
     audience: String,
     clock: Arc<dyn Clock>,
     cache: Arc<Mutex<TokenCache>>,
 }
 
 impl NotesBackend {
+    /// Both over TLS with `tls` (this server's certificate as the client
+    /// certificate) where the URL is `https://`.
     pub fn new(
         notes_url: &str,
         auth_grpc_url: &str,
-        credentials: Option<(String, Secret)>,
+        credentials: Option<(String, Option<Secret>)>,
         audience: String,
         clock: Arc<dyn Clock>,
+        tls: &ClientTls,
     ) -> anyhow::Result<Self> {
         // Every call carries the caller's trace on (W3C traceparent).
         let channel = |url: &str| -> anyhow::Result<TracedChannel> {
-            Ok(traced(
-                Channel::from_shared(url.to_owned())
-                    .map_err(|e| anyhow::anyhow!("{url:?} is not a gRPC URL: {e}"))?
-                    .connect_lazy(),
-            ))
+            Ok(traced(GrpcTarget::new(url, tls)?.connect_lazy()))
         };
         let notes = channel(notes_url)?;
         let tokens = channel(auth_grpc_url)?;
@@ -172,7 +172,7 @@ impl NotesBackend {
         let request = TokenRequest {
             client: Some(ClientAuthentication {
                 client_id: client_id.clone(),
-                client_secret: Some(secret.expose().clone()),
+                client_secret: secret.as_ref().map(|s| s.expose().clone()),
                 client_assertion: None,
             }),
             grant: Some(grant()),

@@ -10,6 +10,9 @@
 //! token without the method's scope, or a method with no declared requirement,
 //! is `PERMISSION_DENIED` (`insufficient_scope`). Deny by default: a method added
 //! to a service but not to its policy is unreachable until someone decides.
+//! A token bound to a client certificate (RFC 8705 §3, `cnf.x5t#S256`) is
+//! `UNAUTHENTICATED` (`invalid_token`) unless the call's connection presented
+//! that certificate.
 //! When the service cannot judge a token (keys not loaded, the revocation
 //! denylist not loaded or stale) the call is `UNAVAILABLE`
 //! (`temporarily_unavailable`): try later, not "invalid".
@@ -20,6 +23,7 @@ use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
 use tollgate_token::{AccessTokenClaims, Clock, OAuthError, Secret, TokenError, Verifier};
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
 
 use crate::jwks::JwksCache;
@@ -143,6 +147,7 @@ impl Shared {
         &self,
         scope: &str,
         authorization: Option<&[u8]>,
+        client_certificate: Option<&[u8]>,
     ) -> Result<(AuthContext, SubjectToken), (OAuthError, &'static str)> {
         let token = bearer_token(authorization)
             .ok_or((OAuthError::invalid_token("missing bearer token"), "missing_token"))?;
@@ -202,6 +207,24 @@ impl Shared {
         if self.denylist.contains(&claims.jti) {
             tracing::info!(reason = "revoked", "access token refused");
             return Err((OAuthError::invalid_token("token has been revoked"), "revoked"));
+        }
+        // RFC 8705 §3: a certificate-bound token is good only over a
+        // connection that presented that certificate (mutual TLS); stolen,
+        // it is useless without the certificate's private key.
+        if let Some(bound) = claims.cnf.as_ref().and_then(|cnf| cnf.x5t_s256.as_deref()) {
+            let presented = client_certificate.map(tollgate_token::certificate_thumbprint);
+            if presented.as_deref() != Some(bound) {
+                tracing::info!(
+                    reason = "certificate_mismatch", client_id = %claims.client_id,
+                    "access token refused"
+                );
+                return Err((
+                    OAuthError::invalid_token(
+                        "token is bound to a client certificate this connection did not present",
+                    ),
+                    "certificate_mismatch",
+                ));
+            }
         }
         if !claims.has_scope(scope) {
             tracing::info!(
@@ -339,10 +362,16 @@ where
             client_id = tracing::field::Empty,
             scope = tracing::field::Empty,
         );
+        // The connection's client certificate (mutual TLS), for bound tokens.
+        let certificates = req
+            .extensions()
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(TlsConnectInfo::peer_certs);
         let decision = span.in_scope(|| {
             self.shared.authorize(
                 scope,
                 req.headers().get(http::header::AUTHORIZATION).map(|v| v.as_bytes()),
+                certificates.as_ref().and_then(|chain| chain.first()).map(|cert| cert.as_ref()),
             )
         });
         match decision {

@@ -18,6 +18,8 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tollgate_token::{Clock, JwkSet, KeySet};
 
+use crate::tls::ClientTls;
+
 /// Where and how often to fetch keys.
 #[derive(Debug, Clone)]
 pub struct JwksConfig {
@@ -32,6 +34,9 @@ pub struct JwksConfig {
     /// unknown `kid` is answered "unavailable" rather than "invalid": with stale
     /// keys the service cannot tell a new key from a forged one.
     pub max_staleness: Duration,
+    /// The CA bundle an `https://` JWKS URI is verified against, and this
+    /// service's client certificate.
+    pub tls: ClientTls,
 }
 
 impl JwksConfig {
@@ -42,6 +47,7 @@ impl JwksConfig {
             min_refetch_interval: Duration::from_secs(10),
             fetch_timeout: Duration::from_secs(5),
             max_staleness: Duration::from_secs(3600),
+            tls: ClientTls::public_roots(),
         }
     }
 }
@@ -128,14 +134,27 @@ async fn refresh_loop(
     tx: watch::Sender<Option<Arc<KeySnapshot>>>,
     refetch: Arc<Notify>,
 ) {
-    let http = match reqwest::Client::builder().timeout(config.fetch_timeout).build() {
-        Ok(http) => http,
-        Err(err) => {
-            tracing::error!(error = %err, "cannot build the JWKS HTTP client");
-            return;
-        }
-    };
+    // The HTTP client, built again when the TLS files have changed.
+    let mut http: Option<(Arc<rustls::ClientConfig>, reqwest::Client)> = None;
     loop {
+        let tls = config.tls.http_config();
+        if !http.as_ref().is_some_and(|(built_with, _)| Arc::ptr_eq(built_with, &tls)) {
+            let client = config
+                .tls
+                .reqwest()
+                .timeout(config.fetch_timeout)
+                // Never follows a redirect from https:// to plain http://.
+                .https_only(config.jwks_uri.starts_with("https://"))
+                .build();
+            match client {
+                Ok(client) => http = Some((tls, client)),
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot build the JWKS HTTP client");
+                    return;
+                }
+            }
+        }
+        let Some((_, http)) = &http else { return };
         let fetched = {
             // Its own trace: a refresh is background work, not part of a
             // request. The span ends here, with the fetch: held across the
@@ -148,7 +167,7 @@ async fn refresh_loop(
                 outcome = tracing::field::Empty,
                 keys = tracing::field::Empty,
             );
-            let fetched = fetch(&http, &config.jwks_uri).instrument(span.clone()).await;
+            let fetched = fetch(http, &config.jwks_uri).instrument(span.clone()).await;
             span.record("outcome", if fetched.is_ok() { "success" } else { "failure" });
             if let Ok(keys) = &fetched {
                 span.record("keys", keys.len());

@@ -12,6 +12,9 @@
 //!   so each service writes only what is its own.
 //! - [`input`]: the checks on request fields that handlers share.
 //! - [`status`]: the one mapping from [`tollgate_token::OAuthError`] to `tonic::Status`.
+//! - [`tls`]: TLS and mutual TLS on every listener and outgoing connection,
+//!   one configuration for every service, reloaded when its files change.
+//! - `dev_ca` (feature `dev-ca`): a development CA and service certificates.
 //! - [`db`]: opening and migrating a service's database (SQLite or PostgreSQL).
 //! - [`telemetry`], [`shutdown`]: process plumbing.
 //! - `testing` (feature `test-support`): the scope-table contract check and the
@@ -20,6 +23,8 @@
 
 pub mod auth;
 pub mod db;
+#[cfg(feature = "dev-ca")]
+pub mod dev_ca;
 pub mod input;
 pub mod jwks;
 pub mod limits;
@@ -31,6 +36,7 @@ pub mod shutdown;
 pub mod status;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
+pub mod tls;
 /// Logs, traces, metrics and audit events: the shared telemetry crate.
 pub use tollgate_telemetry as telemetry;
 

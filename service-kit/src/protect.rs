@@ -13,6 +13,7 @@ use tollgate_token::{Clock, Verifier, VerifierConfig};
 use crate::auth::{AuthLayer, ScopePolicy};
 use crate::jwks::{JwksCache, JwksConfig};
 use crate::revocation::{Denylist, RevocationConfig};
+use crate::tls::ClientTls;
 use tollgate_token::Secret;
 
 pub const DEFAULT_ISSUER: &str = "http://127.0.0.1:8080";
@@ -49,6 +50,12 @@ pub enum ConfigError {
          revoked token on the denylist that long past its exp, and no longer"
     )]
     LeewayTooLong(i64),
+    #[error(
+        "OAUTH_CLIENT_ID without OAUTH_CLIENT_SECRET authenticates with the TLS client \
+         certificate (RFC 8705 tls_client_auth): it needs TLS_CERT and an https:// \
+         OAUTH_AUTH_GRPC_URL"
+    )]
+    NoClientAuthentication,
 }
 
 /// The most clock skew a service may tolerate on `exp`: the authorization
@@ -63,7 +70,7 @@ pub enum GuardError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("the authorization server's gRPC URL: {0}")]
-    AuthGrpcUrl(#[from] tonic::transport::Error),
+    AuthGrpcUrl(#[from] crate::tls::TargetError),
 }
 
 /// How a service validates access tokens. The environment variables are the
@@ -97,6 +104,8 @@ pub struct TokenValidationConfig {
     #[arg(long, env = "OAUTH_CLIENT_ID")]
     pub client_id: Option<String>,
     /// This service's client secret (prefer the environment variable).
+    /// Without it, and with TLS_CERT, the service authenticates with its
+    /// certificate (RFC 8705 tls_client_auth) and its tokens are bound to it.
     #[arg(long, env = "OAUTH_CLIENT_SECRET", hide_env_values = true)]
     pub client_secret: Option<Secret>,
     /// How old the signing keys may grow without a successful fetch before a
@@ -143,7 +152,7 @@ impl TokenValidationConfig {
         self.audience.as_deref().unwrap_or(default)
     }
 
-    pub fn jwks(&self) -> JwksConfig {
+    pub fn jwks(&self, tls: &ClientTls) -> JwksConfig {
         let uri = self
             .jwks_uri
             .clone()
@@ -152,6 +161,7 @@ impl TokenValidationConfig {
             refresh_interval: Duration::from_secs(self.jwks_refresh_secs),
             min_refetch_interval: Duration::from_secs(self.jwks_min_refetch_secs),
             max_staleness: Duration::from_secs(self.jwks_max_staleness_secs),
+            tls: tls.clone(),
             ..JwksConfig::new(uri)
         }
     }
@@ -162,15 +172,17 @@ impl TokenValidationConfig {
         verifier
     }
 
-    /// The service's own credentials at the authorization server, if configured.
-    pub fn credentials(&self) -> Option<(String, Secret)> {
-        Some((self.client_id.clone()?, self.client_secret.clone()?))
+    /// The service's own credentials at the authorization server, if
+    /// configured: its client id, and its secret unless it authenticates with
+    /// its TLS client certificate (RFC 8705 `tls_client_auth`).
+    pub fn credentials(&self) -> Option<(String, Option<Secret>)> {
+        Some((self.client_id.clone()?, self.client_secret.clone()))
     }
 
     /// The denylist sync, if this service has credentials. The staleness bound
     /// is checked either way: a setting that cannot work is refused at start,
     /// not when credentials are added later.
-    pub fn revocation(&self) -> Result<Option<RevocationConfig>, ConfigError> {
+    pub fn revocation(&self, tls: &ClientTls) -> Result<Option<RevocationConfig>, ConfigError> {
         if !(0..=MAX_LEEWAY).contains(&self.leeway_secs) {
             return Err(ConfigError::LeewayTooLong(self.leeway_secs));
         }
@@ -182,12 +194,18 @@ impl TokenValidationConfig {
             });
         }
         let Some((client_id, client_secret)) = self.credentials() else { return Ok(None) };
+        if client_secret.is_none()
+            && !(tls.has_identity() && self.auth_grpc_url.starts_with("https://"))
+        {
+            return Err(ConfigError::NoClientAuthentication);
+        }
         Ok(Some(RevocationConfig {
             auth_grpc_url: self.auth_grpc_url.clone(),
             client_id,
             client_secret,
             interval: Duration::from_secs(interval),
             max_staleness: Duration::from_secs(self.revocation_max_staleness_secs),
+            tls: tls.clone(),
         }))
     }
 }
@@ -208,18 +226,20 @@ pub struct TokenGuard {
 }
 
 impl TokenGuard {
-    /// Starts the JWKS cache and (with credentials) the denylist sync, and builds
-    /// the auth layer enforcing `policy` for tokens whose `aud` is the configured
-    /// audience or `default_audience`.
+    /// Starts the JWKS cache and (with credentials) the denylist sync, both
+    /// over `tls` for `https://` URLs, and builds the auth layer enforcing
+    /// `policy` for tokens whose `aud` is the configured audience or
+    /// `default_audience`.
     pub fn start(
         service: &'static str,
         config: &TokenValidationConfig,
         default_audience: &str,
         policy: ScopePolicy,
         clock: Arc<dyn Clock>,
+        tls: &ClientTls,
     ) -> Result<Self, GuardError> {
-        let revocation = config.revocation()?;
-        let (jwks, jwks_task) = JwksCache::spawn(config.jwks(), clock.clone());
+        let revocation = config.revocation(tls)?;
+        let (jwks, jwks_task) = JwksCache::spawn(config.jwks(tls), clock.clone());
         let mut tasks = vec![jwks_task];
         let denylist = match revocation {
             Some(revocation) => {
@@ -275,9 +295,9 @@ mod tests {
     fn a_leeway_longer_than_the_denylist_keeps_revoked_tokens_is_refused() {
         let mut config = TokenValidationConfig::new("https://as.example");
         config.leeway_secs = MAX_LEEWAY;
-        assert!(config.revocation().is_ok());
+        assert!(config.revocation(&ClientTls::public_roots()).is_ok());
         config.leeway_secs = MAX_LEEWAY + 1;
-        let refused = config.revocation().unwrap_err();
+        let refused = config.revocation(&ClientTls::public_roots()).unwrap_err();
         assert!(
             refused.to_string().contains("OAUTH_LEEWAY (121 s) must be at most 120 s"),
             "{refused}"
@@ -289,20 +309,20 @@ mod tests {
         let mut config = TokenValidationConfig::new("https://as.example");
         config.client_id = Some("svc".into());
         config.client_secret = Some(Secret::new("secret"));
-        let revocation = config.revocation().unwrap().unwrap();
+        let revocation = config.revocation(&ClientTls::public_roots()).unwrap().unwrap();
         assert_eq!(revocation.interval, Duration::from_secs(DEFAULT_REVOCATION_SYNC));
         assert_eq!(revocation.max_staleness, Duration::from_secs(DEFAULT_REVOCATION_MAX_STALENESS));
 
         config.revocation_sync_secs = 120;
-        let refused = config.revocation().unwrap_err();
+        let refused = config.revocation(&ClientTls::public_roots()).unwrap_err();
         assert!(
             refused.to_string().contains("OAUTH_REVOCATION_MAX_STALENESS (120 s)"),
             "{refused}"
         );
         // Checked without credentials too: the setting is wrong either way.
         config.client_id = None;
-        assert!(config.revocation().is_err());
+        assert!(config.revocation(&ClientTls::public_roots()).is_err());
         config.revocation_sync_secs = 119;
-        assert!(config.revocation().unwrap().is_none());
+        assert!(config.revocation(&ClientTls::public_roots()).unwrap().is_none());
     }
 }

@@ -61,13 +61,16 @@ pub struct RevocationConfig {
     /// The authorization server's gRPC endpoint.
     pub auth_grpc_url: String,
     pub client_id: String,
-    pub client_secret: Secret,
+    /// `None`: the TLS client certificate authenticates (RFC 8705).
+    pub client_secret: Option<Secret>,
     /// How often the list is fetched: the enforcement bound.
     pub interval: Duration,
     /// How long after the start of the last successful sync the list is still
     /// relied on. Past it the list is [`Freshness::Stale`]. Must be larger than
     /// `interval` (plus a fetch), or a healthy service would flap.
     pub max_staleness: Duration,
+    /// Trust for an `https://` URL, and this service's client certificate.
+    pub tls: crate::tls::ClientTls,
 }
 
 /// How far the list in force can be trusted.
@@ -151,11 +154,12 @@ impl Denylist {
     /// Starts the background sync.
     pub fn spawn(
         config: RevocationConfig,
-    ) -> Result<(Self, JoinHandle<()>), tonic::transport::Error> {
+    ) -> Result<(Self, JoinHandle<()>), crate::tls::TargetError> {
         // Per page: a sync of many pages may take longer, which the staleness
         // bound covers.
-        let channel = tonic::transport::Endpoint::from_shared(config.auth_grpc_url.clone())?
-            .timeout(config.interval.min(Duration::from_secs(5)))
+        let timeout = config.interval.min(Duration::from_secs(5));
+        let channel = crate::tls::GrpcTarget::new(&config.auth_grpc_url, &config.tls)?
+            .configure(|endpoint| endpoint.timeout(timeout))
             .connect_lazy();
         let client = RevocationListServiceClient::new(channel);
         let (interval, max_staleness) = (config.interval, config.max_staleness);
@@ -297,7 +301,7 @@ impl Source for GrpcSource {
         let request = ListRevokedAccessTokensRequest {
             client: Some(ClientAuthentication {
                 client_id: config.client_id.clone(),
-                client_secret: Some(config.client_secret.expose().clone()),
+                client_secret: config.client_secret.as_ref().map(|s| s.expose().clone()),
                 client_assertion: None,
             }),
             page_token: page_token.to_owned(),

@@ -29,6 +29,7 @@ use crate::limits::GrpcLimits;
 use crate::protect::TokenValidationConfig;
 use crate::serve::{ProtectedListener, ProtectedRouter};
 use crate::telemetry::{LogFormat, TelemetryConfig};
+use crate::tls::TlsConfig;
 
 /// What sets one protected service's scaffolding apart from another's: its
 /// names, its defaults, and the scope table the auth layer enforces.
@@ -85,6 +86,8 @@ pub struct ServiceConfig {
     #[command(flatten)]
     pub grpc_limits: GrpcLimits,
     #[command(flatten)]
+    pub tls: TlsConfig,
+    #[command(flatten)]
     pub telemetry: TelemetryConfig,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
@@ -100,6 +103,7 @@ impl ServiceConfig {
             database_url: None,
             shutdown_drain_secs: 0,
             grpc_limits: GrpcLimits::default(),
+            tls: TlsConfig::default(),
             telemetry: TelemetryConfig::default(),
             log_format: LogFormat::Text,
         }
@@ -202,13 +206,14 @@ impl<S: ProtectedService> Application<S> {
             S::SPEC.audience,
             ScopePolicy::for_api(S::SPEC.method_scopes),
             clock,
+            &config.service.tls,
         )
         .await?
         .with_drain(std::time::Duration::from_secs(config.service.shutdown_drain_secs))
         .with_limits(config.service.grpc_limits.clone());
         tracing::info!(
             service = S::SPEC.name, addr = %listener.addr(), issuer = %config.tokens.issuer,
-            audience = config.audience(), "gRPC listener bound"
+            audience = config.audience(), tls = listener.tls().is_some(), "gRPC listener bound"
         );
         Ok(Self { listener, service })
     }

@@ -16,6 +16,7 @@ use crate::auth::{AuthLayer, ScopePolicy};
 use crate::limits::{GrpcLimits, limited_incoming};
 use crate::protect::{TokenGuard, TokenValidationConfig};
 use crate::revocation::{Denylist, Freshness};
+use crate::tls::{ClientTls, Listener, ServerTls, TlsConfig, tls_incoming};
 use tollgate_telemetry::propagation::{Protocol, TraceLayer};
 
 /// A protected API's listener, bound, with its token guard started: what every
@@ -27,11 +28,13 @@ pub struct ProtectedListener {
     guard: TokenGuard,
     drain: std::time::Duration,
     limits: GrpcLimits,
+    tls: Option<ServerTls>,
 }
 
 impl ProtectedListener {
     /// Starts the token guard (`policy`, tokens for `default_audience` unless
-    /// configured otherwise) and binds `addr` (port 0 picks a free port).
+    /// configured otherwise) and binds `addr` (port 0 picks a free port), to
+    /// serve TLS only when `tls` has a certificate.
     pub async fn bind(
         service: &'static str,
         addr: std::net::SocketAddr,
@@ -39,10 +42,14 @@ impl ProtectedListener {
         default_audience: &str,
         policy: ScopePolicy,
         clock: std::sync::Arc<dyn tollgate_token::Clock>,
+        tls: &TlsConfig,
     ) -> anyhow::Result<Self> {
         use anyhow::Context as _;
-        let guard = TokenGuard::start(service, tokens, default_audience, policy, clock)
-            .context("starting the token guard")?;
+        let server_tls = ServerTls::from_config(tls, Listener::Grpc).context("loading TLS_*")?;
+        let client_tls = ClientTls::from_config(tls).context("loading TLS_*")?;
+        let guard =
+            TokenGuard::start(service, tokens, default_audience, policy, clock, &client_tls)
+                .context("starting the token guard")?;
         let listener = TcpListener::bind(addr).await.context("binding gRPC")?;
         let addr = listener.local_addr()?;
         Ok(Self {
@@ -51,11 +58,17 @@ impl ProtectedListener {
             guard,
             drain: std::time::Duration::ZERO,
             limits: GrpcLimits::default(),
+            tls: server_tls,
         })
     }
 
     pub fn addr(&self) -> std::net::SocketAddr {
         self.addr
+    }
+
+    /// The listener's TLS, if it has a certificate.
+    pub fn tls(&self) -> Option<&ServerTls> {
+        self.tls.as_ref()
     }
 
     /// The token guard's state: keys, denylist, access log. Test support only.
@@ -85,9 +98,15 @@ impl ProtectedListener {
         routes: impl FnOnce(ProtectedRouter, &GrpcLimits) -> ProtectedRouter,
     ) -> anyhow::Result<()> {
         let limits = self.limits;
-        serve_protected(self.listener, self.guard, shutdown, self.drain, &limits, |router| {
-            routes(router, &limits)
-        })
+        serve_protected(
+            self.listener,
+            self.tls,
+            self.guard,
+            shutdown,
+            self.drain,
+            &limits,
+            |router| routes(router, &limits),
+        )
         .await
     }
 }
@@ -101,9 +120,11 @@ pub type ProtectedRouter = Router<Stack<AuthLayer, Stack<TraceLayer, Identity>>>
 /// while the denylist is stale (revocations since its last sync are unknown
 /// here; [`Freshness`]), and again first thing on shutdown, `drain` before the
 /// listener closes and the calls in flight are finished
-/// ([`crate::shutdown::stop_sequence`]).
+/// ([`crate::shutdown::stop_sequence`]). With `tls`, every connection is TLS
+/// (and mutual TLS when it has a client CA); without, plaintext.
 pub async fn serve_protected(
     listener: TcpListener,
+    tls: Option<ServerTls>,
     guard: TokenGuard,
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: std::time::Duration,
@@ -137,12 +158,13 @@ pub async fn serve_protected(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
-    let result = routes(router)
-        .serve_with_incoming_shutdown(
-            limited_incoming(listener, limits.max_connections),
-            stopping.listeners_close(),
-        )
-        .await;
+    let router = routes(router);
+    let incoming = limited_incoming(listener, limits.max_connections);
+    let close = stopping.listeners_close();
+    let result = match tls {
+        None => router.serve_with_incoming_shutdown(incoming, close).await,
+        Some(tls) => router.serve_with_incoming_shutdown(tls_incoming(incoming, tls), close).await,
+    };
     stop_readiness.abort();
     guard.stop();
     Ok(result?)

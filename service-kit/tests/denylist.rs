@@ -17,6 +17,7 @@ use std::collections::BTreeSet;
 use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tollgate_service_kit::tls::ClientTls;
 
 use support::{ISSUER, JwksServer, TestKey};
 use tokio_stream::wrappers::TcpListenerStream;
@@ -145,9 +146,10 @@ async fn calls_are_unavailable_until_the_first_sync_and_while_the_list_is_stale(
     let (denylist, _sync_task) = Denylist::spawn(RevocationConfig {
         auth_grpc_url: list.start().await,
         client_id: "svc".into(),
-        client_secret: Secret::new("svc-secret"),
+        client_secret: Some(Secret::new("svc-secret")),
         interval: INTERVAL,
         max_staleness: MAX_STALENESS,
+        tls: ClientTls::public_roots(),
     })
     .unwrap();
     let layer = AuthLayer::new(

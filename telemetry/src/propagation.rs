@@ -201,7 +201,9 @@ where
                 http.response.status_code = tracing::field::Empty,
             ),
         };
-        span.set_parent(extract(request.headers()));
+        // Fails only for a span already started or not recorded by the
+        // OpenTelemetry layer (none configured): then there is no trace to join.
+        let _ = span.set_parent(extract(request.headers()));
         let (service, protocol) = (self.service, self.protocol);
         let started = Instant::now();
         // Entered while the inner service is called, too: layers below (the

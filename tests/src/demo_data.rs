@@ -21,6 +21,10 @@ pub const BACKUP_CLIENT: &str = "backup-job";
 pub const RESOURCE_SERVER_CLIENT: &str = "tollgate-resource";
 /// The notes store's identity at the authorization server (for the denylist).
 pub const NOTES_STORE_CLIENT: &str = "tollgate-notes-store";
+/// The DNS names of the services' certificates in a TLS stack.
+pub const AUTH_SERVER_DNS: &str = "auth-server";
+pub const RESOURCE_SERVER_DNS: &str = "resource-server";
+pub const NOTES_STORE_DNS: &str = "notes-store";
 
 /// The confidential clients' secrets for one run.
 #[derive(Debug, Clone)]
@@ -48,6 +52,17 @@ impl DemoSecrets {
 
 /// The bootstrap file (docs/bootstrap.md) registering the demo clients and users.
 pub fn bootstrap_toml(secrets: &DemoSecrets) -> String {
+    bootstrap_toml_for(secrets, false)
+}
+
+/// The bootstrap file; with `mutual_tls` the resource server and the notes
+/// store are registered for `tls_client_auth` (RFC 8705 §2.1.2) with their
+/// certificates' DNS names instead of secrets.
+pub fn bootstrap_toml_for(secrets: &DemoSecrets, mutual_tls: bool) -> String {
+    let credential = |secret: &Secret, dns_name: &str| match mutual_tls {
+        false => format!("secret = \"{}\"", secret.expose()),
+        true => format!("tls_client_auth_san_dns = \"{dns_name}\""),
+    };
     let users: String = PASSWORDS
         .iter()
         .map(|(name, password)| {
@@ -108,7 +123,7 @@ scopes = ["notes:read"]
 [[clients]]
 client_id = "{RESOURCE_SERVER_CLIENT}"
 name = "Tollgate resource server"
-secret = "{resource_server}"
+{resource_server}
 grant_types = ["client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"]
 scopes = ["notes:count", "notes:read", "notes:write"]
 audience = "{NOTES_STORE_CLIENT}"
@@ -118,7 +133,7 @@ token_exchange_audiences = ["{NOTES_STORE_CLIENT}"]
 [[clients]]
 client_id = "{NOTES_STORE_CLIENT}"
 name = "Tollgate notes store"
-secret = "{notes_store}"
+{notes_store}
 grant_types = []
 scopes = []
 
@@ -127,8 +142,8 @@ scopes = []
         reporter = secrets.reporter.expose(),
         other_api = secrets.other_api.expose(),
         backup = secrets.backup.expose(),
-        resource_server = secrets.resource_server.expose(),
-        notes_store = secrets.notes_store.expose(),
+        resource_server = credential(&secrets.resource_server, RESOURCE_SERVER_DNS),
+        notes_store = credential(&secrets.notes_store, NOTES_STORE_DNS),
     )
 }
 

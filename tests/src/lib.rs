@@ -45,11 +45,14 @@ use tollgate_client_app::owner::{Page, ScriptedOwner};
 use tollgate_client_app::resource::ResourceClient;
 use tollgate_client_app::tokens::TokenSet;
 use tollgate_service_kit::protect::TokenValidationConfig;
+use tollgate_service_kit::tls::{ClientTls, GrpcTarget, TlsConfig};
 use tollgate_token::{Clock, ManualClock, Secret, SystemClock};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-pub use demo_data::{DemoSecrets, PASSWORDS, bootstrap_toml};
+pub use demo_data::{
+    AUTH_SERVER_DNS, DemoSecrets, NOTES_STORE_DNS, PASSWORDS, RESOURCE_SERVER_DNS, bootstrap_toml,
+};
 
 /// How long any wait of the harness lasts before it fails with a message: far
 /// beyond what a healthy run needs on a loaded machine, so running out means
@@ -88,13 +91,95 @@ impl StackClock {
 pub struct StackBuilder {
     clock: StackClock,
     tweak: Box<dyn FnOnce(&mut StackConfig) + Send>,
+    tls: Option<Mutual>,
 }
+
+/// Whether the internal listeners of a TLS stack require client certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mutual {
+    /// The authorization server's gRPC listener and the notes store require a
+    /// certificate from the stack's CA; the authorization server's HTTP
+    /// listener asks for one; the resource server (the public API) does not.
+    Internal,
+    /// TLS, server-authenticated only.
+    No,
+}
+
+/// A TLS stack's development CA and the certificates the harness uses.
+pub struct StackTls {
+    /// The CA every service trusts (`ca.pem` in the stack's directory).
+    pub ca: tollgate_service_kit::dev_ca::DevCa,
+    pub ca_file: std::path::PathBuf,
+    /// Trusts the CA, presents no certificate: what an end user's client has.
+    pub anonymous: ClientTls,
+    /// Trusts the CA and presents the harness's own certificate (health
+    /// probes of the internal listeners).
+    pub harness: ClientTls,
+    pub mutual: Mutual,
+    dir: std::path::PathBuf,
+}
+
+impl StackTls {
+    fn new(dir: &std::path::Path, mutual: Mutual) -> anyhow::Result<Self> {
+        let dir = dir.join("tls");
+        std::fs::create_dir_all(&dir)?;
+        let ca = tollgate_service_kit::dev_ca::DevCa::new(
+            "Tollgate test CA",
+            tollgate_token::Clock::now(&tollgate_token::SystemClock),
+        )?;
+        let ca_file = ca.write_ca(&dir)?;
+        let harness = ca.write_service(&dir, "e2e-harness", &["e2e-harness"], &[])?;
+        let anonymous = ClientTls::from_config(&TlsConfig {
+            ca: Some(ca_file.clone()),
+            ..TlsConfig::default()
+        })?;
+        let harness = ClientTls::from_config(&TlsConfig::for_service(
+            harness.cert,
+            harness.key,
+            ca_file.clone(),
+            false,
+        ))?;
+        Ok(Self { ca, ca_file, anonymous, harness, mutual, dir })
+    }
+
+    /// Where the CA and the certificates are written.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// What `service` presents and trusts as a client (its certificate from
+    /// [`StackTls::service`]).
+    pub fn client_of(&self, service: &str) -> anyhow::Result<ClientTls> {
+        let (cert, key) =
+            (self.dir.join(format!("{service}.pem")), self.dir.join(format!("{service}.key")));
+        ClientTls::from_config(&TlsConfig::for_service(cert, key, self.ca_file.clone(), false))
+    }
+
+    /// A certificate for `service` (its name, localhost and 127.0.0.1) and the TLS
+    /// settings that serve it, with client certificates required when
+    /// `mutual`.
+    pub fn service(&self, service: &str, mutual: bool) -> anyhow::Result<TlsConfig> {
+        let files =
+            self.ca.write_service(&self.dir, service, &[service, "localhost"], &[LOOPBACK])?;
+        Ok(TlsConfig::for_service(files.cert, files.key, self.ca_file.clone(), mutual))
+    }
+}
+
+const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
 impl StackBuilder {
     /// Every service reads the system clock instead of a manual one (the
     /// quickstart, which runs in real time). [`TestStack::advance`] then panics.
     pub fn system_clock(mut self) -> Self {
         self.clock = StackClock::System;
+        self
+    }
+
+    /// Every listener on TLS with certificates from a fresh development CA,
+    /// and every connection between the services over TLS (mutual where
+    /// `mutual` says).
+    pub fn tls(mut self, mutual: Mutual) -> Self {
+        self.tls = Some(mutual);
         self
     }
 
@@ -111,7 +196,8 @@ impl StackBuilder {
         let dir = tempfile::tempdir()?;
         let secrets = DemoSecrets::generate();
         let bootstrap = dir.path().join("bootstrap.toml");
-        std::fs::write(&bootstrap, demo_data::bootstrap_toml(&secrets))?;
+        let mutual_tls = self.tls == Some(Mutual::Internal);
+        std::fs::write(&bootstrap, demo_data::bootstrap_toml_for(&secrets, mutual_tls))?;
 
         let mut config = StackConfig {
             auth: tollgate_auth_server::Config::local(dir.path().join("auth")),
@@ -119,6 +205,18 @@ impl StackBuilder {
             notes: tollgate_notes_store::Config::local(dir.path().join("notes"), ""),
         };
         config.auth.bootstrap = Some(bootstrap);
+        let tls = match self.tls {
+            None => None,
+            Some(mutual) => {
+                let tls = StackTls::new(dir.path(), mutual)?;
+                let internal = mutual == Mutual::Internal;
+                config.auth.tls = tls.service(demo_data::AUTH_SERVER_DNS, internal)?;
+                config.notes.service.tls = tls.service(demo_data::NOTES_STORE_DNS, internal)?;
+                config.resource.service.tls = tls.service(demo_data::RESOURCE_SERVER_DNS, false)?;
+                Some(tls)
+            }
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         for tokens in [&mut config.resource.tokens, &mut config.notes.tokens] {
             // A rotated key reaches the protected services in a second, not
             // minutes. (Their denylists keep the production interval: a test
@@ -144,9 +242,10 @@ impl StackBuilder {
         identify(
             &mut notes.tokens,
             &issuer,
-            auth_grpc,
+            &format!("{scheme}://{auth_grpc}"),
             demo_data::NOTES_STORE_CLIENT,
-            secrets.notes_store.expose(),
+            // Under mutual TLS a service proves itself with its certificate.
+            (!mutual_tls).then_some(&secrets.notes_store),
         );
         let notes = tollgate_notes_store::Application::build(notes, clock.clone())
             .await
@@ -160,11 +259,11 @@ impl StackBuilder {
         identify(
             &mut resource.tokens,
             &issuer,
-            auth_grpc,
+            &format!("{scheme}://{auth_grpc}"),
             demo_data::RESOURCE_SERVER_CLIENT,
-            secrets.resource_server.expose(),
+            (!mutual_tls).then_some(&secrets.resource_server),
         );
-        resource.settings.notes_store_url = format!("http://{notes_grpc}");
+        resource.settings.notes_store_url = format!("{scheme}://{notes_grpc}");
         let resource = tollgate_resource_server::Application::build(resource, clock.clone())
             .await
             .context("starting the resource server")?;
@@ -175,9 +274,11 @@ impl StackBuilder {
             resource.run_until_stopped(stop)
         });
 
-        running.wait_until_serving().await?;
+        let probe = tls.as_ref().map_or_else(ClientTls::public_roots, |tls| tls.harness.clone());
+        running.wait_until_serving(scheme, &probe).await?;
         Ok(TestStack {
             clock: self.clock,
+            tls,
             issuer,
             auth_grpc,
             resource_grpc,
@@ -200,17 +301,17 @@ impl StackBuilder {
 fn identify(
     tokens: &mut TokenValidationConfig,
     issuer: &str,
-    auth_grpc: SocketAddr,
+    auth_grpc_url: &str,
     client_id: &str,
-    secret: &str,
+    secret: Option<&Secret>,
 ) {
     if tokens.issuer.is_empty() {
         tokens.issuer = issuer.to_owned();
     }
-    tokens.auth_grpc_url = format!("http://{auth_grpc}");
+    tokens.auth_grpc_url = auth_grpc_url.to_owned();
     if tokens.client_id.is_none() {
         tokens.client_id = Some(client_id.into());
-        tokens.client_secret = Some(Secret::new(secret));
+        tokens.client_secret = secret.cloned();
     }
 }
 
@@ -245,9 +346,11 @@ impl Running {
         self.services.push((name, grpc));
     }
 
-    async fn wait_until_serving(&self) -> anyhow::Result<()> {
+    async fn wait_until_serving(&self, scheme: &str, tls: &ClientTls) -> anyhow::Result<()> {
         for (name, grpc) in &self.services {
-            wait_until_serving(*grpc).await.with_context(|| format!("{name} health"))?;
+            wait_until_serving_at(&format!("{scheme}://{grpc}"), tls)
+                .await
+                .with_context(|| format!("{name} health"))?;
         }
         Ok(())
     }
@@ -269,6 +372,9 @@ impl Running {
 /// with the demo clients and users registered.
 pub struct TestStack {
     clock: StackClock,
+    /// The CA and the harness's certificates of a stack started with
+    /// [`StackBuilder::tls`].
+    pub tls: Option<StackTls>,
     pub issuer: String,
     pub auth_grpc: SocketAddr,
     pub resource_grpc: SocketAddr,
@@ -296,6 +402,7 @@ impl TestStack {
         StackBuilder {
             clock: StackClock::Manual(Arc::new(ManualClock::starting_now())),
             tweak: Box::new(|_| {}),
+            tls: None,
         }
     }
 
@@ -319,16 +426,36 @@ impl TestStack {
         }
     }
 
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
     pub fn resource_url(&self) -> String {
-        format!("http://{}", self.resource_grpc)
+        format!("{}://{}", self.scheme(), self.resource_grpc)
     }
 
     pub fn notes_url(&self) -> String {
-        format!("http://{}", self.notes_grpc)
+        format!("{}://{}", self.scheme(), self.notes_grpc)
     }
 
     pub fn auth_grpc_url(&self) -> String {
-        format!("http://{}", self.auth_grpc)
+        format!("{}://{}", self.scheme(), self.auth_grpc)
+    }
+
+    /// What an end user's client trusts: the stack's CA (a TLS stack) or the
+    /// public roots; no client certificate.
+    pub fn client_tls(&self) -> ClientTls {
+        self.tls.as_ref().map_or_else(ClientTls::public_roots, |tls| tls.anonymous.clone())
+    }
+
+    /// An HTTP client as an end user's: trusting the stack's CA.
+    pub fn http(&self) -> reqwest::ClientBuilder {
+        self.client_tls().reqwest()
+    }
+
+    /// A gRPC channel to `url` as an end user's client, connected.
+    pub async fn channel(&self, url: &str) -> anyhow::Result<tonic::transport::Channel> {
+        Ok(GrpcTarget::new(url, &self.client_tls())?.connect().await?)
     }
 
     /// A URL on the authorization server's HTTP listener.
@@ -339,16 +466,26 @@ impl TestStack {
     }
 
     pub async fn resource(&self) -> Result<ResourceClient, ClientError> {
-        ResourceClient::connect(&self.resource_url()).await
+        ResourceClient::connect(&self.resource_url(), &self.client_tls()).await
     }
 
     async fn metadata(&self) -> Result<ServerMetadata, ClientError> {
-        discover(&reqwest::Client::new(), &self.issuer).await
+        discover(&self.http().build()?, &self.issuer).await
     }
 
     /// An OAuth client (the `oauth2` crate underneath) for `identity`.
     pub async fn client(&self, identity: &ClientIdentity) -> Result<OAuthClient, ClientError> {
-        OAuthClient::new(self.metadata().await?, identity.clone(), self.clock.shared())
+        OAuthClient::with_http(
+            self.metadata().await?,
+            identity.clone(),
+            self.clock.shared(),
+            self.http(),
+        )
+    }
+
+    /// A scripted resource owner with a browser that trusts the stack's CA.
+    pub fn owner(&self) -> Result<ScriptedOwner, ClientError> {
+        ScriptedOwner::with_http(self.http())
     }
 
     /// The public native client (PKCE, no secret).
@@ -379,7 +516,12 @@ impl TestStack {
     /// The resource server's own identity at the authorization server (the
     /// quickstart shows the exchange it makes for the notes store).
     pub fn resource_server_client(&self) -> ClientIdentity {
-        demo_data::resource_server_client(&self.secrets)
+        let mut identity = demo_data::resource_server_client(&self.secrets);
+        if self.tls.as_ref().is_some_and(|tls| tls.mutual == Mutual::Internal) {
+            // Registered for tls_client_auth: its certificate, no secret.
+            identity.client_secret = None;
+        }
+        identity
     }
 
     /// Starts a signing-key rotation, as `auth-server admin rotate-keys` does.
@@ -402,7 +544,7 @@ impl TestStack {
         let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
         let pending = client.authorization_url(&scopes, &loopback.redirect_uri())?;
         let waiting = tokio::spawn(loopback.wait());
-        let mut owner = ScriptedOwner::new()?;
+        let mut owner = self.owner()?;
         let back = approve(&mut owner, &pending.url, username, password_of(username)?).await?;
         let redirect = back.location().context("consent did not redirect")?;
         owner.get(&redirect).await?;
@@ -566,9 +708,13 @@ pub async fn approve(
 /// Waits for a service's overall health (`""`) to be `SERVING`, following the
 /// health Watch stream (no polling, no sleeps), for at most [`PATIENCE`].
 pub async fn wait_until_serving(addr: SocketAddr) -> anyhow::Result<()> {
-    within(&format!("{addr} to be SERVING"), async {
-        let channel =
-            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?.connect().await?;
+    wait_until_serving_at(&format!("http://{addr}"), &ClientTls::public_roots()).await
+}
+
+/// [`wait_until_serving`] at `url`, over TLS with `tls` for `https://`.
+pub async fn wait_until_serving_at(url: &str, tls: &ClientTls) -> anyhow::Result<()> {
+    within(&format!("{url} to be SERVING"), async {
+        let channel = GrpcTarget::new(url, tls)?.connect().await?;
         let mut stream = HealthClient::new(channel)
             .watch(HealthCheckRequest { service: String::new() })
             .await?

@@ -343,7 +343,7 @@ async fn a_flow_is_one_trace_across_the_services_counted_audited_and_free_of_sec
         let mut request = tonic::Request::new(());
         let bearer = format!("Bearer {}", tokens.access_token.expose());
         request.metadata_mut().insert("authorization", bearer.parse().unwrap());
-        let codec = tonic::codec::ProstCodec::<(), ()>::default();
+        let codec = tonic_prost::ProstCodec::<(), ()>::default();
         let path = http::uri::PathAndQuery::from_static(path);
         let refused = grpc.unary(request, path, codec).await.unwrap_err();
         assert_eq!(refused.code(), code, "{refused:?}");

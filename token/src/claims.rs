@@ -31,6 +31,37 @@ pub struct AccessTokenClaims {
     /// subject's token), with any earlier actor nested inside.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub act: Option<Actor>,
+    /// RFC 8705 §3.1: the certificate the token is bound to. A protected
+    /// service accepts such a token only over a connection whose client
+    /// certificate has this thumbprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// The `cnf` (confirmation) claim (RFC 7800 §3.1) of a certificate-bound
+/// token (RFC 8705 §3.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// `x5t#S256`: the base64url SHA-256 of the certificate's DER.
+    #[serde(rename = "x5t#S256", default, skip_serializing_if = "Option::is_none")]
+    pub x5t_s256: Option<String>,
+}
+
+impl Confirmation {
+    /// Bound to the certificate `der`.
+    pub fn certificate(der: &[u8]) -> Self {
+        Self { x5t_s256: Some(certificate_thumbprint(der)) }
+    }
+}
+
+/// RFC 8705 §3.1: the `x5t#S256` of a certificate, the base64url-encoded
+/// (no padding) SHA-256 of its DER encoding.
+pub fn certificate_thumbprint(der: &[u8]) -> String {
+    use sha2::Digest as _;
+    base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        sha2::Sha256::digest(der),
+    )
 }
 
 /// The `act` claim (RFC 8693 §4.1): who is acting, and for whom they acted.
@@ -108,6 +139,7 @@ mod tests {
             client_id: "c".into(),
             scope: Some("notes:read profile:read".into()),
             act: None,
+            cnf: None,
         };
         assert!(claims.has_scope("profile:read"));
         assert!(!claims.has_scope("profile"));

@@ -18,7 +18,9 @@ mod scope;
 pub mod secret;
 mod verifier;
 
-pub use claims::{AccessTokenClaims, Actor, Audience, JWT_ACCESS_TOKEN_TYPE};
+pub use claims::{
+    AccessTokenClaims, Actor, Audience, Confirmation, JWT_ACCESS_TOKEN_TYPE, certificate_thumbprint,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::OAuthError;
 pub use jwk::{Jwk, JwkSet, KeyAlgorithm};

@@ -350,6 +350,7 @@ mod tests {
             client_id: "web".into(),
             scope: Some("notes:read".into()),
             act: None,
+            cnf: None,
         }
     }
 

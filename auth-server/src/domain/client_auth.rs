@@ -6,6 +6,10 @@
 //! - `private_key_jwt` (RFC 7523 §2.2 and §3, RFC 7521 §4.2): the client signs a
 //!   short-lived JWT with a key whose public half it registered, instead of
 //!   sending a secret; each assertion's `jti` is spent once;
+//! - `tls_client_auth` (RFC 8705 §2.1): the client's TLS client certificate,
+//!   its chain verified by the TLS layer against the deployment's client CA,
+//!   its DNS name the one registered; the tokens it gets are bound to that
+//!   certificate (§3, `cnf.x5t#S256`);
 //! - `none`: a public client names itself and proves nothing here (PKCE and
 //!   redirect URIs protect its flows).
 
@@ -27,8 +31,43 @@ pub enum ClientAuth {
     SecretPost { client_id: String, secret: Secret },
     /// `private_key_jwt` (RFC 7523 §2.2): a JWT signed with the client's key.
     PrivateKeyJwt { client_id: String, assertion: Secret },
+    /// `tls_client_auth` (RFC 8705 §2.1): its id, and the certificate the
+    /// connection presented.
+    TlsCertificate { client_id: String, certificate: PeerCertificate },
     /// A public client: only its id (`none`).
     None { client_id: String },
+}
+
+/// The client certificate a TLS connection presented (its chain already
+/// verified by the TLS layer against the configured client CA).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PeerCertificate(std::sync::Arc<[u8]>);
+
+impl std::fmt::Debug for PeerCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("PeerCertificate").field(&self.thumbprint()).finish()
+    }
+}
+
+impl PeerCertificate {
+    /// The end-entity certificate, DER.
+    pub fn from_der(der: &[u8]) -> Self {
+        Self(der.into())
+    }
+
+    /// RFC 8705 §3.1 `x5t#S256`.
+    pub fn thumbprint(&self) -> String {
+        tollgate_token::certificate_thumbprint(&self.0)
+    }
+
+    /// Whether the certificate is valid for the DNS name `name` (its subject
+    /// alternative names, as a TLS client would check a server's).
+    fn names(&self, name: &str) -> bool {
+        let der = rustls::pki_types::CertificateDer::from(self.0.as_ref());
+        let Ok(cert) = webpki::EndEntityCert::try_from(&der) else { return false };
+        let Ok(name) = rustls::pki_types::ServerName::try_from(name) else { return false };
+        cert.verify_is_valid_for_subject_name(&name).is_ok()
+    }
 }
 
 impl ClientAuth {
@@ -37,6 +76,7 @@ impl ClientAuth {
             Self::SecretBasic { client_id, .. }
             | Self::SecretPost { client_id, .. }
             | Self::PrivateKeyJwt { client_id, .. }
+            | Self::TlsCertificate { client_id, .. }
             | Self::None { client_id } => client_id,
         }
     }
@@ -53,15 +93,52 @@ impl ClientAuth {
             Self::SecretBasic { .. } => "client_secret_basic",
             Self::SecretPost { .. } => "client_secret_post",
             Self::PrivateKeyJwt { .. } => "private_key_jwt",
+            Self::TlsCertificate { .. } => "tls_client_auth",
             Self::None { .. } => "none",
+        }
+    }
+
+    /// The same credentials from a connection that presented `certificate`:
+    /// a request with no other credential becomes `tls_client_auth`. A request
+    /// with a secret or an assertion keeps it (one method per request, RFC
+    /// 6749 §2.3), and its tokens are not bound.
+    pub fn presented_with(self, certificate: Option<PeerCertificate>) -> Self {
+        match (self, certificate) {
+            (Self::None { client_id }, Some(certificate)) => {
+                Self::TlsCertificate { client_id, certificate }
+            }
+            (auth, _) => auth,
         }
     }
 
     fn secret(&self) -> Option<&Secret> {
         match self {
             Self::SecretBasic { secret, .. } | Self::SecretPost { secret, .. } => Some(secret),
-            Self::PrivateKeyJwt { .. } | Self::None { .. } => None,
+            Self::PrivateKeyJwt { .. } | Self::TlsCertificate { .. } | Self::None { .. } => None,
         }
+    }
+}
+
+/// A client that has proven who it is at this request, and how.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub client: Client,
+    /// RFC 8705 §3: the `x5t#S256` of the certificate it authenticated with
+    /// (`tls_client_auth`); the access tokens it is issued are bound to it.
+    pub certificate_thumbprint: Option<String>,
+}
+
+impl From<Client> for Authenticated {
+    fn from(client: Client) -> Self {
+        Self { client, certificate_thumbprint: None }
+    }
+}
+
+impl std::ops::Deref for Authenticated {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
     }
 }
 
@@ -70,7 +147,10 @@ impl<S: ClientStore> OAuthCore<S> {
     /// confidential client must prove its secret; a public client must not
     /// present one; a client with registered keys must use them.
     #[tracing::instrument(skip_all, fields(client_id = %auth.logged_id(), method = auth.method()))]
-    pub async fn authenticate_client(&self, auth: &ClientAuth) -> Result<Client, OAuthError> {
+    pub async fn authenticate_client(
+        &self,
+        auth: &ClientAuth,
+    ) -> Result<Authenticated, OAuthError> {
         let client = self.verify_client(auth).await?;
         // Per client, once it has proven who it is: a guesser with a known
         // client's id cannot spend that client's allowance (per-address page and
@@ -79,13 +159,30 @@ impl<S: ClientStore> OAuthCore<S> {
         Ok(client)
     }
 
-    async fn verify_client(&self, auth: &ClientAuth) -> Result<Client, OAuthError> {
+    async fn verify_client(&self, auth: &ClientAuth) -> Result<Authenticated, OAuthError> {
         let client = self
             .store
             .client(auth.client_id())
             .await
             .map_err(storage_failure)?
             .ok_or_else(|| OAuthError::invalid_client("unknown client or bad credentials"))?;
+        // RFC 8705 §2.1.2: a client registered for tls_client_auth proves
+        // itself with its certificate, and only with it.
+        if let Some(name) = &client.tls_client_auth_san_dns {
+            let ClientAuth::TlsCertificate { certificate, .. } = auth else {
+                return Err(OAuthError::invalid_client(
+                    "client must authenticate with its TLS client certificate",
+                ));
+            };
+            if !certificate.names(name) {
+                return Err(OAuthError::invalid_client(
+                    "the TLS client certificate is not the one registered for this client",
+                ));
+            }
+            let binding = Some(certificate.thumbprint());
+            return Ok(Authenticated { client, certificate_thumbprint: binding });
+        }
+        let client = Authenticated::from(client);
         // A client with keys authenticates with them, and only with them.
         if client.jwks.is_some() || matches!(auth, ClientAuth::PrivateKeyJwt { .. }) {
             let ClientAuth::PrivateKeyJwt { assertion, .. } = auth else {

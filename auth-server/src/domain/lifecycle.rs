@@ -46,6 +46,8 @@ pub struct ActiveToken {
     /// `Bearer` for access tokens; absent for refresh tokens.
     pub token_type: Option<&'static str>,
     pub jti: Option<String>,
+    /// RFC 8705 §3.2: the certificate a bound access token is bound to.
+    pub x5t_s256: Option<String>,
 }
 
 /// One page of the denylist ([`OAuthCore::revoked_access_tokens`]).
@@ -71,7 +73,7 @@ impl<S: Store> OAuthCore<S> {
         if client.is_public() {
             return Err(OAuthError::invalid_client("this endpoint needs client authentication"));
         }
-        Ok(client)
+        Ok(client.client)
     }
 
     /// Looks a token up: refresh tokens by hash, access tokens by signature (our
@@ -132,6 +134,7 @@ impl<S: Store> OAuthCore<S> {
                     aud: claims.aud.iter().map(str::to_owned).collect(),
                     iss: claims.iss.clone(),
                     token_type: Some("Bearer"),
+                    x5t_s256: claims.cnf.and_then(|cnf| cnf.x5t_s256),
                     jti: Some(claims.jti),
                 })
             }
@@ -148,6 +151,7 @@ impl<S: Store> OAuthCore<S> {
                     iss: self.settings.issuer.clone(),
                     token_type: None,
                     jti: None,
+                    x5t_s256: None,
                 })
             }
             None => None,

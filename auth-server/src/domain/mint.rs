@@ -3,8 +3,9 @@
 //! and the RFC 6749 §5.1 response that carries them. No storage: the grants
 //! decide what to write, and write it before anything minted here leaves.
 
-use tollgate_token::{AccessTokenClaims, Actor, Audience, OAuthError, Scope, Secret};
+use tollgate_token::{AccessTokenClaims, Actor, Audience, Confirmation, OAuthError, Scope, Secret};
 
+use super::client_auth::Authenticated;
 use super::model::{Client, GrantType, IssuedAccessToken, NextRefreshToken};
 use super::{OAuthCore, secrets};
 
@@ -72,7 +73,7 @@ impl<S> OAuthCore<S> {
     /// (RFC 8693 §4.1).
     pub(super) fn mint(
         &self,
-        client: &Client,
+        client: &Authenticated,
         subject: &str,
         audience: &str,
         scope: &Scope,
@@ -91,6 +92,11 @@ impl<S> OAuthCore<S> {
             client_id: client.client_id.clone(),
             scope: (!scope.is_empty()).then(|| scope.to_string()),
             act,
+            // RFC 8705 §3: bound to the certificate the client authenticated with.
+            cnf: client
+                .certificate_thumbprint
+                .clone()
+                .map(|thumbprint| Confirmation { x5t_s256: Some(thumbprint) }),
         };
         self.signer.sign(&claims, now).map(Secret::new).map_err(|err| {
             tracing::error!(error = %err, "signing failed");

@@ -39,7 +39,7 @@ use keys::KeyRing;
 use model::GrantType;
 
 pub use authorize::{AuthorizationRequest, AuthorizeError};
-pub use client_auth::ClientAuth;
+pub use client_auth::{Authenticated, ClientAuth, PeerCertificate};
 pub use grants::exchange::ExchangeRequest;
 pub use mint::TokenResponse;
 

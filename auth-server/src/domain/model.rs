@@ -75,6 +75,10 @@ pub struct Client {
     pub exchange_audiences: Vec<String>,
     /// For `private_key_jwt` (RFC 7523): the client's public keys.
     pub jwks: Option<Vec<tollgate_token::Jwk>>,
+    /// For `tls_client_auth` (RFC 8705 §2.1.2, `tls_client_auth_san_dns`):
+    /// the DNS name its TLS client certificate must carry. The certificate's
+    /// chain is checked by the TLS layer against the deployment's client CA.
+    pub tls_client_auth_san_dns: Option<String>,
     /// RFC 8707: resource URIs the client may name with `resource`, each then
     /// the `aud` of the token.
     pub resources: Vec<String>,
@@ -83,7 +87,7 @@ pub struct Client {
 impl Client {
     /// RFC 6749 §2.1: a client that cannot authenticate (no secret, no keys).
     pub fn is_public(&self) -> bool {
-        self.secret_hash.is_none() && self.jwks.is_none()
+        self.secret_hash.is_none() && self.jwks.is_none() && self.tls_client_auth_san_dns.is_none()
     }
 
     pub fn may_use(&self, grant: GrantType) -> bool {

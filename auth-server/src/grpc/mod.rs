@@ -19,7 +19,7 @@ use tollgate_token::{OAuthError, Secret};
 use tonic::{Request, Response, Status};
 
 use crate::domain::lifecycle::TokenTypeHint;
-use crate::domain::{ClientAuth, ExchangeRequest, Grant, OAuthCore};
+use crate::domain::{ClientAuth, ExchangeRequest, Grant, OAuthCore, PeerCertificate};
 use crate::storage::SqlStore;
 
 #[derive(Debug, Clone)]
@@ -33,8 +33,23 @@ impl TokenGrpc {
     }
 }
 
-/// The client's credentials from the message (the gRPC form of RFC 6749 §2.3).
-fn client_auth(client: Option<ClientAuthentication>) -> Result<ClientAuth, Status> {
+/// The client's credentials from the message (the gRPC form of RFC 6749 §2.3),
+/// and the connection's client certificate (RFC 8705 §2) for a client that
+/// sends no other credential.
+fn client_auth(
+    client: Option<ClientAuthentication>,
+    certificate: Option<PeerCertificate>,
+) -> Result<ClientAuth, Status> {
+    Ok(message_auth(client)?.presented_with(certificate))
+}
+
+/// The client certificate of the call's connection (mutual TLS), if any.
+fn peer_certificate<T>(request: &Request<T>) -> Option<PeerCertificate> {
+    let chain = request.peer_certs()?;
+    chain.first().map(|end_entity| PeerCertificate::from_der(end_entity))
+}
+
+fn message_auth(client: Option<ClientAuthentication>) -> Result<ClientAuth, Status> {
     let client = client
         .ok_or_else(|| to_status(&OAuthError::invalid_client("client authentication required")))?;
     Ok(match (client.client_secret, client.client_assertion) {
@@ -67,8 +82,9 @@ impl TokenService for TokenGrpc {
         &self,
         request: Request<TokenRequest>,
     ) -> Result<Response<TokenResponse>, Status> {
+        let certificate = peer_certificate(&request);
         let request = request.into_inner();
-        let auth = client_auth(request.client)?;
+        let auth = client_auth(request.client, certificate)?;
         let grant = match request.grant {
             Some(ProtoGrant::AuthorizationCode(g)) => Grant::AuthorizationCode {
                 code: Secret::new(g.code),
@@ -113,8 +129,9 @@ impl TokenService for TokenGrpc {
         &self,
         request: Request<IntrospectRequest>,
     ) -> Result<Response<IntrospectResponse>, Status> {
+        let certificate = peer_certificate(&request);
         let request = request.into_inner();
-        let auth = client_auth(request.client)?;
+        let auth = client_auth(request.client, certificate)?;
         let token = required_token(request.token)?;
         let hint = TokenTypeHint::parse(request.token_type_hint.as_deref());
         let active = self.core.introspect(&auth, &token, hint).await.map_err(|e| to_status(&e))?;
@@ -140,8 +157,9 @@ impl TokenService for TokenGrpc {
         &self,
         request: Request<RevokeRequest>,
     ) -> Result<Response<RevokeResponse>, Status> {
+        let certificate = peer_certificate(&request);
         let request = request.into_inner();
-        let auth = client_auth(request.client)?;
+        let auth = client_auth(request.client, certificate)?;
         let token = required_token(request.token)?;
         let hint = TokenTypeHint::parse(request.token_type_hint.as_deref());
         self.core.revoke(&auth, &token, hint).await.map_err(|e| to_status(&e))?;
@@ -189,8 +207,9 @@ impl RevocationListService for TokenGrpc {
         &self,
         request: Request<ListRevokedAccessTokensRequest>,
     ) -> Result<Response<ListRevokedAccessTokensResponse>, Status> {
+        let certificate = peer_certificate(&request);
         let request = request.into_inner();
-        let auth = client_auth(request.client)?;
+        let auth = client_auth(request.client, certificate)?;
         let after = page_cursor(&request.page_token)?;
         let page = self
             .core

@@ -6,7 +6,9 @@
 //! form, protected like the authorization pages: CSRF token bound to the
 //! session cookie, no framing, no caching.
 
+use crate::domain::PeerCertificate;
 use askama::Template;
+use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -50,6 +52,7 @@ struct DonePage {
 pub async fn authorize(
     State(state): State<HttpState>,
     peer: Peer,
+    certificate: Option<Extension<PeerCertificate>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -57,6 +60,7 @@ pub async fn authorize(
         // Per address first: each request can write a row.
         state.core.throttles().device_ip.check(&peer.key())?;
         let (auth, scope) = parse_request(&headers, &body)?;
+        let auth = auth.presented_with(certificate.map(|Extension(c)| c));
         state.core.device_authorization(&auth, scope.as_deref()).await
     }
     .await;

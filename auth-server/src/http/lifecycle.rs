@@ -1,6 +1,8 @@
 //! `POST /introspect` (RFC 7662) and `POST /revoke` (RFC 7009): form-encoded,
 //! authenticated like the token endpoint.
 
+use crate::domain::PeerCertificate;
+use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -59,16 +61,21 @@ pub fn introspection_json(active: Option<&ActiveToken>) -> serde_json::Value {
     if let Some(jti) = &token.jti {
         body["jti"] = jti.as_str().into();
     }
+    if let Some(thumbprint) = &token.x5t_s256 {
+        body["cnf"] = serde_json::json!({ "x5t#S256": thumbprint });
+    }
     body
 }
 
 pub async fn introspect(
     State(state): State<HttpState>,
+    certificate: Option<Extension<PeerCertificate>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let result = async {
         let (auth, token, hint) = parse_request(&headers, &body)?;
+        let auth = auth.presented_with(certificate.map(|Extension(c)| c));
         state.core.introspect(&auth, &token, hint).await
     }
     .await;
@@ -78,9 +85,15 @@ pub async fn introspect(
     }
 }
 
-pub async fn revoke(State(state): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn revoke(
+    State(state): State<HttpState>,
+    certificate: Option<Extension<PeerCertificate>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let result = async {
         let (auth, token, hint) = parse_request(&headers, &body)?;
+        let auth = auth.presented_with(certificate.map(|Extension(c)| c));
         state.core.revoke(&auth, &token, hint).await
     }
     .await;

@@ -56,6 +56,9 @@ pub mod paths {
 pub struct HttpState {
     pub core: Arc<OAuthCore<SqlStore>>,
     pub cookie_key: Key,
+    /// Whether the listener asks for TLS client certificates (a client CA is
+    /// configured): then `tls_client_auth` works, and the metadata says so.
+    pub client_certificates: bool,
 }
 
 impl FromRef<HttpState> for Key {

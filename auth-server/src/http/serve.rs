@@ -43,15 +43,15 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
-use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_rustls::TlsAcceptor;
+use tollgate_service_kit::tls::ServerTls;
 use tollgate_token::OAuthError;
 use tower::ServiceExt as _;
 use tower::util::BoxCloneService;
 
+use crate::domain::PeerCertificate;
 use crate::domain::throttle::address_key;
 
 /// The most bytes of request line and headers hyper buffers for one request.
@@ -76,12 +76,11 @@ pub struct HttpLimits {
 /// requests in flight finish.
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<Arc<ServerConfig>>,
+    tls: Option<ServerTls>,
     router: axum::Router,
     limits: HttpLimits,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let acceptor = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let addresses = Arc::new(Addresses::new(limits.requests_per_address));
@@ -126,22 +125,31 @@ pub async fn serve(
             Some(_) => per_connection(router.clone(), peer, gate),
             None => too_many_open(),
         };
-        let service = TowerToHyperService::new(match acceptor {
+        let service = match tls {
             Some(_) => with_hsts(service),
             None => service,
-        });
+        };
         let watcher = graceful.watcher();
-        let acceptor = acceptor.clone();
+        // The certificate current now: a reload changes only later connections.
+        let acceptor = tls.as_ref().map(ServerTls::acceptor);
         let http1 = http1.clone();
         tokio::spawn(async move {
             let _slot = (slot, ticket);
             match acceptor {
-                None => serve_connection(&http1, tcp, service, watcher, peer).await,
+                None => {
+                    let service = TowerToHyperService::new(service);
+                    serve_connection(&http1, tcp, service, watcher, peer).await
+                }
                 Some(acceptor) => {
                     match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(tcp))
                         .await
                     {
-                        Ok(Ok(tls)) => serve_connection(&http1, tls, service, watcher, peer).await,
+                        Ok(Ok(tls)) => {
+                            let certificate = client_certificate(&tls);
+                            let service =
+                                TowerToHyperService::new(with_certificate(service, certificate));
+                            serve_connection(&http1, tls, service, watcher, peer).await
+                        }
                         // A failed or stalled handshake is the peer's problem.
                         Ok(Err(err)) => tracing::debug!(error = %err, "TLS handshake failed"),
                         Err(_) => tracing::debug!("TLS handshake timed out"),
@@ -286,6 +294,26 @@ type ConnectionService = BoxCloneService<
     axum::response::Response,
     std::convert::Infallible,
 >;
+
+/// The client certificate the connection presented, if any (its chain
+/// verified by the handshake against the client CA).
+fn client_certificate<IO>(tls: &tokio_rustls::server::TlsStream<IO>) -> Option<PeerCertificate> {
+    let chain = tls.get_ref().1.peer_certificates()?;
+    chain.first().map(|end_entity| PeerCertificate::from_der(end_entity))
+}
+
+/// Each request of the connection carries its client certificate (RFC 8705
+/// client authentication at the endpoints that authenticate clients).
+fn with_certificate(
+    service: ConnectionService,
+    certificate: Option<PeerCertificate>,
+) -> ConnectionService {
+    let Some(certificate) = certificate else { return service };
+    BoxCloneService::new(service.map_request(move |mut request: axum::http::Request<Incoming>| {
+        request.extensions_mut().insert(certificate.clone());
+        request
+    }))
+}
 
 /// Every answer over TLS says to use nothing else (RFC 6797 §7.1), whatever
 /// produced it: a page, an endpoint, a listener limit. Never over plain HTTP

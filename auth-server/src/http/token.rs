@@ -1,5 +1,6 @@
 //! `POST /token` (RFC 6749 §3.2): form-encoded in, JSON out.
 
+use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -11,10 +12,16 @@ use tollgate_token::{OAuthError, Secret};
 use super::{HttpError, HttpState, parse_pairs, unique_params};
 use crate::domain::client_auth::assertion_subject;
 use crate::domain::model::{DEVICE_CODE, JWT_BEARER_ASSERTION, TOKEN_EXCHANGE};
-use crate::domain::{ClientAuth, ExchangeRequest, Grant, TokenResponse};
+use crate::domain::{ClientAuth, ExchangeRequest, Grant, PeerCertificate, TokenResponse};
 
-pub async fn token(State(state): State<HttpState>, headers: HeaderMap, body: Bytes) -> Response {
-    match handle(&state, &headers, &body).await {
+pub async fn token(
+    State(state): State<HttpState>,
+    certificate: Option<Extension<PeerCertificate>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let certificate = certificate.map(|Extension(c)| c);
+    match handle(&state, certificate, &headers, &body).await {
         Ok(response) => success(response),
         Err(err) => HttpError(err).into_response(),
     }
@@ -22,11 +29,12 @@ pub async fn token(State(state): State<HttpState>, headers: HeaderMap, body: Byt
 
 async fn handle(
     state: &HttpState,
+    certificate: Option<PeerCertificate>,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<TokenResponse, OAuthError> {
     let (auth, grant) = parse_request(headers, body)?;
-    state.core.token(&auth, grant).await
+    state.core.token(&auth.presented_with(certificate), grant).await
 }
 
 /// Everything the token endpoint reads from the wire: the client's

@@ -68,6 +68,7 @@ fn client_from_row(row: &AnyRow) -> Result<Client> {
             .map(|json| serde_json::from_str(&json))
             .transpose()
             .map_err(|e| StorageError::Corrupt(format!("jwks: {e}")))?,
+        tls_client_auth_san_dns: row.try_get("tls_client_auth_san_dns")?,
     })
 }
 
@@ -100,7 +101,7 @@ impl ClientStore for SqlStore {
     async fn client(&self, client_id: &str) -> Result<Option<Client>> {
         let row = sqlx::query(
             "SELECT client_id, name, secret_hash, redirect_uris, grant_types, scope, audience,
-                    exchange_audiences, jwks, resources
+                    exchange_audiences, jwks, resources, tls_client_auth_san_dns
              FROM clients WHERE client_id = $1",
         )
         .bind(client_id)
@@ -127,14 +128,15 @@ impl ClientStore for SqlStore {
         sqlx::query(
             "INSERT INTO clients
                  (client_id, name, secret_hash, redirect_uris, grant_types, scope, audience,
-                  created_at, exchange_audiences, jwks, resources)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                  created_at, exchange_audiences, jwks, resources, tls_client_auth_san_dns)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
              ON CONFLICT (client_id) DO UPDATE SET
                  name = excluded.name, secret_hash = excluded.secret_hash,
                  redirect_uris = excluded.redirect_uris, grant_types = excluded.grant_types,
                  scope = excluded.scope, audience = excluded.audience,
                  exchange_audiences = excluded.exchange_audiences, jwks = excluded.jwks,
-                 resources = excluded.resources",
+                 resources = excluded.resources,
+                 tls_client_auth_san_dns = excluded.tls_client_auth_san_dns",
         )
         .bind(&client.client_id)
         .bind(&client.name)
@@ -147,6 +149,7 @@ impl ClientStore for SqlStore {
         .bind(exchange_audiences)
         .bind(jwks)
         .bind(resources)
+        .bind(client.tls_client_auth_san_dns.as_deref())
         .execute(&self.pool)
         .await?;
         Ok(())

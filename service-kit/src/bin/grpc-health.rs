@@ -3,12 +3,16 @@
 //! it answers anything else, 2 when it cannot be reached in time.
 //!
 //! The services' images carry no shell tools for gRPC, and an HTTP probe would
-//! test a different listener than the one clients use.
+//! test a different listener than the one clients use. It reads the same
+//! `TLS_*` settings as the service it probes: an `https://` URL is checked over
+//! TLS against `TLS_CA`, presenting the service's own certificate where the
+//! listener requires one (mutual TLS).
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use tollgate_service_kit::tls::{ClientTls, GrpcTarget, TlsConfig};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -16,7 +20,8 @@ use tonic_health::pb::health_client::HealthClient;
 #[derive(Parser)]
 #[command(name = "grpc-health", about = "Exit 0 if a gRPC service reports SERVING")]
 struct Cli {
-    /// The service's gRPC URL, e.g. http://127.0.0.1:50051.
+    /// The service's gRPC URL, e.g. http://127.0.0.1:50051 or
+    /// https://resource-server:50052 (the name its certificate carries).
     url: String,
     /// The service name to ask about; empty means the whole server.
     #[arg(long, default_value = "")]
@@ -24,6 +29,8 @@ struct Cli {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 3)]
     timeout: u64,
+    #[command(flatten)]
+    tls: TlsConfig,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -31,8 +38,9 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let timeout = Duration::from_secs(cli.timeout);
     let check = async {
-        let channel = tonic::transport::Endpoint::from_shared(cli.url.clone())?
-            .connect_timeout(timeout)
+        let tls = ClientTls::from_config(&cli.tls)?;
+        let channel = GrpcTarget::new(&cli.url, &tls)?
+            .configure(|endpoint| endpoint.connect_timeout(timeout))
             .connect()
             .await?;
         let response = HealthClient::new(channel)

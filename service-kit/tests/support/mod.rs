@@ -93,6 +93,7 @@ impl TestKey {
             client_id: "cli".into(),
             scope: Some("notes:read".into()),
             act: None,
+            cnf: None,
         };
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
         header.typ = Some("at+jwt".into());

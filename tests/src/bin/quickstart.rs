@@ -6,13 +6,16 @@
 //!
 //! `--serve` keeps the services up afterwards, on fixed ports, so you can sign in
 //! with a real browser and use `client-app` against them.
+//!
+//! `--tls` runs every listener on TLS with certificates from a development CA
+//! made for this run, and every service-to-service connection on mutual TLS.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use clap::Parser;
 use tollgate_client_app::demo::{self, DemoOptions, HopOptions};
-use tollgate_e2e::{PASSWORDS, TestStack, password_of};
+use tollgate_e2e::{Mutual, PASSWORDS, TestStack, password_of};
 use tollgate_token::SystemClock;
 
 #[derive(Parser)]
@@ -36,6 +39,10 @@ struct Args {
     /// Show the services' logs.
     #[arg(long)]
     verbose: bool,
+    /// TLS on every listener (a development CA made for this run), mutual TLS
+    /// between the services.
+    #[arg(long)]
+    tls: bool,
 }
 
 #[tokio::main]
@@ -49,22 +56,34 @@ async fn main() -> anyhow::Result<()> {
     );
     let (serve, auth_http, auth_grpc, resource_grpc, notes_grpc) =
         (args.serve, args.auth_http, args.auth_grpc, args.resource_grpc, args.notes_grpc);
-    let stack = TestStack::builder()
-        .system_clock()
-        .tweak(move |config| {
-            if serve {
-                config.auth.http_addr = auth_http;
-                config.auth.grpc_addr = auth_grpc;
-                config.resource.service.grpc_addr = resource_grpc;
-                config.notes.service.grpc_addr = notes_grpc;
+    let tls = args.tls;
+    let mut builder = TestStack::builder().system_clock().tweak(move |config| {
+        if serve {
+            config.auth.http_addr = auth_http;
+            config.auth.grpc_addr = auth_grpc;
+            config.resource.service.grpc_addr = resource_grpc;
+            config.notes.service.grpc_addr = notes_grpc;
+            if tls {
+                // The name a browser checks the certificate against, and the
+                // one a `__Host-` cookie needs (a secure origin).
+                config.auth.issuer = Some(format!("https://localhost:{}", auth_http.port()));
             }
-        })
-        .start()
-        .await?;
+        }
+    });
+    if tls {
+        builder = builder.tls(Mutual::Internal);
+    }
+    let stack = builder.start().await?;
     println!("Tollgate quickstart: SQLite in a temporary directory, demo clients and users.");
     println!("  authorization server  {} (gRPC {})", stack.issuer, stack.auth_grpc);
     println!("  resource server       {} (gRPC)", stack.resource_url());
     println!("  notes store           {} (gRPC, internal)", stack.notes_url());
+    if let Some(tls) = &stack.tls {
+        println!(
+            "  TLS on every listener; mutual TLS to the internal ones. CA: {}",
+            tls.ca_file.display()
+        );
+    }
 
     let options = DemoOptions {
         issuer: stack.issuer.clone(),
@@ -83,19 +102,45 @@ async fn main() -> anyhow::Result<()> {
             notes_store_url: stack.notes_url(),
             notes_store_audience: tollgate_resource_server::config::DEFAULT_NOTES_STORE_AUDIENCE
                 .into(),
+            tls: match &stack.tls {
+                Some(tls) => tls.client_of("resource-server")?,
+                None => stack.client_tls(),
+            },
         }),
+        tls: stack.client_tls(),
     };
     demo::run(&options, Arc::new(SystemClock), &mut std::io::stdout()).await?;
 
     if serve {
         let users: Vec<String> = PASSWORDS.iter().map(|(u, p)| format!("{u} / {p}")).collect();
         println!("\nThe services stay up (Ctrl-C to stop). Demo users: {}.", users.join(", "));
+        let env = match &stack.tls {
+            None => String::new(),
+            Some(tls) => {
+                println!("Every listener is on TLS with this run's development CA. To trust it:");
+                println!("  the client app: TLS_CA={} (set below)", tls.ca_file.display());
+                println!(
+                    "  a browser: import {} as an authority (Chrome: Settings > Privacy and \
+                     security > Security > Manage certificates; Firefox: Settings > \
+                     Certificates > Authorities), or `sudo cp {} \
+                     /usr/local/share/ca-certificates/tollgate-dev.crt && sudo update-ca-certificates`",
+                    tls.ca_file.display(),
+                    tls.ca_file.display()
+                );
+                format!(
+                    "TLS_CA={} CLIENT_ISSUER={} CLIENT_RESOURCE_URL={} ",
+                    tls.ca_file.display(),
+                    stack.issuer,
+                    stack.resource_url().replace("127.0.0.1", "localhost")
+                )
+            }
+        };
         println!("Sign in with a browser through the client app:");
-        println!("  cargo run --bin client-app -- login --open");
-        println!("  cargo run --bin client-app -- call notes");
+        println!("  {env}cargo run --bin client-app -- login --open");
+        println!("  {env}cargo run --bin client-app -- call notes");
         println!("Machine client (secret generated for this run only):");
         println!(
-            "  CLIENT_ID=tollgate-reporter CLIENT_SECRET={} cargo run --bin client-app -- client-credentials",
+            "  {env}CLIENT_ID=tollgate-reporter CLIENT_SECRET={} cargo run --bin client-app -- client-credentials",
             stack.secrets.reporter.expose()
         );
         tollgate_service_kit::shutdown::signal().await;

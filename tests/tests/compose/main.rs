@@ -226,7 +226,7 @@ async fn sigterm_turns_health_not_serving_first_then_drains_and_exits_cleanly() 
     let metadata = stack::http_via(&a)
         .build()
         .unwrap()
-        .get("http://auth-server:8080/.well-known/oauth-authorization-server")
+        .get(format!("{}/.well-known/oauth-authorization-server", stack::ISSUER))
         .send()
         .await
         .unwrap();
@@ -236,4 +236,46 @@ async fn sigterm_turns_health_not_serving_first_then_drains_and_exits_cleanly() 
     stack::docker(&["start", &victim.id, &a.id]).await;
     stack::wait_healthy("resource-server").await;
     stack::wait_healthy("auth-server").await;
+}
+
+#[tokio::test]
+#[ignore = "needs the compose stack: scripts/compose-e2e.sh"]
+async fn every_port_speaks_only_tls_and_the_internal_ones_want_a_deployment_certificate() {
+    use tonic_health::pb::HealthCheckRequest;
+    let check = |channel: Result<tonic::transport::Channel, tonic::transport::Error>| async move {
+        let channel = channel.map_err(|e| format!("{e:?}"))?;
+        let reply = tonic_health::pb::health_client::HealthClient::new(channel)
+            .check(HealthCheckRequest { service: String::new() })
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        Ok::<_, String>(reply.into_inner().status())
+    };
+    let [a, b] = auth_replicas().await;
+    let rs = rs_replicas().await;
+    let internal = [&a, &b, &stack::notes_store().await];
+    for replica in internal.iter().copied().chain(&rs) {
+        let addr = std::net::SocketAddr::new(replica.ip, replica.grpc_port);
+        // Plaintext: no gRPC answer from any port.
+        let plain = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await;
+        assert!(check(plain).await.is_err(), "{} answered plaintext", replica.service);
+        // A member of the deployment (a service certificate): served.
+        let member = replica.channel(&stack::service_identity()).await;
+        assert_eq!(check(member).await, Ok(ServingStatus::Serving), "{}", replica.service);
+    }
+    // TLS without a client certificate: refused at the handshake by the
+    // internal listeners, served by the public API.
+    for replica in internal {
+        let anonymous = check(replica.channel(&stack::trust()).await).await.unwrap_err();
+        assert!(anonymous.contains("CertificateRequired"), "{}: {anonymous}", replica.service);
+    }
+    for replica in &rs {
+        let anonymous = check(replica.channel(&stack::trust()).await).await;
+        assert_eq!(anonymous, Ok(ServingStatus::Serving), "{}", replica.service);
+    }
+    // The HTTP listener: no plaintext answer either.
+    let plain = reqwest::get(format!("http://{}:{}/jwks.json", a.ip, stack::AUTH_HTTP_PORT)).await;
+    assert!(plain.is_err(), "the auth server answered plaintext HTTP: {plain:?}");
 }

@@ -13,14 +13,16 @@ use tollgate_client_app::oauth::{ClientAuthMethod, ClientIdentity, OAuthClient};
 use tollgate_client_app::owner::ScriptedOwner;
 use tollgate_client_app::resource::ResourceClient;
 use tollgate_client_app::tokens::TokenSet;
+use tollgate_service_kit::tls::{ClientTls, GrpcTarget};
 use tollgate_token::SystemClock;
 use tonic_health::pb::health_client::HealthClient;
 
 /// The issuer, as every container knows it (docker-compose.yml's AUTH_ISSUER).
-pub const ISSUER: &str = "http://auth-server:8080";
-const AUTH_HTTP_PORT: u16 = 8080;
-const AUTH_GRPC_PORT: u16 = 50051;
-const RS_GRPC_PORT: u16 = 50052;
+pub const ISSUER: &str = "https://auth-server:8080";
+pub const AUTH_HTTP_PORT: u16 = 8080;
+pub const AUTH_GRPC_PORT: u16 = 50051;
+pub const RS_GRPC_PORT: u16 = 50052;
+pub const NOTES_GRPC_PORT: u16 = 50053;
 /// Longer than any recovery the tests wait for; a bound, not a pause.
 const PATIENCE: Duration = Duration::from_secs(90);
 
@@ -56,8 +58,10 @@ pub async fn docker(args: &[&str]) -> String {
 #[derive(Debug, Clone)]
 pub struct Replica {
     pub id: String,
+    /// The compose service: also the DNS name its certificate carries.
+    pub service: String,
     pub ip: IpAddr,
-    grpc_port: u16,
+    pub grpc_port: u16,
 }
 
 impl Replica {
@@ -67,18 +71,74 @@ impl Replica {
     }
 
     pub async fn resource(&self) -> ResourceClient {
-        ResourceClient::connect(&format!("http://{}:{}", self.ip, self.grpc_port))
-            .await
-            .expect("a resource-server replica")
+        ResourceClient::new(self.channel(&trust()).await.expect("a resource-server replica"))
     }
 
+    /// The replica's health, over TLS with a service's certificate (the
+    /// internal listeners require one).
     pub async fn health(&self) -> HealthClient<tonic::transport::Channel> {
-        let url = format!("http://{}:{}", self.ip, self.grpc_port);
-        HealthClient::new(
-            tonic::transport::Endpoint::from_shared(url).unwrap().connect().await.unwrap(),
-        )
+        HealthClient::new(self.channel(&service_identity()).await.unwrap())
+    }
+
+    /// A connection to this replica, its certificate verified for the
+    /// service's name, with `tls`.
+    pub async fn channel(
+        &self,
+        tls: &ClientTls,
+    ) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+        let url = format!("https://{}:{}", self.service, self.grpc_port);
+        GrpcTarget::new(&url, tls)
+            .unwrap()
+            .via(SocketAddr::new(self.ip, self.grpc_port))
+            .connect()
+            .await
     }
 }
+
+/// Trusts the deployment's CA (made by the `certs` job), with no client
+/// certificate: what an application outside the deployment has.
+pub fn trust() -> ClientTls {
+    ClientTls::from_pem(CERTS.ca.as_bytes(), None).unwrap()
+}
+
+/// The resource server's certificate and key: a member of the deployment.
+pub fn service_identity() -> ClientTls {
+    ClientTls::from_pem(
+        CERTS.ca.as_bytes(),
+        Some((CERTS.service_cert.as_bytes(), CERTS.service_key.as_bytes())),
+    )
+    .unwrap()
+}
+
+/// The files of the `certs` volume the host-side tests read, once.
+struct Certs {
+    ca: String,
+    service_cert: String,
+    service_key: String,
+}
+
+static CERTS: std::sync::LazyLock<Certs> = std::sync::LazyLock::new(|| {
+    // Read inside a resource-server container, as its user.
+    let read = |file: &str| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let output = std::process::Command::new("docker-compose")
+            .args(["exec", "-T", "--index=1", "resource-server", "cat", file])
+            .current_dir(root)
+            .output()
+            .expect("docker-compose");
+        assert!(
+            output.status.success(),
+            "reading {file}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("PEM")
+    };
+    Certs {
+        ca: read("/certs/ca.pem"),
+        service_cert: read("/certs/resource-server.pem"),
+        service_key: read("/certs/resource-server.key"),
+    }
+});
 
 async fn replicas(service: &str, grpc_port: u16) -> Vec<Replica> {
     let mut found = Vec::new();
@@ -92,7 +152,7 @@ async fn replicas(service: &str, grpc_port: u16) -> Vec<Replica> {
         .await;
         let ip =
             ip.trim().parse().unwrap_or_else(|_| panic!("{service} {id} has no address: {ip:?}"));
-        found.push(Replica { id: id.to_owned(), ip, grpc_port });
+        found.push(Replica { id: id.to_owned(), service: service.to_owned(), ip, grpc_port });
     }
     found.sort_by_key(|r| r.ip);
     found
@@ -100,6 +160,12 @@ async fn replicas(service: &str, grpc_port: u16) -> Vec<Replica> {
 
 pub async fn auth_replicas() -> [Replica; 2] {
     replicas("auth-server", AUTH_GRPC_PORT).await.try_into().expect("two auth-server replicas")
+}
+
+pub async fn notes_store() -> Replica {
+    let [notes]: [Replica; 1] =
+        replicas("notes-store", NOTES_GRPC_PORT).await.try_into().expect("one notes store");
+    notes
 }
 
 pub async fn rs_replicas() -> [Replica; 2] {
@@ -155,7 +221,8 @@ pub async fn wait_healthy(service: &str) {
 
 /// HTTP settings that send `auth-server` to this replica.
 pub fn http_via(replica: &Replica) -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
+    trust()
+        .reqwest()
         .resolve("auth-server", SocketAddr::new(replica.ip, AUTH_HTTP_PORT))
         .timeout(Duration::from_secs(10))
 }

@@ -23,3 +23,4 @@ mod resource_refusals;
 mod standard_client;
 mod support;
 mod throttling;
+mod tls;

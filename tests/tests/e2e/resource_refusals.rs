@@ -319,7 +319,7 @@ async fn health_and_reflection_need_no_token_but_everything_else_does() {
     let token = alice_token(&stack, &["notes:read"]).await;
     let path =
         http::uri::PathAndQuery::from_static("/tollgate.resource.v1.NotesService/Undeclared");
-    let codec = tonic::codec::ProstCodec::<ListNotesRequest, ListNotesRequest>::default();
+    let codec = tonic_prost::ProstCodec::<ListNotesRequest, ListNotesRequest>::default();
     let result =
         grpc.unary(bearer(ListNotesRequest::default(), &token).unwrap(), path, codec).await;
     assert_refused(

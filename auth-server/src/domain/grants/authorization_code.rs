@@ -2,10 +2,11 @@
 //! issued when the resource owner approves, and its redemption at the token
 //! endpoint.
 
+use crate::domain::client_auth::Authenticated;
 use tollgate_telemetry::audit::{self, Event, Subject};
 use tollgate_token::{OAuthError, Secret};
 
-use crate::domain::model::{AuthorizationCode, Client, GrantRecord};
+use crate::domain::model::{AuthorizationCode, GrantRecord};
 use crate::domain::{
     AuthorizationRequest, OAuthCore, TokenResponse, pkce, resource, secrets, storage_failure,
 };
@@ -48,7 +49,7 @@ impl<S: CodeStore + GrantStore> OAuthCore<S> {
     /// resource; a new grant is written with its first tokens.
     pub(in crate::domain) async fn authorization_code_grant(
         &self,
-        client: &Client,
+        client: &Authenticated,
         code: &Secret,
         redirect_uri: Option<&str>,
         code_verifier: Option<&Secret>,
@@ -117,6 +118,7 @@ mod tests {
 
     use super::*;
     use crate::domain::grants::testing::{Fixture, SUBJECT, auth};
+    use crate::domain::model::Client;
     use crate::domain::model::GrantType::{AuthorizationCode as Code, RefreshToken};
     use crate::domain::{Grant, OAuthCore};
     use crate::storage::SqlStore;

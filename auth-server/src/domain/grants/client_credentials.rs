@@ -3,10 +3,10 @@
 //! database write: the token is recorded nowhere, so revoking it means waiting
 //! for its short lifetime (or the client's registration being removed).
 
+use crate::domain::client_auth::Authenticated;
 use tollgate_token::OAuthError;
 
 use super::requested_scope;
-use crate::domain::model::Client;
 use crate::domain::{OAuthCore, TokenResponse, resource};
 
 impl<S> OAuthCore<S> {
@@ -15,7 +15,7 @@ impl<S> OAuthCore<S> {
     /// named resource or its default (RFC 8707).
     pub(in crate::domain) fn client_credentials_grant(
         &self,
-        client: &Client,
+        client: &Authenticated,
         scope: Option<&str>,
         resource: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {

@@ -2,6 +2,7 @@
 //! the person a short code; they enter it on another device at the verification
 //! page, sign in and approve; meanwhile the device polls the token endpoint.
 
+use crate::domain::client_auth::Authenticated;
 use rand::Rng as _;
 use tollgate_token::{OAuthError, Scope, Secret};
 
@@ -193,7 +194,7 @@ impl<S: DeviceStore + GrantStore> OAuthCore<S> {
     /// RFC 8628 §3.4–3.5: the device's poll at the token endpoint.
     pub(in crate::domain) async fn device_code_grant(
         &self,
-        client: &Client,
+        client: &Authenticated,
         device_code: &Secret,
     ) -> Result<TokenResponse, OAuthError> {
         let now = self.clock.now();

@@ -2,9 +2,10 @@
 //! a narrower one for a service behind it, carrying the user as `sub` and itself
 //! as `act`, so each hop knows both who the request is for and who is calling.
 
+use crate::domain::client_auth::Authenticated;
 use tollgate_token::{AccessTokenClaims, Actor, OAuthError, Scope, Secret};
 
-use crate::domain::model::{ACCESS_TOKEN_TYPE, Client};
+use crate::domain::model::ACCESS_TOKEN_TYPE;
 use crate::domain::{OAuthCore, TokenResponse, storage_failure};
 use crate::storage::RevocationStore;
 
@@ -35,7 +36,7 @@ impl<S: RevocationStore> OAuthCore<S> {
     ///   token.
     pub(in crate::domain) async fn token_exchange_grant(
         &self,
-        client: &Client,
+        client: &Authenticated,
         request: ExchangeRequest,
     ) -> Result<TokenResponse, OAuthError> {
         if client.is_public() {
@@ -164,7 +165,11 @@ mod tests {
             audience: RS.into(),
             created_at: fx.clock.now(),
         };
-        fx.core.issue_for_new_grant(&web, grant, None).await.expect("grant").access_token
+        fx.core
+            .issue_for_new_grant(&web.clone().into(), grant, None)
+            .await
+            .expect("grant")
+            .access_token
     }
 
     fn exchange(subject_token: &Secret, audience: &str, scope: Option<&str>) -> Grant {

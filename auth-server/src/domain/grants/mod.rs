@@ -23,9 +23,10 @@ pub mod device;
 pub mod exchange;
 pub mod refresh;
 
+use crate::domain::client_auth::Authenticated;
 use tollgate_token::{OAuthError, Scope};
 
-use super::model::{Client, GrantRecord};
+use super::model::GrantRecord;
 use super::{OAuthCore, TokenResponse, storage_failure};
 use crate::storage::{GrantSource, GrantStore};
 
@@ -49,7 +50,7 @@ impl<S: GrantStore> OAuthCore<S> {
     /// code that was replayed meanwhile, nothing is handed out.
     pub(super) async fn issue_for_new_grant(
         &self,
-        client: &Client,
+        client: &Authenticated,
         grant: GrantRecord,
         source: Option<GrantSource<'_>>,
     ) -> Result<TokenResponse, OAuthError> {

@@ -2,10 +2,11 @@
 //! use spends the presented token and issues its successor; a spent token shown
 //! again revokes the whole grant.
 
+use crate::domain::client_auth::Authenticated;
 use tollgate_telemetry::audit::{self, Event, Subject};
 use tollgate_token::{OAuthError, Scope, Secret};
 
-use crate::domain::model::{Client, NextRefreshToken};
+use crate::domain::model::NextRefreshToken;
 use crate::domain::{OAuthCore, TokenResponse, resource, secrets, storage_failure};
 use crate::storage::{GrantStore, RotateOutcome};
 
@@ -18,7 +19,7 @@ impl<S: GrantStore> OAuthCore<S> {
     /// one issued; the scope may be narrowed, never widened.
     pub(in crate::domain) async fn refresh_grant(
         &self,
-        client: &Client,
+        client: &Authenticated,
         refresh_token: &Secret,
         scope: Option<&str>,
         resource: Option<&str>,
@@ -140,7 +141,7 @@ mod tests {
             audience: client.audience.clone(),
             created_at: fx.clock.now(),
         };
-        fx.core.issue_for_new_grant(&client, grant, None).await.expect("grant")
+        fx.core.issue_for_new_grant(&client.clone().into(), grant, None).await.expect("grant")
     }
 
     fn refresh(token: &Secret, scope: Option<&str>) -> Grant {

@@ -84,6 +84,7 @@ impl Fixture {
             audience: "tollgate-resource".into(),
             exchange_audiences: vec!["tollgate-notes-store".into()],
             jwks: None,
+            tls_client_auth_san_dns: None,
             resources: vec![],
         };
         self.core.store().upsert_client(&client, self.clock.now()).await.expect("client");
