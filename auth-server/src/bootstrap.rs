@@ -117,7 +117,7 @@ pub fn client_from_spec(spec: &ClientSpec, default_audience: &str) -> anyhow::Re
         );
     }
     if let Some(name) = &spec.tls_client_auth_san_dns
-        && rustls::pki_types::DnsName::try_from(name.as_str()).is_err()
+        && (name.contains('*') || rustls::pki_types::DnsName::try_from(name.as_str()).is_err())
     {
         bail!("client {id}: tls_client_auth_san_dns {name:?} is not a DNS name");
     }

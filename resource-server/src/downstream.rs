@@ -78,12 +78,13 @@ impl TokenCache {
 /// The notes store, reached with exchanged tokens.
 #[derive(Debug, Clone)]
 pub struct NotesBackend {
-    notes: NoteStoreClient<TracedChannel>,
-    tokens: TokenServiceClient<TracedChannel>,
+    channels: Arc<Mutex<Arc<Channels>>>,
+    notes_url: String,
+    auth_grpc_url: String,
+    tls: ClientTls,
     credentials: Option<(String, Option<Secret>)>,
     audience: String,
     clock: Arc<dyn Clock>,
-    cache: Arc<Mutex<TokenCache>>,
 }
 
 impl NotesBackend {
@@ -97,19 +98,15 @@ impl NotesBackend {
         clock: Arc<dyn Clock>,
         tls: &ClientTls,
     ) -> anyhow::Result<Self> {
-        // Every call carries the caller's trace on (W3C traceparent).
-        let channel = |url: &str| -> anyhow::Result<TracedChannel> {
-            Ok(traced(GrpcTarget::new(url, tls)?.connect_lazy()))
-        };
-        let notes = channel(notes_url)?;
-        let tokens = channel(auth_grpc_url)?;
+        let channels = Channels::connect(notes_url, auth_grpc_url, tls)?;
         Ok(Self {
-            notes: NoteStoreClient::new(notes),
-            tokens: TokenServiceClient::new(tokens),
+            channels: Arc::new(Mutex::new(Arc::new(channels))),
+            notes_url: notes_url.to_owned(),
+            auth_grpc_url: auth_grpc_url.to_owned(),
+            tls: tls.clone(),
             credentials,
             audience,
             clock,
-            cache: Arc::new(Mutex::new(TokenCache::new(MAX_CACHED_TOKENS))),
         })
     }
 
@@ -122,8 +119,9 @@ impl NotesBackend {
         scope: &str,
         message: T,
     ) -> Result<(NoteStoreClient<TracedChannel>, Request<T>), Status> {
+        let channels = self.channels()?;
         let token = self
-            .token(caller.token_id.clone(), scope, || {
+            .token(&channels, caller.token_id.clone(), scope, || {
                 Grant::TokenExchange(TokenExchangeGrant {
                     subject_token: subject.expose().to_owned(),
                     subject_token_type: ACCESS_TOKEN_TYPE.into(),
@@ -134,7 +132,7 @@ impl NotesBackend {
                 })
             })
             .await?;
-        Ok((self.notes.clone(), bearer(message, token.expose())?))
+        Ok((channels.notes.clone(), bearer(message, token.expose())?))
     }
 
     /// A client for the notes store with this server's own token (client
@@ -144,26 +142,49 @@ impl NotesBackend {
         scope: &str,
         message: T,
     ) -> Result<(NoteStoreClient<TracedChannel>, Request<T>), Status> {
+        let channels = self.channels()?;
         let token = self
-            .token(String::new(), scope, || {
+            .token(&channels, String::new(), scope, || {
                 Grant::ClientCredentials(ClientCredentialsGrant {
                     scope: Some(scope.to_owned()),
                     resource: None,
                 })
             })
             .await?;
-        Ok((self.notes.clone(), bearer(message, token.expose())?))
+        Ok((channels.notes.clone(), bearer(message, token.expose())?))
+    }
+
+    /// The connections to the notes store and the authorization server, and
+    /// the tokens obtained over them, all made again once this server's
+    /// certificate has changed: RFC 8705 binds an exchanged token to the
+    /// certificate of the connection it was asked for on, and the notes store
+    /// checks it against the one its own connection presents. A call uses one
+    /// generation throughout, so the two always match.
+    fn channels(&self) -> Result<Arc<Channels>, Status> {
+        let mut channels = self.channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let generation = self.tls.generation();
+        if channels.generation != generation {
+            let renewed = Channels::connect(&self.notes_url, &self.auth_grpc_url, &self.tls)
+                .map_err(|err| {
+                    tracing::error!(error = %err, "cannot connect to the notes store");
+                    Status::unavailable("the notes store cannot be reached")
+                })?;
+            *channels = Arc::new(renewed);
+            tracing::info!("TLS certificate changed: new connections, cached tokens dropped");
+        }
+        Ok(channels.clone())
     }
 
     async fn token(
         &self,
+        channels: &Channels,
         subject_jti: String,
         scope: &str,
         grant: impl FnOnce() -> Grant,
     ) -> Result<Secret, Status> {
         let now = self.clock.now();
         let key = (subject_jti, scope.to_owned());
-        if let Some(token) = self.lock().get(&key, now) {
+        if let Some(token) = channels.lock().get(&key, now) {
             return Ok(token);
         }
         let Some((client_id, secret)) = &self.credentials else {
@@ -177,7 +198,8 @@ impl NotesBackend {
             }),
             grant: Some(grant()),
         };
-        let issued = self.tokens.clone().token(request).await.map_err(|status| {
+        let mut tokens = channels.tokens.clone();
+        let issued = tokens.token(request).await.map_err(|status| {
             tracing::warn!(code = ?status.code(), message = status.message(), "token for the notes store refused");
             if status.code() == tonic::Code::Unavailable {
                 Status::unavailable("the authorization server is unavailable")
@@ -187,8 +209,35 @@ impl NotesBackend {
         })?;
         let issued = issued.into_inner();
         let token = Secret::new(issued.access_token);
-        self.lock().insert(key, token.clone(), now + issued.expires_in, now);
+        channels.lock().insert(key, token.clone(), now + issued.expires_in, now);
         Ok(token)
+    }
+}
+
+/// The two connections, made with one generation of this server's TLS files.
+#[derive(Debug)]
+struct Channels {
+    notes: NoteStoreClient<TracedChannel>,
+    tokens: TokenServiceClient<TracedChannel>,
+    generation: u64,
+    /// The tokens obtained over `tokens`, so bound to this generation's
+    /// certificate.
+    cache: Mutex<TokenCache>,
+}
+
+impl Channels {
+    fn connect(notes_url: &str, auth_grpc_url: &str, tls: &ClientTls) -> anyhow::Result<Self> {
+        let generation = tls.generation();
+        // Every call carries the caller's trace on (W3C traceparent).
+        let channel = |url: &str| -> anyhow::Result<TracedChannel> {
+            Ok(traced(GrpcTarget::new(url, tls)?.connect_lazy()))
+        };
+        Ok(Self {
+            notes: NoteStoreClient::new(channel(notes_url)?),
+            tokens: TokenServiceClient::new(channel(auth_grpc_url)?),
+            generation,
+            cache: Mutex::new(TokenCache::new(MAX_CACHED_TOKENS)),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, TokenCache> {

@@ -64,6 +64,40 @@ pub async fn on_each_backend(test: impl AsyncFn(&str)) {
     }
 }
 
+/// Why a TLS listener at `addr` (certificate checked for `server_name`)
+/// turns away a client with `tls`, as the client sees it: the handshake's
+/// error, or the alert the server sends after it (TLS 1.3 finishes the
+/// client's side of the handshake before the server has judged its
+/// certificate). `None` if the connection is kept open.
+///
+/// Nothing is written after the handshake, so the server's alert is read
+/// rather than lost to a broken pipe: what a test of mutual TLS can assert
+/// exactly, e.g. `received fatal alert: CertificateRequired`.
+pub async fn tls_refusal(
+    addr: std::net::SocketAddr,
+    server_name: &str,
+    tls: &crate::tls::ClientTls,
+) -> Option<String> {
+    use tokio::io::AsyncReadExt as _;
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_owned()).ok()?;
+    let tcp = match tokio::net::TcpStream::connect(addr).await {
+        Ok(tcp) => tcp,
+        Err(err) => return Some(err.to_string()),
+    };
+    let connector = tokio_rustls::TlsConnector::from(tls.grpc_config());
+    let mut stream = match connector.connect(name, tcp).await {
+        Ok(stream) => stream,
+        Err(err) => return Some(err.to_string()),
+    };
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(std::time::Duration::from_secs(2), stream.read(&mut byte)).await {
+        Ok(Err(err)) => Some(err.to_string()),
+        Ok(Ok(0)) => Some("closed without an alert".into()),
+        // It answered (an HTTP/2 SETTINGS frame) or kept waiting: accepted.
+        Ok(Ok(_)) | Err(_) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

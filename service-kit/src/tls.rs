@@ -41,9 +41,6 @@ use tonic::transport::{Channel, Endpoint, Uri};
 pub const DEFAULT_RELOAD_INTERVAL: u64 = 10;
 /// How long a client has to finish the TLS handshake on a gRPC listener.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in progress at once on one gRPC listener; past it, accepted
-/// connections wait for one to finish (or time out) before they are read.
-pub const MAX_PENDING_HANDSHAKES: usize = 128;
 
 /// The TLS settings of every Tollgate binary (`TLS_*`; each runs in its own
 /// environment).
@@ -197,12 +194,14 @@ fn server_config(
     Ok(config)
 }
 
-/// A gRPC listener's connections after the TLS handshake: at most
-/// [`MAX_PENDING_HANDSHAKES`] at once, each within [`HANDSHAKE_TIMEOUT`]. A
-/// failed handshake (no client certificate where one is required, an
-/// untrusted one, plaintext) closes that connection and is logged at debug;
-/// the listener goes on. Each connection carries its peer's certificates
-/// (`tonic::Request::peer_certs`).
+/// A gRPC listener's connections after the TLS handshake. Each handshake
+/// runs in its own task, within [`HANDSHAKE_TIMEOUT`], so clients that
+/// connect and stall cannot hold up the accept loop; how many there can be
+/// at once is the listener's connection limit (each holds one of its slots,
+/// [`crate::limits::limited_incoming`]). A failed handshake (no client
+/// certificate where one is required, an untrusted one, plaintext) closes
+/// that connection and is logged at debug; the listener goes on. Each
+/// connection carries its peer's certificates (`tonic::Request::peer_certs`).
 pub fn tls_incoming<S, IO>(
     incoming: S,
     tls: ServerTls,
@@ -211,27 +210,40 @@ where
     S: Stream<Item = std::io::Result<IO>> + Send + 'static,
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    incoming
-        .map(move |accepted| {
-            let acceptor = tls.acceptor();
-            async move {
-                let tcp = accepted.ok()?;
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => Some(Ok(stream)),
-                    Ok(Err(err)) => {
-                        tracing::debug!(error = %err, "TLS handshake failed");
-                        None
-                    }
-                    Err(_) => {
-                        tracing::debug!("TLS handshake timed out");
-                        None
-                    }
+    let (ready, handshaken) = tokio::sync::mpsc::channel(READY_CONNECTIONS);
+    tokio::spawn(async move {
+        let mut incoming = std::pin::pin!(incoming);
+        loop {
+            let accepted = tokio::select! {
+                // The server stopped taking connections: close the listener now.
+                () = ready.closed() => break,
+                accepted = incoming.next() => accepted,
+            };
+            let tcp = match accepted {
+                None => break,
+                Some(Ok(tcp)) => tcp,
+                Some(Err(err)) => {
+                    tracing::debug!(error = %err, "accept failed");
+                    continue;
                 }
-            }
-        })
-        .buffer_unordered(MAX_PENDING_HANDSHAKES)
-        .filter_map(std::future::ready)
+            };
+            let (acceptor, ready) = (tls.acceptor(), ready.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = ready.send(Ok(stream)).await;
+                    }
+                    Ok(Err(err)) => tracing::debug!(error = %err, "TLS handshake failed"),
+                    Err(_) => tracing::debug!("TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(handshaken)
 }
+
+/// Connections past their handshake, waiting for the server to take them.
+const READY_CONNECTIONS: usize = 64;
 
 /// Outgoing TLS: the CA bundle servers are verified against and this
 /// service's client certificate, kept current with the files.
@@ -309,6 +321,18 @@ impl ClientTls {
     pub fn public_roots() -> Self {
         #[allow(clippy::expect_used)]
         Self::from_config(&TlsConfig::default()).expect("the built-in roots always load")
+    }
+
+    /// Changes each time the files are loaded again: a holder of long-lived
+    /// connections compares it to know when to make new ones (a connection
+    /// keeps the certificate it was made with).
+    pub fn generation(&self) -> u64 {
+        self.configs.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The configuration for a new HTTP/2 (gRPC) connection.
+    pub fn grpc_config(&self) -> Arc<ClientConfig> {
+        self.configs.current().grpc.clone()
     }
 
     /// The configuration for a new HTTP/1.1 client (e.g. reqwest's
@@ -515,6 +539,8 @@ struct Watched<T> {
     build: Box<Build<T>>,
     /// The files' contents the current value was built from, and the value.
     current: RwLock<(Vec<Vec<u8>>, Arc<T>)>,
+    /// How many times the value was built again.
+    generation: std::sync::atomic::AtomicU64,
     /// One check at a time.
     checking: tokio::sync::Mutex<()>,
 }
@@ -537,6 +563,7 @@ impl<T: Send + Sync + 'static> Watched<T> {
             paths,
             build: Box::new(build),
             current: RwLock::new((files, Arc::new(value))),
+            generation: std::sync::atomic::AtomicU64::new(0),
             checking: tokio::sync::Mutex::new(()),
         });
         if !watched.paths.is_empty() {
@@ -579,6 +606,7 @@ impl<T: Send + Sync + 'static> Watched<T> {
         match (self.build)(&files) {
             Ok(value) => {
                 *self.current.write().unwrap_or_else(|e| e.into_inner()) = (files, Arc::new(value));
+                self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
                 tracing::info!(files = %describe(&self.paths), "TLS files reloaded");
                 true
             }

@@ -14,11 +14,13 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::StreamExt as _;
-use tollgate_service_kit::dev_ca::DevCa;
+use tollgate_service_kit::dev_ca::{DevCa, ServiceFiles};
 use tollgate_service_kit::limits::limited_incoming;
+use tollgate_service_kit::testing::tls_refusal;
 use tollgate_service_kit::tls::{
     ClientTls, GrpcTarget, Listener, ServerTls, TlsConfig, tls_incoming,
 };
+use tollgate_token::{Clock, SystemClock};
 use tonic_health::ServingStatus;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus as Status;
@@ -33,11 +35,23 @@ async fn serve(tls: ServerTls) -> (SocketAddr, HealthReporter) {
     reporter.set_service_status("", ServingStatus::Serving).await;
     let listener = TcpListener::bind((LOOPBACK, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let incoming = tls_incoming(limited_incoming(listener, 64), tls);
+    let incoming = tls_incoming(limited_incoming(listener, 1024), tls);
     tokio::spawn(
         tonic::transport::Server::builder().add_service(health).serve_with_incoming(incoming),
     );
     (addr, reporter)
+}
+
+/// A fresh CA in `dir` and the notes store's certificate from it (its name,
+/// and `ips`).
+fn notes_store_certificate(
+    dir: &Path,
+    ips: &[IpAddr],
+) -> (DevCa, std::path::PathBuf, ServiceFiles) {
+    let ca = DevCa::new("test CA", Clock::now(&SystemClock)).unwrap();
+    let ca_file = ca.write_ca(dir).unwrap();
+    let server = ca.write_service(dir, "notes-store", &["notes-store"], ips).unwrap();
+    (ca, ca_file, server)
 }
 
 fn client(dir: &Path, ca: &DevCa, identity: Option<&str>) -> ClientTls {
@@ -65,11 +79,7 @@ async fn check(url: &str, tls: &ClientTls) -> Result<Status, String> {
 #[tokio::test]
 async fn mutual_tls_refuses_a_client_without_a_certificate_from_the_ca() {
     let dir = tempfile::tempdir().unwrap();
-    let ca =
-        DevCa::new("test CA", tollgate_token::Clock::now(&tollgate_token::SystemClock)).unwrap();
-    let ca_file = ca.write_ca(dir.path()).unwrap();
-    let server =
-        ca.write_service(dir.path(), "notes-store", &["notes-store"], &[LOOPBACK]).unwrap();
+    let (ca, ca_file, server) = notes_store_certificate(dir.path(), &[LOOPBACK]);
     let config = TlsConfig::for_service(server.cert, server.key, ca_file, true);
     let (addr, _health) =
         serve(ServerTls::from_config(&config, Listener::Grpc).unwrap().unwrap()).await;
@@ -80,22 +90,28 @@ async fn mutual_tls_refuses_a_client_without_a_certificate_from_the_ca() {
 
     // No certificate: refused at the handshake.
     let anonymous = client(dir.path(), &ca, None);
-    let refused = check(&url, &anonymous).await.unwrap_err();
-    assert!(refused.contains("CertificateRequired"), "{refused}");
+    assert!(check(&url, &anonymous).await.is_err());
+    assert_eq!(
+        tls_refusal(addr, "notes-store", &anonymous).await.as_deref(),
+        Some("received fatal alert: CertificateRequired")
+    );
+    assert_eq!(tls_refusal(addr, "notes-store", &member).await, None);
 
     // A certificate from another CA: refused too.
     let other_dir = tempfile::tempdir().unwrap();
-    let other_ca =
-        DevCa::new("someone else's CA", tollgate_token::Clock::now(&tollgate_token::SystemClock))
-            .unwrap();
+    let other_ca = DevCa::new("someone else's CA", Clock::now(&SystemClock)).unwrap();
     let outsider = {
         let files =
             other_ca.write_service(other_dir.path(), "intruder", &["intruder"], &[]).unwrap();
         // It trusts our CA (it can see the server) but holds another's certificate.
         TlsConfig::for_service(files.cert, files.key, ca.write_ca(other_dir.path()).unwrap(), false)
     };
-    let refused = check(&url, &ClientTls::from_config(&outsider).unwrap()).await.unwrap_err();
-    assert!(refused.contains("UnknownCA") || refused.contains("BadCertificate"), "{refused}");
+    let outsider = ClientTls::from_config(&outsider).unwrap();
+    assert!(check(&url, &outsider).await.is_err());
+    assert_eq!(
+        tls_refusal(addr, "notes-store", &outsider).await.as_deref(),
+        Some("received fatal alert: UnknownCA")
+    );
 
     // Plaintext to a TLS listener: no answer, never a plaintext fallback.
     let plain = check(&format!("http://{addr}"), &member).await.unwrap_err();
@@ -105,11 +121,8 @@ async fn mutual_tls_refuses_a_client_without_a_certificate_from_the_ca() {
 #[tokio::test]
 async fn an_https_url_is_verified_against_the_ca_and_the_name() {
     let dir = tempfile::tempdir().unwrap();
-    let ca =
-        DevCa::new("test CA", tollgate_token::Clock::now(&tollgate_token::SystemClock)).unwrap();
-    let ca_file = ca.write_ca(dir.path()).unwrap();
     // A certificate for another name than the one the client dials.
-    let server = ca.write_service(dir.path(), "notes-store", &["notes-store"], &[]).unwrap();
+    let (ca, ca_file, server) = notes_store_certificate(dir.path(), &[]);
     let config = TlsConfig::for_service(server.cert, server.key, ca_file, false);
     let (addr, _health) =
         serve(ServerTls::from_config(&config, Listener::Grpc).unwrap().unwrap()).await;
@@ -146,10 +159,7 @@ async fn presented(addr: SocketAddr, ca: &Path) -> CertificateDer<'static> {
 #[tokio::test]
 async fn replaced_certificate_files_serve_new_connections_and_open_calls_go_on() {
     let dir = tempfile::tempdir().unwrap();
-    let ca =
-        DevCa::new("test CA", tollgate_token::Clock::now(&tollgate_token::SystemClock)).unwrap();
-    let ca_file = ca.write_ca(dir.path()).unwrap();
-    let first = ca.write_service(dir.path(), "notes-store", &["notes-store"], &[LOOPBACK]).unwrap();
+    let (ca, ca_file, first) = notes_store_certificate(dir.path(), &[LOOPBACK]);
     let mut config =
         TlsConfig::for_service(first.cert.clone(), first.key.clone(), ca_file.clone(), true);
     config.reload_interval_secs = 1;
@@ -196,4 +206,27 @@ async fn replaced_certificate_files_serve_new_connections_and_open_calls_go_on()
     std::fs::write(&first.cert, mismatched.cert_pem.as_bytes()).unwrap();
     assert!(!tls.reload_now().await, "a certificate without its key was loaded");
     assert_eq!(presented(addr, &ca_file).await, new_cert);
+}
+
+#[tokio::test]
+async fn clients_that_connect_and_never_shake_hands_do_not_hold_up_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, ca_file, server) = notes_store_certificate(dir.path(), &[LOOPBACK]);
+    let config = TlsConfig::for_service(server.cert, server.key, ca_file, true);
+    let (addr, _health) =
+        serve(ServerTls::from_config(&config, Listener::Grpc).unwrap().unwrap()).await;
+    // More idle connections than any fixed number of handshakes in hand.
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(TcpStream::connect(addr).await.unwrap());
+    }
+    // A member is served at once, not after the idle ones' handshake timeout.
+    let member = client(dir.path(), &ca, Some("resource-server"));
+    let served = tokio::time::timeout(
+        tollgate_service_kit::tls::HANDSHAKE_TIMEOUT / 2,
+        check(&format!("https://{addr}"), &member),
+    )
+    .await;
+    assert_eq!(served, Ok(Ok(Status::Serving)));
+    drop(idle);
 }

@@ -434,6 +434,11 @@ impl TestStack {
         format!("{}://{}", self.scheme(), self.resource_grpc)
     }
 
+    /// The notes store's gRPC address.
+    pub fn notes_grpc(&self) -> SocketAddr {
+        self.notes_grpc
+    }
+
     pub fn notes_url(&self) -> String {
         format!("{}://{}", self.scheme(), self.notes_grpc)
     }

@@ -60,13 +60,15 @@ impl PeerCertificate {
         tollgate_token::certificate_thumbprint(&self.0)
     }
 
-    /// Whether the certificate is valid for the DNS name `name` (its subject
-    /// alternative names, as a TLS client would check a server's).
+    /// Whether one of the certificate's dNSName subject alternative names is
+    /// `name` (RFC 8705 §2.1.2: the registered value, compared exactly but for
+    /// ASCII case). Not a TLS client's server-name check: that one lets a
+    /// wildcard certificate (`*.example`) stand for every name under it, and
+    /// a holder of one would pass for every client registered there.
     fn names(&self, name: &str) -> bool {
         let der = rustls::pki_types::CertificateDer::from(self.0.as_ref());
         let Ok(cert) = webpki::EndEntityCert::try_from(&der) else { return false };
-        let Ok(name) = rustls::pki_types::ServerName::try_from(name) else { return false };
-        cert.verify_is_valid_for_subject_name(&name).is_ok()
+        cert.valid_dns_names().any(|san| san.eq_ignore_ascii_case(name))
     }
 }
 
@@ -312,5 +314,29 @@ impl<S: ClientStore> OAuthCore<S> {
             return Err(OAuthError::invalid_client("client assertion was already used"));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod certificate_names {
+    use super::PeerCertificate;
+
+    fn certificate(names: &[&str]) -> PeerCertificate {
+        let names = names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        let certified = rcgen::generate_simple_self_signed(names).expect("certificate");
+        PeerCertificate::from_der(certified.cert.der())
+    }
+
+    #[test]
+    fn the_registered_dns_name_must_be_one_of_the_certificates_own() {
+        assert!(certificate(&["resource-server"]).names("resource-server"));
+        // DNS names compare without regard to ASCII case (RFC 4343).
+        assert!(certificate(&["Resource-Server"]).names("resource-server"));
+        assert!(!certificate(&["notes-store"]).names("resource-server"));
+        // RFC 8705 §2.1.2 matches the registered value itself: a wildcard
+        // certificate does not stand for the names under it.
+        assert!(!certificate(&["*.svc.example"]).names("notes.svc.example"));
+        // Nor does an IP address entry for a DNS name.
+        assert!(!certificate(&["127.0.0.1"]).names("127.0.0.1"));
     }
 }

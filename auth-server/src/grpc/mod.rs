@@ -149,6 +149,7 @@ impl TokenService for TokenGrpc {
                 iss: Some(t.iss),
                 token_type: t.token_type.map(str::to_owned),
                 jti: t.jti,
+                cnf_x5t_s256: t.x5t_s256,
             },
         }))
     }

@@ -268,8 +268,17 @@ async fn every_port_speaks_only_tls_and_the_internal_ones_want_a_deployment_cert
     // TLS without a client certificate: refused at the handshake by the
     // internal listeners, served by the public API.
     for replica in internal {
-        let anonymous = check(replica.channel(&stack::trust()).await).await.unwrap_err();
-        assert!(anonymous.contains("CertificateRequired"), "{}: {anonymous}", replica.service);
+        let addr = std::net::SocketAddr::new(replica.ip, replica.grpc_port);
+        assert!(check(replica.channel(&stack::trust()).await).await.is_err());
+        let refusal =
+            tollgate_service_kit::testing::tls_refusal(addr, &replica.service, &stack::trust())
+                .await;
+        assert_eq!(
+            refusal.as_deref(),
+            Some("received fatal alert: CertificateRequired"),
+            "{}",
+            replica.service
+        );
     }
     for replica in &rs {
         let anonymous = check(replica.channel(&stack::trust()).await).await;
@@ -278,4 +287,45 @@ async fn every_port_speaks_only_tls_and_the_internal_ones_want_a_deployment_cert
     // The HTTP listener: no plaintext answer either.
     let plain = reqwest::get(format!("http://{}:{}/jwks.json", a.ip, stack::AUTH_HTTP_PORT)).await;
     assert!(plain.is_err(), "the auth server answered plaintext HTTP: {plain:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs the compose stack: scripts/compose-e2e.sh"]
+async fn a_browser_on_the_host_signs_in_at_the_published_issuer_over_tls() {
+    use tollgate_client_app::owner::ScriptedOwner;
+    // The pages at the issuer's own URL, through the port published on the
+    // host's loopback, the certificate valid for the issuer's name.
+    let http = stack::http_from_the_host().build().unwrap();
+    let metadata: serde_json::Value = http
+        .get(format!("{}/.well-known/oauth-authorization-server", stack::ISSUER))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(metadata["issuer"], stack::ISSUER);
+    // A sign-in through the pages keeps its `__Host-` session cookie (a
+    // secure origin) and ends with a code at the client's loopback listener.
+    let [a, _] = auth_replicas().await;
+    let password = stack::secret("alice-password").await;
+    let loopback = tollgate_client_app::loopback::LoopbackRedirect::bind().await.unwrap();
+    let scopes = ["notes:read".to_owned()];
+    let client = stack::cli_client(&a).await;
+    let pending = client.authorization_url(&scopes, &loopback.redirect_uri()).unwrap();
+    let waiting = tokio::spawn(loopback.wait());
+    let mut browser = ScriptedOwner::with_http(stack::http_from_the_host()).unwrap();
+    let back = tollgate_e2e::approve(&mut browser, &pending.url, "alice", &password).await.unwrap();
+    assert!(browser.cookie_names().iter().any(|name| name.starts_with("__Host-")));
+    browser.get(&back.location().expect("a redirect with the code")).await.unwrap();
+    let callback = waiting.await.unwrap().unwrap();
+    let tokens = client.finish_authorization(pending, &callback).await.unwrap();
+    // And the public API, published on the host's loopback too.
+    let api = tollgate_client_app::resource::ResourceClient::connect(
+        "https://localhost:50052",
+        &stack::trust(),
+    )
+    .await
+    .unwrap();
+    api.list_notes(tokens.access_token.expose(), "me").await.unwrap();
 }

@@ -9,10 +9,11 @@ use tollgate_e2e::{Mutual, RESOURCE_SERVER_DNS, TestStack};
 use tollgate_proto::auth::v1::token_request::Grant;
 use tollgate_proto::auth::v1::token_service_client::TokenServiceClient;
 use tollgate_proto::auth::v1::{
-    ClientAuthentication, TokenExchangeGrant, TokenRequest, TokenResponse,
+    ClientAuthentication, IntrospectRequest, TokenExchangeGrant, TokenRequest, TokenResponse,
 };
 use tollgate_proto::notes::v1::ListNotesRequest;
 use tollgate_proto::notes::v1::note_store_client::NoteStoreClient;
+use tollgate_service_kit::testing::tls_refusal;
 use tollgate_service_kit::tls::{ClientTls, GrpcTarget};
 use tollgate_token::certificate_thumbprint;
 use tonic_health::pb::HealthCheckRequest;
@@ -45,16 +46,42 @@ async fn the_whole_flow_runs_over_tls_with_mutual_tls_between_the_services() {
     let reporter = stack.client(&stack.reporter_client()).await.unwrap();
     let machine = reporter.client_credentials(&["reports:read".into()]).await.unwrap();
     assert_eq!(api.usage_report(machine.access_token.expose()).await.unwrap().notes, 1);
+
+    // The device grant (RFC 8628): the oauth2 crate polls over HTTPS while
+    // the person approves on the verification page, over HTTPS too.
+    let login = client.start_device_login(&["notes:read".into()]).await.unwrap();
+    assert_eq!(login.verification_uri(), format!("{}/device", stack.issuer));
+    let mut person = stack.owner().unwrap();
+    let complete = url::Url::parse(login.verification_uri_complete().unwrap()).unwrap();
+    let page = person.get(&complete).await.unwrap();
+    let password = tollgate_e2e::password_of("alice").unwrap();
+    let form = [("username", "alice"), ("password", password), ("decision", "approve")];
+    let done = person.submit(&page, "/device", &form).await.unwrap();
+    assert!(done.body.contains("Device connected"), "{}", done.body);
+    let device = client
+        .finish_device_login(&login, |interval| {
+            stack.advance(i64::try_from(interval.as_secs()).unwrap());
+            async {}
+        })
+        .await
+        .unwrap();
+    assert_eq!(api.list_notes(device.access_token.expose(), "me").await.unwrap().len(), 1);
 }
 
 #[tokio::test]
 async fn an_internal_listener_refuses_a_connection_without_a_client_certificate() {
     let stack = TestStack::builder().tls(Mutual::Internal).start().await.unwrap();
     let tls = stack.tls.as_ref().unwrap();
-    for url in [stack.auth_grpc_url(), stack.notes_url()] {
+    for (url, addr) in
+        [(stack.auth_grpc_url(), stack.auth_grpc), (stack.notes_url(), stack.notes_grpc())]
+    {
         // Trusting the CA is not enough: the handshake wants a certificate.
-        let refused = health(&url, &tls.anonymous).await.unwrap_err();
-        assert!(refused.contains("CertificateRequired"), "{url}: {refused}");
+        assert!(health(&url, &tls.anonymous).await.is_err(), "{url}");
+        assert_eq!(
+            tls_refusal(addr, "localhost", &tls.anonymous).await.as_deref(),
+            Some("received fatal alert: CertificateRequired"),
+            "{url}"
+        );
         // With one from the deployment's CA it is served.
         assert_eq!(health(&url, &tls.harness).await, Ok(ServingStatus::Serving), "{url}");
     }
@@ -182,8 +209,11 @@ async fn a_certificate_bound_token_is_refused_over_a_connection_with_another_cer
     // With no certificate at all the notes store does not even take the
     // connection (mutual TLS).
     let anonymous = &stack.tls.as_ref().unwrap().anonymous;
-    let refused = notes_store_as(&stack, anonymous, &bound.access_token).await.unwrap_err();
-    assert!(refused.contains("CertificateRequired"), "{refused}");
+    assert!(notes_store_as(&stack, anonymous, &bound.access_token).await.is_err());
+    assert_eq!(
+        tls_refusal(stack.notes_grpc(), "localhost", anonymous).await.as_deref(),
+        Some("received fatal alert: CertificateRequired")
+    );
 }
 
 #[tokio::test]
@@ -223,43 +253,96 @@ async fn a_service_proves_itself_with_its_certificate_and_only_its_own() {
     // With its certificate, at the HTTP token endpoint too: a bound token,
     // and introspection says what it is bound to (RFC 8705 §3.2).
     let service = resource_server(&stack).reqwest().build().unwrap();
-    let reply: serde_json::Value = service
-        .post(stack.url("/token"))
-        .form(&[("grant_type", "client_credentials"), ("client_id", "tollgate-resource")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let form = [("grant_type", "client_credentials"), ("client_id", "tollgate-resource")];
+    let reply = post_json(&service, stack.url("/token"), &form).await;
     let token = reply["access_token"].as_str().unwrap();
     let (_, claims) = decode_unverified(token).unwrap();
-    let introspected: serde_json::Value = service
-        .post(stack.url("/introspect"))
-        .form(&[("token", token), ("client_id", "tollgate-resource")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let form = [("token", token), ("client_id", "tollgate-resource")];
+    let introspected = post_json(&service, stack.url("/introspect"), &form).await;
     assert_eq!(introspected["active"], true);
     assert_eq!(introspected["cnf"], claims["cnf"]);
     assert!(claims["cnf"]["x5t#S256"].is_string());
-
-    // The metadata says what is supported (RFC 8705 §3.3, §2.1).
-    let metadata: serde_json::Value = stack
-        .http()
-        .build()
+    // The same over gRPC.
+    let channel = GrpcTarget::new(&stack.auth_grpc_url(), &resource_server(&stack))
         .unwrap()
-        .get(stack.url("/.well-known/oauth-authorization-server"))
-        .send()
-        .await
-        .unwrap()
-        .json()
+        .connect()
         .await
         .unwrap();
+    let introspected = TokenServiceClient::new(channel)
+        .introspect(IntrospectRequest {
+            client: Some(ClientAuthentication {
+                client_id: "tollgate-resource".into(),
+                client_secret: None,
+                client_assertion: None,
+            }),
+            token: token.into(),
+            token_type_hint: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(introspected.active);
+    assert_eq!(introspected.cnf_x5t_s256.as_deref(), claims["cnf"]["x5t#S256"].as_str());
+
+    // The metadata says what is supported (RFC 8705 §3.3, §2.1).
+    let metadata = stack.http().build().unwrap();
+    let metadata = metadata.get(stack.url("/.well-known/oauth-authorization-server")).send();
+    let metadata: serde_json::Value = metadata.await.unwrap().json().await.unwrap();
     assert_eq!(metadata["tls_client_certificate_bound_access_tokens"], true);
     let methods = metadata["token_endpoint_auth_methods_supported"].as_array().unwrap();
     assert!(methods.contains(&"tls_client_auth".into()), "{methods:?}");
+}
+
+#[tokio::test]
+async fn the_resource_server_renews_its_certificate_without_breaking_its_bound_tokens() {
+    let stack = TestStack::builder()
+        .tls(Mutual::Internal)
+        .tweak(|config| config.resource.service.tls.reload_interval_secs = 1)
+        .start()
+        .await
+        .unwrap();
+    let user = stack.sign_in(&stack.cli_client(), "alice", &["notes:read"]).await.unwrap();
+    let api = stack.resource().await.unwrap();
+    let mut seen = stack.notes_access();
+    let token_at_notes_store = async |seen: &mut tokio::sync::broadcast::Receiver<_>| {
+        api.list_notes(user.access_token.expose(), "me").await.unwrap();
+        let context: tollgate_service_kit::auth::AuthContext =
+            tollgate_e2e::within("the notes call", seen.recv()).await.unwrap().unwrap();
+        context.token_id
+    };
+    let before = token_at_notes_store(&mut seen).await;
+    assert_eq!(token_at_notes_store(&mut seen).await, before, "the exchanged token is cached");
+
+    // The resource server's certificate is renewed in place, as a
+    // certificate manager does.
+    let tls = stack.tls.as_ref().unwrap();
+    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+    let renewed = tls
+        .ca
+        .issue(RESOURCE_SERVER_DNS, &[RESOURCE_SERVER_DNS, "localhost"], &[loopback])
+        .unwrap();
+    let dev_ca = tollgate_service_kit::dev_ca::write_private;
+    dev_ca(&tls.dir().join("resource-server.key"), renewed.key_pem.as_bytes()).unwrap();
+    dev_ca(&tls.dir().join("resource-server.pem"), renewed.cert_pem.as_bytes()).unwrap();
+
+    // Once it has loaded the new pair, its next notes call is made with a
+    // token bound to the new certificate, over a connection that presents
+    // it; every call in between succeeds.
+    tollgate_e2e::within("a token bound to the renewed certificate", async {
+        while token_at_notes_store(&mut seen).await == before {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(api.list_notes(user.access_token.expose(), "me").await.unwrap().len(), 0);
+}
+
+/// A form posted with `http`, its JSON answer.
+async fn post_json(
+    http: &reqwest::Client,
+    url: url::Url,
+    form: &[(&str, &str)],
+) -> serde_json::Value {
+    http.post(url).form(form).send().await.unwrap().json().await.unwrap()
 }
