@@ -57,10 +57,12 @@ echo "--- client-app: the full flow, run once inside the stack"
 docker-compose run --rm --no-deps client-app | tee target/compose-demo.log
 grep -q "Done: every step followed the protocol" target/compose-demo.log
 
-echo "--- client-app: a machine client's token and call in one container (README)"
+echo "--- client-app: a machine client's token, then a call from another container (README)"
+# The token file is in the client-app's home volume: the second container finds it.
 docker-compose run --rm --no-deps -e CLIENT_ID=tollgate-reporter \
-    -e CLIENT_SECRET_FILE=/secrets/reporter-secret \
-    client-app sh -c 'client-app client-credentials && client-app call report' \
+    -e CLIENT_SECRET_FILE=/secrets/reporter-secret client-app client-app client-credentials
+docker-compose run --rm --no-deps -e CLIENT_ID=tollgate-reporter \
+    -e CLIENT_SECRET_FILE=/secrets/reporter-secret client-app client-app call report \
     | tee target/compose-report.log
 grep -q "owners" target/compose-report.log
 

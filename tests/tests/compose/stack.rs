@@ -17,9 +17,11 @@ use tollgate_service_kit::tls::{ClientTls, GrpcTarget};
 use tollgate_token::SystemClock;
 use tonic_health::pb::health_client::HealthClient;
 
-/// The issuer, as every container knows it (docker-compose.yml's AUTH_ISSUER).
-pub const ISSUER: &str = "https://auth-server:8080";
-pub const AUTH_HTTP_PORT: u16 = 8080;
+/// The issuer, as every container and the host know it (docker-compose.yml's
+/// AUTH_ISSUER).
+pub const ISSUER: &str = "https://auth.tollgate.localhost:8443";
+const ISSUER_HOST: &str = "auth.tollgate.localhost";
+pub const AUTH_HTTP_PORT: u16 = 8443;
 pub const AUTH_GRPC_PORT: u16 = 50051;
 pub const RS_GRPC_PORT: u16 = 50052;
 pub const NOTES_GRPC_PORT: u16 = 50053;
@@ -223,7 +225,17 @@ pub async fn wait_healthy(service: &str) {
 pub fn http_via(replica: &Replica) -> reqwest::ClientBuilder {
     trust()
         .reqwest()
-        .resolve("auth-server", SocketAddr::new(replica.ip, AUTH_HTTP_PORT))
+        .resolve(ISSUER_HOST, SocketAddr::new(replica.ip, AUTH_HTTP_PORT))
+        .timeout(Duration::from_secs(10))
+}
+
+/// HTTP settings that reach the issuer the way a browser on the host does:
+/// `auth.tollgate.localhost` is the loopback address, the port the one
+/// published there (the first replica's).
+pub fn http_from_the_host() -> reqwest::ClientBuilder {
+    trust()
+        .reqwest()
+        .resolve(ISSUER_HOST, SocketAddr::from(([127, 0, 0, 1], AUTH_HTTP_PORT)))
         .timeout(Duration::from_secs(10))
 }
 
