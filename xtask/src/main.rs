@@ -2,7 +2,7 @@
 //!
 //! | task | what it runs |
 //! |---|---|
-//! | `ci` | what `.ci/run` runs: `services`, `lint`, `test` with the PostgreSQL variants required, the quickstart, every fuzz target for 20 s, `compose-e2e` |
+//! | `ci` | what `.ci/run` runs: `services`, `lint`, `test` with the PostgreSQL variants required, the quickstart (plaintext, then `--tls`), every fuzz target for 20 s, `compose-e2e` |
 //! | `test` | `cargo test --workspace` (the README's test command) |
 //! | `lint` | `cargo fmt --check`, `cargo clippy -D warnings` |
 //! | `services` | installs and starts Chromium and PostgreSQL (`scripts/ci-services.sh`) |
@@ -226,6 +226,8 @@ fn ci() -> Result {
         [("TOLLGATE_TEST_POSTGRES_URL", CI_POSTGRES_URL), ("TOLLGATE_REQUIRE_POSTGRES", "1")];
     test(&[], &postgres)?;
     quickstart(&[])?;
+    // The same narrated flow with TLS everywhere and mutual TLS between services.
+    quickstart(&["--tls".into()])?;
     fuzz(&["--seconds".into(), "20".into()])?;
     compose_e2e(&["--profile".into(), "dev".into()])
 }
