@@ -40,6 +40,7 @@ fn client(id: &str, public: bool, redirect_uris: &[&str]) -> Client {
         audience: "tollgate-resource".into(),
         exchange_audiences: vec![],
         jwks: None,
+        tls_client_auth_san_dns: None,
         resources: vec!["https://api.example/notes".into()],
     }
 }
