@@ -135,10 +135,10 @@ async fn refresh_loop(
     refetch: Arc<Notify>,
 ) {
     // The HTTP client, built again when the TLS files have changed.
-    let mut http: Option<(Arc<rustls::ClientConfig>, reqwest::Client)> = None;
+    let mut http: Option<(u64, reqwest::Client)> = None;
     loop {
-        let tls = config.tls.http_config();
-        if !http.as_ref().is_some_and(|(built_with, _)| Arc::ptr_eq(built_with, &tls)) {
+        let generation = config.tls.generation();
+        if http.as_ref().is_none_or(|(built_with, _)| *built_with != generation) {
             let client = config
                 .tls
                 .reqwest()
@@ -147,7 +147,7 @@ async fn refresh_loop(
                 .https_only(config.jwks_uri.starts_with("https://"))
                 .build();
             match client {
-                Ok(client) => http = Some((tls, client)),
+                Ok(client) => http = Some((generation, client)),
                 Err(err) => {
                     tracing::error!(error = %err, "cannot build the JWKS HTTP client");
                     return;

@@ -64,6 +64,21 @@ pub async fn on_each_backend(test: impl AsyncFn(&str)) {
     }
 }
 
+/// A service's overall health (`""`) over a new connection to `target`, or
+/// why there is none: the connection's or the call's error, with its cause.
+pub async fn health_of(
+    target: crate::tls::GrpcTarget,
+) -> Result<tonic_health::pb::health_check_response::ServingStatus, String> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let channel = target.connect().await.map_err(|e| format!("{e:?}"))?;
+    let reply = HealthClient::new(channel)
+        .check(HealthCheckRequest { service: String::new() })
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(reply.into_inner().status())
+}
+
 /// Why a TLS listener at `addr` (certificate checked for `server_name`)
 /// turns away a client with `tls`, as the client sees it: the handshake's
 /// error, or the alert the server sends after it (TLS 1.3 finishes the

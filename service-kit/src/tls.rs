@@ -318,9 +318,14 @@ impl ClientTls {
 
     /// The public web PKI's roots, no client certificate: for clients that
     /// were given no TLS settings.
+    /// Built once per process: every default JWKS configuration and
+    /// plaintext client asks for it, and it never changes.
     pub fn public_roots() -> Self {
-        #[allow(clippy::expect_used)]
-        Self::from_config(&TlsConfig::default()).expect("the built-in roots always load")
+        static PUBLIC: std::sync::LazyLock<ClientTls> = std::sync::LazyLock::new(|| {
+            #[allow(clippy::expect_used)]
+            ClientTls::from_config(&TlsConfig::default()).expect("the built-in roots always load")
+        });
+        PUBLIC.clone()
     }
 
     /// Changes each time the files are loaded again: a holder of long-lived

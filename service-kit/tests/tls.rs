@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::StreamExt as _;
 use tollgate_service_kit::dev_ca::{DevCa, ServiceFiles};
 use tollgate_service_kit::limits::limited_incoming;
-use tollgate_service_kit::testing::tls_refusal;
+use tollgate_service_kit::testing::{health_of, tls_refusal};
 use tollgate_service_kit::tls::{
     ClientTls, GrpcTarget, Listener, ServerTls, TlsConfig, tls_incoming,
 };
@@ -67,13 +67,7 @@ fn client(dir: &Path, ca: &DevCa, identity: Option<&str>) -> ClientTls {
 }
 
 async fn check(url: &str, tls: &ClientTls) -> Result<Status, String> {
-    let channel =
-        GrpcTarget::new(url, tls).unwrap().connect().await.map_err(|e| format!("{e:?}"))?;
-    let reply = HealthClient::new(channel)
-        .check(HealthCheckRequest { service: String::new() })
-        .await
-        .map_err(|e| format!("{e:?}"))?;
-    Ok(reply.into_inner().status())
+    health_of(GrpcTarget::new(url, tls).unwrap()).await
 }
 
 #[tokio::test]

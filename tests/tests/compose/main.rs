@@ -241,35 +241,25 @@ async fn sigterm_turns_health_not_serving_first_then_drains_and_exits_cleanly() 
 #[tokio::test]
 #[ignore = "needs the compose stack: scripts/compose-e2e.sh"]
 async fn every_port_speaks_only_tls_and_the_internal_ones_want_a_deployment_certificate() {
-    use tonic_health::pb::HealthCheckRequest;
-    let check = |channel: Result<tonic::transport::Channel, tonic::transport::Error>| async move {
-        let channel = channel.map_err(|e| format!("{e:?}"))?;
-        let reply = tonic_health::pb::health_client::HealthClient::new(channel)
-            .check(HealthCheckRequest { service: String::new() })
-            .await
-            .map_err(|e| format!("{e:?}"))?;
-        Ok::<_, String>(reply.into_inner().status())
-    };
+    use tollgate_service_kit::testing::health_of;
+    use tollgate_service_kit::tls::GrpcTarget;
     let [a, b] = auth_replicas().await;
     let rs = rs_replicas().await;
     let internal = [&a, &b, &stack::notes_store().await];
     for replica in internal.iter().copied().chain(&rs) {
         let addr = std::net::SocketAddr::new(replica.ip, replica.grpc_port);
         // Plaintext: no gRPC answer from any port.
-        let plain = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await;
-        assert!(check(plain).await.is_err(), "{} answered plaintext", replica.service);
+        let plain = GrpcTarget::new(&format!("http://{addr}"), &stack::trust()).unwrap();
+        assert!(health_of(plain).await.is_err(), "{} answered plaintext", replica.service);
         // A member of the deployment (a service certificate): served.
-        let member = replica.channel(&stack::service_identity()).await;
-        assert_eq!(check(member).await, Ok(ServingStatus::Serving), "{}", replica.service);
+        let member = health_of(replica.target(&stack::service_identity())).await;
+        assert_eq!(member, Ok(ServingStatus::Serving), "{}", replica.service);
     }
     // TLS without a client certificate: refused at the handshake by the
     // internal listeners, served by the public API.
     for replica in internal {
         let addr = std::net::SocketAddr::new(replica.ip, replica.grpc_port);
-        assert!(check(replica.channel(&stack::trust()).await).await.is_err());
+        assert!(health_of(replica.target(&stack::trust())).await.is_err());
         let refusal =
             tollgate_service_kit::testing::tls_refusal(addr, &replica.service, &stack::trust())
                 .await;
@@ -281,7 +271,7 @@ async fn every_port_speaks_only_tls_and_the_internal_ones_want_a_deployment_cert
         );
     }
     for replica in &rs {
-        let anonymous = check(replica.channel(&stack::trust()).await).await;
+        let anonymous = health_of(replica.target(&stack::trust())).await;
         assert_eq!(anonymous, Ok(ServingStatus::Serving), "{}", replica.service);
     }
     // The HTTP listener: no plaintext answer either.

@@ -88,12 +88,14 @@ impl Replica {
         &self,
         tls: &ClientTls,
     ) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+        self.target(tls).connect().await
+    }
+
+    /// Where this replica is, over TLS with `tls`, its certificate checked
+    /// for the service's name.
+    pub fn target(&self, tls: &ClientTls) -> GrpcTarget {
         let url = format!("https://{}:{}", self.service, self.grpc_port);
-        GrpcTarget::new(&url, tls)
-            .unwrap()
-            .via(SocketAddr::new(self.ip, self.grpc_port))
-            .connect()
-            .await
+        GrpcTarget::new(&url, tls).unwrap().via(SocketAddr::new(self.ip, self.grpc_port))
     }
 }
 

@@ -13,12 +13,10 @@ use tollgate_proto::auth::v1::{
 };
 use tollgate_proto::notes::v1::ListNotesRequest;
 use tollgate_proto::notes::v1::note_store_client::NoteStoreClient;
-use tollgate_service_kit::testing::tls_refusal;
+use tollgate_service_kit::testing::{health_of, tls_refusal};
 use tollgate_service_kit::tls::{ClientTls, GrpcTarget};
 use tollgate_token::certificate_thumbprint;
-use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
 #[tokio::test]
 async fn the_whole_flow_runs_over_tls_with_mutual_tls_between_the_services() {
@@ -91,13 +89,7 @@ async fn an_internal_listener_refuses_a_connection_without_a_client_certificate(
 
 /// The service's overall health over a new connection, or why there is none.
 async fn health(url: &str, tls: &ClientTls) -> Result<ServingStatus, String> {
-    let channel =
-        GrpcTarget::new(url, tls).unwrap().connect().await.map_err(|e| format!("{e:?}"))?;
-    let answer = HealthClient::new(channel)
-        .check(HealthCheckRequest { service: String::new() })
-        .await
-        .map_err(|e| format!("{e:?}"))?;
-    Ok(answer.into_inner().status())
+    health_of(GrpcTarget::new(url, tls).unwrap()).await
 }
 
 #[tokio::test]
