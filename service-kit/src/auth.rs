@@ -22,7 +22,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
-use tollgate_token::{AccessTokenClaims, Clock, OAuthError, Secret, TokenError, Verifier};
+use tollgate_token::{
+    AccessTokenClaims, Clock, OAuthError, Secret, TokenError, VerifiedTokens, Verifier,
+};
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
 
@@ -128,6 +130,9 @@ impl AuthContext {
 #[derive(Debug, Clone)]
 struct Shared {
     verifier: Verifier,
+    /// Each token's signature is verified once ([`VerifiedTokens`]); the time,
+    /// denylist, binding and scope checks below run on every call.
+    verified: VerifiedTokens,
     jwks: JwksCache,
     policy: ScopePolicy,
     clock: Arc<dyn Clock>,
@@ -181,7 +186,7 @@ impl Shared {
             }
         }
         let now = self.clock.now();
-        let claims = match self.verifier.verify(&snapshot.keys, token, now) {
+        let claims = match self.verified.verify(&self.verifier, &snapshot.keys, token, now) {
             Ok(claims) => claims,
             Err(err) => {
                 if matches!(err, TokenError::UnknownKey(_)) {
@@ -266,6 +271,7 @@ impl AuthLayer {
         Self {
             shared: Arc::new(Shared {
                 verifier,
+                verified: VerifiedTokens::default(),
                 jwks,
                 policy,
                 clock,

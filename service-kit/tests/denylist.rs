@@ -3,6 +3,10 @@
 //! the first sync and while the list is stale, and served again once a sync
 //! succeeds, with no restart.
 //!
+//! The same layer caches each token's verified signature: a token it has
+//! admitted before is refused exactly as a new one would be once it is
+//! revoked, expired, out of scope or signed by a retired key.
+//!
 //! Real time, kept short: the sync runs every 200 ms and the list turns stale
 //! 1.5 s after its last good sync. The tests wait for conditions, never for a
 //! fixed time. (The exact bounds are proven on tokio's paused clock in the
@@ -34,6 +38,8 @@ use tollgate_service_kit::revocation::{Denylist, Freshness, RevocationConfig};
 use tollgate_token::{Clock as _, ManualClock, Secret, Verifier, VerifierConfig};
 use tower::{Layer as _, ServiceExt as _};
 
+const LIST: &str = "/x.v1.Notes/List";
+const DELETE: &str = "/x.v1.Notes/Delete";
 const INTERVAL: Duration = Duration::from_millis(200);
 const MAX_STALENESS: Duration = Duration::from_millis(1500);
 /// The stand-in's own page cap: small, so even a short list takes several pages.
@@ -120,13 +126,18 @@ async fn sync(denylist: &Denylist) {
 /// The gRPC status a call through `layer` with `token` ends in (`None`: it
 /// reached the method).
 async fn status_of(layer: &AuthLayer, token: &str) -> Option<tonic::Status> {
+    status_at(layer, LIST, token).await
+}
+
+/// The same for a call to `path`.
+async fn status_at(layer: &AuthLayer, path: &str, token: &str) -> Option<tonic::Status> {
     let service = layer.layer(tower::service_fn(
         |_req: http::Request<http_body_util::Empty<bytes::Bytes>>| async {
             Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
         },
     ));
     let request = http::Request::builder()
-        .uri("/x.v1.Notes/List")
+        .uri(path)
         .header("authorization", format!("Bearer {token}"))
         .body(http_body_util::Empty::new())
         .unwrap();
@@ -201,4 +212,85 @@ async fn calls_are_unavailable_until_the_first_sync_and_while_the_list_is_stale(
     sync(&denylist).await;
     assert!(status_of(&layer, &good).await.is_none());
     assert_eq!(status_of(&layer, &revoked).await.unwrap().code(), tonic::Code::Unauthenticated);
+}
+
+/// The verified-token cache saves the signature check only: a token the layer
+/// has admitted (and cached) is refused, with the uncached path's exact error,
+/// once it is revoked, expired (the clock moved), used for a method its scope
+/// does not cover, or signed by a key that has left the JWKS.
+#[tokio::test]
+async fn a_token_admitted_before_is_refused_as_a_new_one_would_be() {
+    let (key, next_key) = (TestKey::new("k1"), TestKey::new("k2"));
+    let jwks = JwksServer::start(vec![key.jwk(), next_key.jwk()]).await;
+    let clock = Arc::new(ManualClock::starting_now());
+    let jwks_config = JwksConfig {
+        min_refetch_interval: Duration::from_millis(10),
+        ..JwksConfig::new(&jwks.uri)
+    };
+    let (keys, _keys_task) = JwksCache::spawn(jwks_config, clock.clone());
+    keys.ready().await;
+    let list = RevocationList::default();
+    let (denylist, _sync_task) = Denylist::spawn(RevocationConfig {
+        auth_grpc_url: list.start().await,
+        client_id: "svc".into(),
+        client_secret: Some(Secret::new("svc-secret")),
+        interval: INTERVAL,
+        max_staleness: Duration::from_secs(3600),
+        tls: ClientTls::public_roots(),
+    })
+    .unwrap();
+    sync(&denylist).await;
+    let layer = AuthLayer::new(
+        Verifier::new(VerifierConfig::new(ISSUER, "api")),
+        keys.clone(),
+        ScopePolicy::new()
+            .method(LIST, Requirement::Scope("notes:read"))
+            .method(DELETE, Requirement::Scope("notes:write")),
+        clock.clone(),
+    )
+    .with_denylist(denylist.clone());
+    let refusal = |status: Option<tonic::Status>| {
+        let status = status.expect("the call was admitted");
+        (status.code(), status.message().to_owned())
+    };
+    let unauthenticated = |message: &str| (tonic::Code::Unauthenticated, message.to_owned());
+
+    // Admitted twice: the second time from the cache.
+    let token = key.token_with_jti(clock.now(), "t1");
+    assert!(status_of(&layer, &token).await.is_none());
+    assert!(status_of(&layer, &token).await.is_none());
+
+    // Scope: checked on every call, whatever the cache holds.
+    assert_eq!(
+        refusal(status_at(&layer, DELETE, &token).await),
+        (tonic::Code::PermissionDenied, "requires scope notes:write".to_owned())
+    );
+
+    // Revoked after it was cached.
+    list.revoke("t1");
+    sync(&denylist).await;
+    assert_eq!(refusal(status_of(&layer, &token).await), unauthenticated("token has been revoked"));
+
+    // Expired after it was cached: the clock moves past exp + leeway (30 s).
+    let expiring = key.token_with_jti(clock.now(), "t2");
+    assert!(status_of(&layer, &expiring).await.is_none());
+    clock.advance(300 + 29);
+    assert!(status_of(&layer, &expiring).await.is_none(), "within the leeway");
+    clock.advance(1);
+    assert_eq!(refusal(status_of(&layer, &expiring).await), unauthenticated("token has expired"));
+
+    // Its key leaves the JWKS after it was cached.
+    let signed_by_retired = key.token_with_jti(clock.now(), "t3");
+    assert!(status_of(&layer, &signed_by_retired).await.is_none());
+    jwks.served.lock().unwrap().keys = vec![next_key.jwk()];
+    let mut updated = keys.watch();
+    keys.request_refetch();
+    updated.changed().await.unwrap();
+    assert!(!keys.current().unwrap().keys.contains("k1"));
+    assert_eq!(
+        refusal(status_of(&layer, &signed_by_retired).await),
+        unauthenticated("token is signed with an unknown key")
+    );
+    // The key that stayed still serves its tokens.
+    assert!(status_of(&layer, &next_key.token_with_jti(clock.now(), "t4")).await.is_none());
 }

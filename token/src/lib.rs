@@ -16,6 +16,7 @@ mod error;
 mod jwk;
 mod scope;
 pub mod secret;
+mod verified;
 mod verifier;
 
 pub use claims::{
@@ -26,4 +27,5 @@ pub use error::OAuthError;
 pub use jwk::{Jwk, JwkSet, KeyAlgorithm};
 pub use scope::{Scope, ScopeError};
 pub use secret::Secret;
+pub use verified::{MAX_VERIFIED_TOKENS, VerifiedTokens};
 pub use verifier::{KeySet, TokenError, Verifier, VerifierConfig};

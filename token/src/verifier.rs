@@ -49,6 +49,9 @@ impl VerifierConfig {
 #[derive(Clone, Default)]
 pub struct KeySet {
     keys: HashMap<String, (KeyAlgorithm, DecodingKey)>,
+    /// Each key's SHA-256 over its algorithm and public components: tells a
+    /// key apart from another published later under the same `kid`.
+    fingerprints: HashMap<String, [u8; 32]>,
 }
 
 // Hand-written: `DecodingKey` has no `Debug`; a key set is told apart by its kids.
@@ -63,6 +66,7 @@ impl KeySet {
     /// skipped, not fatal: a JWKS may carry keys for other consumers.
     pub fn from_jwks(set: &JwkSet) -> Self {
         let mut keys = HashMap::new();
+        let mut fingerprints = HashMap::new();
         for jwk in &set.keys {
             let Some(alg) = jwk.algorithm() else { continue };
             let key = match alg {
@@ -73,10 +77,21 @@ impl KeySet {
                 },
             };
             if let Ok(key) = key {
+                use sha2::Digest as _;
+                let mut fingerprint = sha2::Sha256::new();
+                for part in [alg.as_str(), "|", &jwk.x, "|", jwk.y.as_deref().unwrap_or("")] {
+                    fingerprint.update(part.as_bytes());
+                }
+                fingerprints.insert(jwk.kid.clone(), fingerprint.finalize().into());
                 keys.insert(jwk.kid.clone(), (alg, key));
             }
         }
-        Self { keys }
+        Self { keys, fingerprints }
+    }
+
+    /// The fingerprint of the key with this `kid` (see [`KeySet`]).
+    pub(crate) fn fingerprint(&self, kid: &str) -> Option<&[u8; 32]> {
+        self.fingerprints.get(kid)
     }
 
     pub fn len(&self) -> usize {
@@ -161,6 +176,20 @@ impl From<TokenError> for OAuthError {
     }
 }
 
+/// The key a token was verified with: its `kid` and its fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SignedBy {
+    pub kid: String,
+    pub fingerprint: [u8; 32],
+}
+
+impl SignedBy {
+    /// Whether `keys` still holds this very key under this `kid`.
+    pub fn still_in(&self, keys: &KeySet) -> bool {
+        keys.fingerprint(&self.kid) == Some(&self.fingerprint)
+    }
+}
+
 /// Verifies access tokens against a [`KeySet`]. Cheap to share; holds no keys of
 /// its own so the key set can be swapped by a background refresher.
 #[derive(Debug, Clone)]
@@ -206,6 +235,19 @@ impl Verifier {
         now: i64,
         audience: Option<&str>,
     ) -> Result<AccessTokenClaims, TokenError> {
+        self.verify_signed(keys, token, now, audience).map(|(claims, _)| claims)
+    }
+
+    /// The whole check; also returns the fingerprint of the key that signed the
+    /// token (the verified-token cache drops an entry when that key leaves the
+    /// JWKS).
+    pub(crate) fn verify_signed(
+        &self,
+        keys: &KeySet,
+        token: &str,
+        now: i64,
+        audience: Option<&str>,
+    ) -> Result<(AccessTokenClaims, SignedBy), TokenError> {
         // 1. Size cap, before any decoding work.
         if token.len() > self.config.max_token_bytes {
             return Err(TokenError::TooLarge);
@@ -270,6 +312,19 @@ impl Verifier {
         {
             return Err(TokenError::WrongAudience);
         }
+        self.check_times(&claims, now)?;
+        let fingerprint = keys.fingerprint(kid).copied().unwrap_or_default();
+        Ok((claims, SignedBy { kid: kid.to_owned(), fingerprint }))
+    }
+
+    /// The time-based checks (`exp`, `nbf`, `iat`, with the leeway): the part
+    /// of [`Verifier::verify`] that changes as time passes, so it runs on every
+    /// call, cached signature or not.
+    pub(crate) fn check_times(
+        &self,
+        claims: &AccessTokenClaims,
+        now: i64,
+    ) -> Result<(), TokenError> {
         let leeway = self.config.leeway_secs;
         // RFC 7519 §4.1.4: the current time must be before `exp`.
         if now >= claims.exp.saturating_add(leeway) {
@@ -283,7 +338,7 @@ impl Verifier {
         if claims.iat > now.saturating_add(leeway) {
             return Err(TokenError::IssuedInFuture);
         }
-        Ok(claims)
+        Ok(())
     }
 }
 
@@ -295,25 +350,25 @@ fn decode_header(b64: &str) -> Result<serde_json::Map<String, serde_json::Value>
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::claims::Audience;
     use crate::jwk::Jwk;
     use jsonwebtoken::{EncodingKey, Header};
     use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
 
-    const NOW: i64 = 1_700_000_000;
-    const ISS: &str = "https://auth.example";
-    const AUD: &str = "https://api.example";
+    pub(crate) const NOW: i64 = 1_700_000_000;
+    pub(crate) const ISS: &str = "https://auth.example";
+    pub(crate) const AUD: &str = "https://api.example";
 
-    struct TestKey {
+    pub(crate) struct TestKey {
         kid: &'static str,
         alg: KeyAlgorithm,
         encoding: EncodingKey,
         jwk: Jwk,
     }
 
-    fn ed25519(kid: &'static str) -> TestKey {
+    pub(crate) fn ed25519(kid: &'static str) -> TestKey {
         let rng = ring::rand::SystemRandom::new();
         let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
         let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
@@ -325,7 +380,7 @@ mod tests {
         }
     }
 
-    fn es256(kid: &'static str) -> TestKey {
+    pub(crate) fn es256(kid: &'static str) -> TestKey {
         let rng = ring::rand::SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
         let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
@@ -338,7 +393,7 @@ mod tests {
         }
     }
 
-    fn claims() -> AccessTokenClaims {
+    pub(crate) fn claims() -> AccessTokenClaims {
         AccessTokenClaims {
             iss: ISS.into(),
             sub: "alice".into(),
@@ -354,18 +409,18 @@ mod tests {
         }
     }
 
-    fn sign(key: &TestKey, claims: &AccessTokenClaims) -> String {
+    pub(crate) fn sign(key: &TestKey, claims: &AccessTokenClaims) -> String {
         let mut header = Header::new(key.alg.to_jsonwebtoken());
         header.typ = Some("at+jwt".into());
         header.kid = Some(key.kid.into());
         jsonwebtoken::encode(&header, claims, &key.encoding).unwrap()
     }
 
-    fn keyset(keys: &[&TestKey]) -> KeySet {
+    pub(crate) fn keyset(keys: &[&TestKey]) -> KeySet {
         KeySet::from_jwks(&JwkSet { keys: keys.iter().map(|k| k.jwk.clone()).collect() })
     }
 
-    fn verifier() -> Verifier {
+    pub(crate) fn verifier() -> Verifier {
         Verifier::new(VerifierConfig::new(ISS, AUD))
     }
 
