@@ -142,6 +142,11 @@ struct Shared {
     access_log: Option<tokio::sync::broadcast::Sender<AuthContext>>,
     /// Names this service in spans and metrics.
     service: &'static str,
+    /// The benchmark's "auth layer switched off": every call admitted as this
+    /// caller, nothing checked. Only the `bench` feature can set it, from code;
+    /// no binary calls it and no setting reaches it.
+    #[cfg(feature = "bench")]
+    admit_as: Option<AuthContext>,
 }
 
 impl Shared {
@@ -279,6 +284,8 @@ impl AuthLayer {
                 #[cfg(feature = "test-support")]
                 access_log: None,
                 service: "protected-service",
+                #[cfg(feature = "bench")]
+                admit_as: None,
             }),
         }
     }
@@ -296,6 +303,16 @@ impl AuthLayer {
     pub fn with_access_log(self, log: tokio::sync::broadcast::Sender<AuthContext>) -> Self {
         let mut shared = Arc::unwrap_or_clone(self.shared);
         shared.access_log = Some(log);
+        Self { shared: Arc::new(shared) }
+    }
+
+    /// Checks nothing: every call to a protected method is admitted as
+    /// `caller`. For the benchmark's baseline only (a protected RPC against
+    /// the same RPC with the auth layer switched off, docs/performance.md).
+    #[cfg(feature = "bench")]
+    pub fn admitting_everyone_as(self, caller: AuthContext) -> Self {
+        let mut shared = Arc::unwrap_or_clone(self.shared);
+        shared.admit_as = Some(caller);
         Self { shared: Arc::new(shared) }
     }
 
@@ -343,6 +360,11 @@ where
         let scope = match self.shared.policy.requirement(&path) {
             // Health and reflection: no token, no validation span.
             Some(Requirement::Public) => return self.forward(req),
+            #[cfg(feature = "bench")]
+            Some(Requirement::Scope(_)) if let Some(caller) = self.shared.admit_as.clone() => {
+                req.extensions_mut().insert(caller);
+                return self.forward(req);
+            }
             Some(Requirement::Scope(scope)) => scope,
             None => {
                 let err = OAuthError::insufficient_scope("method has no access policy");

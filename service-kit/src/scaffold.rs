@@ -228,6 +228,15 @@ impl<S: ProtectedService> Application<S> {
         self.listener.guard()
     }
 
+    /// The benchmark's baseline: the same service with every protected call
+    /// admitted as `caller` and no token checked. Only with the `bench`
+    /// feature; docs/performance.md.
+    #[cfg(feature = "bench")]
+    pub fn without_token_checks(mut self, caller: crate::auth::AuthContext) -> Self {
+        self.listener = self.listener.without_token_checks(caller);
+        self
+    }
+
     /// Serves until `shutdown` resolves (see [`crate::serve::serve_protected`]).
     pub async fn run_until_stopped(
         self,

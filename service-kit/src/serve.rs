@@ -77,6 +77,14 @@ impl ProtectedListener {
         &self.guard
     }
 
+    /// The benchmark's baseline: every protected call admitted as `caller`,
+    /// no token checked ([`AuthLayer::admitting_everyone_as`]).
+    #[cfg(feature = "bench")]
+    pub fn without_token_checks(mut self, caller: crate::auth::AuthContext) -> Self {
+        self.guard.layer = self.guard.layer.admitting_everyone_as(caller);
+        self
+    }
+
     /// How long to keep serving, health NOT_SERVING, once told to stop
     /// (none by default; see [`crate::shutdown::stop_sequence`]).
     pub fn with_drain(mut self, drain: std::time::Duration) -> Self {

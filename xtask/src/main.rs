@@ -2,12 +2,13 @@
 //!
 //! | task | what it runs |
 //! |---|---|
-//! | `ci` | what `.ci/run` runs: `services`, `lint`, `test` with the PostgreSQL variants required, the quickstart (plaintext, then `--tls`), every fuzz target for 20 s, `compose-e2e` |
+//! | `ci` | what `.ci/run` runs: `services`, `lint`, `test` with the PostgreSQL variants required, the benchmark once in smoke mode (debug builds), the quickstart (plaintext, then `--tls`), every fuzz target for 20 s, `compose-e2e` |
 //! | `test` | `cargo test --workspace` (the README's test command) |
 //! | `lint` | `cargo fmt --check`, `cargo clippy -D warnings` |
 //! | `services` | installs and starts Chromium and PostgreSQL (`scripts/ci-services.sh`) |
 //! | `quickstart` | `cargo run --bin quickstart` (the README's main command) |
 //! | `compose-e2e` | the compose stack, its client flow and fault tests (`scripts/compose-e2e.sh`) |
+//! | `bench` | release build, then the benchmark (`tests/src/bin/bench.rs`, docs/performance.md): servers on core 0, load on core 1 |
 //! | `flood` | release build, then the sign-in flood measurement (`tests/src/bin/flood.rs`): server on core 0, load on core 1 |
 //! | `fuzz` | each fuzz target (`fuzz/`, docs/fuzzing.md) for a bounded time, from its committed seeds |
 //!
@@ -23,13 +24,14 @@ use std::process::{Command, ExitCode};
 const CI_POSTGRES_URL: &str = "postgres://tollgate:tollgate@127.0.0.1:5432/postgres";
 
 const USAGE: &str =
-    "usage: cargo xtask <ci|test|lint|services|quickstart|compose-e2e|flood|fuzz> [args…]
+    "usage: cargo xtask <ci|test|lint|services|quickstart|compose-e2e|bench|flood|fuzz> [args…]
   ci           everything CI runs (.ci/run)
   test         cargo test --workspace [args…]
   lint         cargo fmt --check and cargo clippy -D warnings
   services     install and start Chromium and PostgreSQL (Debian, root)
   quickstart   cargo run --bin quickstart [args…]
   compose-e2e  the compose stack with replicas, its flow and fault tests [args…]
+  bench        the benchmark: ratios measured in one run (release) [--smoke] [args…]
   flood        measure /token and memory under a sign-in flood (release) [args…]
   fuzz         run fuzz targets [--seconds N (60)] [target…] (default: all)";
 
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
         "services" => services(),
         "quickstart" => quickstart(&rest),
         "compose-e2e" => compose_e2e(&rest),
+        "bench" => bench(&rest),
         "flood" => flood(&rest),
         "fuzz" => fuzz(&rest),
         _ => {
@@ -125,15 +128,89 @@ fn flood(extra: &[String]) -> Result {
         &[],
     )?;
     cargo(&["build", "--locked", "--release", "-p", "tollgate-e2e", "--bin", "flood"], &[])?;
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root().join("target"))
-        .join("release");
+    let target = release_dir();
     let flood = target.join("flood").display().to_string();
     let server = target.join("auth-server").display().to_string();
     let mut args = vec!["-c", "1", flood.as_str(), "--server", server.as_str()];
     args.extend(extra.iter().map(String::as_str));
     run("taskset", &args, &[])
+}
+
+/// The benchmark on release builds of the three services and the bench
+/// itself, which runs on core 1 and starts each server on core 0.
+fn bench(extra: &[String]) -> Result {
+    cargo(
+        &[
+            "build",
+            "--locked",
+            "--release",
+            "-p",
+            "tollgate-auth-server",
+            "-p",
+            "tollgate-resource-server",
+            "-p",
+            "tollgate-notes-store",
+            "-p",
+            "tollgate-e2e",
+            "--bin",
+            "auth-server",
+            "--bin",
+            "resource-server",
+            "--bin",
+            "notes-store",
+            "--bin",
+            "bench",
+        ],
+        &[],
+    )?;
+    let target = release_dir();
+    let bench = target.join("bench").display().to_string();
+    let bin_dir = target.display().to_string();
+    let mut args = vec!["-c", "1", bench.as_str(), "--bin-dir", bin_dir.as_str()];
+    args.extend(extra.iter().map(String::as_str));
+    let two_cores = std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
+    if two_cores && Command::new("taskset").arg("-V").output().is_ok() {
+        run("taskset", &args, &[])
+    } else {
+        run(&bench, &args[3..], &[])
+    }
+}
+
+/// `bench --smoke` on debug builds: every phase once, briefly.
+fn bench_smoke() -> Result {
+    cargo(
+        &[
+            "build",
+            "--locked",
+            "-p",
+            "tollgate-auth-server",
+            "-p",
+            "tollgate-resource-server",
+            "-p",
+            "tollgate-notes-store",
+            "-p",
+            "tollgate-e2e",
+            "--bin",
+            "auth-server",
+            "--bin",
+            "resource-server",
+            "--bin",
+            "notes-store",
+            "--bin",
+            "bench",
+        ],
+        &[],
+    )?;
+    let debug = release_dir().with_file_name("debug");
+    let bench = debug.join("bench").display().to_string();
+    run(&bench, &["--bin-dir", &debug.display().to_string(), "--smoke"], &[])
+}
+
+fn release_dir() -> PathBuf {
+    std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join("target"))
+        .join("release")
 }
 
 /// The fuzz targets of `fuzz/` (docs/fuzzing.md).
@@ -225,6 +302,9 @@ fn ci() -> Result {
     let postgres =
         [("TOLLGATE_TEST_POSTGRES_URL", CI_POSTGRES_URL), ("TOLLGATE_REQUIRE_POSTGRES", "1")];
     test(&[], &postgres)?;
+    // The benchmark, once and briefly on the debug builds: it must run; how
+    // fast is never asserted (docs/performance.md).
+    bench_smoke()?;
     quickstart(&[])?;
     // The same narrated flow with TLS everywhere and mutual TLS between services.
     quickstart(&["--tls".into()])?;
