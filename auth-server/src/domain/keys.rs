@@ -11,7 +11,7 @@
 use std::sync::{Arc, RwLock};
 
 use base64::Engine as _;
-use jsonwebtoken::{EncodingKey, Header};
+use jsonwebtoken::Header;
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
 use sha2::{Digest, Sha256};
@@ -49,8 +49,66 @@ pub struct RotationPolicy {
 struct LoadedKey {
     kid: String,
     activate_at: i64,
-    encoding: EncodingKey,
+    signing: SigningKey,
     jwk: Jwk,
+}
+
+/// A private key as ring holds it once parsed, with the JWS header its tokens
+/// carry already encoded. `jsonwebtoken::encode` takes the key as DER and
+/// parses it again for every token (for Ed25519 that derives the public key,
+/// a second scalar multiplication per signature); signing here parses once
+/// per load and encodes the header once per key.
+struct SigningKey {
+    pair: KeyPairOf,
+    /// `base64url(header) + "."`: `alg`, `typ: at+jwt` (RFC 9068 §2.1), `kid`.
+    header_prefix: String,
+}
+
+enum KeyPairOf {
+    Ed25519(Ed25519KeyPair),
+    P256(EcdsaKeyPair),
+}
+
+impl SigningKey {
+    fn parse(alg: KeyAlgorithm, kid: &str, pkcs8: &[u8]) -> Result<Self, KeyError> {
+        let bad = |_| KeyError::BadKey(kid.to_owned());
+        let pair = match alg {
+            KeyAlgorithm::EdDSA => {
+                KeyPairOf::Ed25519(Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8).map_err(bad)?)
+            }
+            KeyAlgorithm::ES256 => KeyPairOf::P256(
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8, &SystemRandom::new())
+                    .map_err(bad)?,
+            ),
+        };
+        let mut header = Header::new(alg.to_jsonwebtoken());
+        header.typ = Some(JWT_ACCESS_TOKEN_TYPE.into());
+        header.kid = Some(kid.to_owned());
+        let json = serde_json::to_vec(&header).map_err(|_| KeyError::BadKey(kid.to_owned()))?;
+        let header_prefix =
+            format!("{}.", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json));
+        Ok(Self { pair, header_prefix })
+    }
+
+    /// A compact JWS (RFC 7515 §7.1) of `claims`.
+    fn sign(&self, claims: &AccessTokenClaims) -> Result<String, jsonwebtoken::errors::Error> {
+        let b64 = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let payload = serde_json::to_vec(claims)?;
+        let mut token = String::with_capacity(self.header_prefix.len() + payload.len() * 2 + 90);
+        token.push_str(&self.header_prefix);
+        b64.encode_string(payload, &mut token);
+        let signature = match &self.pair {
+            KeyPairOf::Ed25519(pair) => pair.sign(token.as_bytes()).as_ref().to_vec(),
+            KeyPairOf::P256(pair) => pair
+                .sign(&SystemRandom::new(), token.as_bytes())
+                .map_err(|_| jsonwebtoken::errors::ErrorKind::InvalidKeyFormat)?
+                .as_ref()
+                .to_vec(),
+        };
+        token.push('.');
+        b64.encode_string(signature, &mut token);
+        Ok(token)
+    }
 }
 
 /// Every key of the configured algorithm, oldest activation first.
@@ -72,7 +130,7 @@ pub struct KeyRing {
     ring: RwLock<Arc<Ring>>,
 }
 
-// Hand-written: the ring's parsed signing keys (`EncodingKey`) have no `Debug`;
+// Hand-written: the ring's parsed signing keys have no `Debug`;
 // what identifies a ring is its algorithm and rotation policy.
 impl std::fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -105,14 +163,11 @@ impl KeyRing {
     pub async fn reload(&self, store: &impl KeyStore) -> Result<(), KeyError> {
         let mut keys = Vec::new();
         for key in store.signing_keys().await?.into_iter().filter(|k| k.alg == self.alg) {
-            let encoding = match self.alg {
-                KeyAlgorithm::EdDSA => EncodingKey::from_ed_der(key.private_pkcs8.expose()),
-                KeyAlgorithm::ES256 => EncodingKey::from_ec_der(key.private_pkcs8.expose()),
-            };
+            let signing = SigningKey::parse(self.alg, &key.kid, key.private_pkcs8.expose())?;
             keys.push(LoadedKey {
                 kid: key.kid,
                 activate_at: key.activate_at,
-                encoding,
+                signing,
                 jwk: key.public_jwk,
             });
         }
@@ -173,10 +228,7 @@ impl KeyRing {
         let key = ring.active(now).ok_or_else(|| {
             jsonwebtoken::errors::Error::from(jsonwebtoken::errors::ErrorKind::InvalidKeyFormat)
         })?;
-        let mut header = Header::new(self.alg.to_jsonwebtoken());
-        header.typ = Some(JWT_ACCESS_TOKEN_TYPE.into());
-        header.kid = Some(key.kid.clone());
-        jsonwebtoken::encode(&header, claims, &key.encoding)
+        key.signing.sign(claims)
     }
 
     /// The keys verifiers need at `now`: the active one, any successor waiting to
