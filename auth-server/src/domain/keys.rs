@@ -77,8 +77,12 @@ impl SigningKey {
                 KeyPairOf::Ed25519(Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8).map_err(bad)?)
             }
             KeyAlgorithm::ES256 => KeyPairOf::P256(
-                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8, &SystemRandom::new())
-                    .map_err(bad)?,
+                EcdsaKeyPair::from_pkcs8(
+                    &ECDSA_P256_SHA256_FIXED_SIGNING,
+                    pkcs8,
+                    &SystemRandom::new(),
+                )
+                .map_err(bad)?,
             ),
         };
         let mut header = Header::new(alg.to_jsonwebtoken());
@@ -344,6 +348,37 @@ mod tests {
             use_: "sig".into(),
         };
         assert_eq!(thumbprint(&jwk), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
+    }
+
+    /// The hand-built JWS is what a standard verifier accepts, for both
+    /// algorithms, with the header RFC 9068 §2.1 asks for.
+    #[test]
+    fn tokens_signed_with_a_parsed_key_verify_with_its_published_key() {
+        use tollgate_token::{Audience, Verifier, VerifierConfig};
+        for alg in [KeyAlgorithm::EdDSA, KeyAlgorithm::ES256] {
+            let key = generate(alg, 1, 1).unwrap();
+            let signing = SigningKey::parse(alg, &key.kid, key.private_pkcs8.expose()).unwrap();
+            let claims = AccessTokenClaims {
+                iss: "https://as.example".into(),
+                sub: "alice".into(),
+                aud: Audience::One("api".into()),
+                exp: 1_000_300,
+                iat: 1_000_000,
+                nbf: Some(1_000_000),
+                jti: "j".into(),
+                client_id: "web".into(),
+                scope: Some("notes:read".into()),
+                act: None,
+                cnf: None,
+            };
+            let token = signing.sign(&claims).unwrap();
+            let keys = KeySet::from_jwks(&JwkSet { keys: vec![key.public_jwk.clone()] });
+            let verifier = Verifier::new(VerifierConfig::new("https://as.example", "api"));
+            assert_eq!(verifier.verify(&keys, &token, 1_000_000).unwrap(), claims, "{alg:?}");
+            let header = jsonwebtoken::decode_header(&token).unwrap();
+            assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+            assert_eq!(header.kid.as_deref(), Some(key.kid.as_str()));
+        }
     }
 
     #[test]
