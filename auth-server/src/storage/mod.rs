@@ -6,12 +6,14 @@
 //! refresh token spent under concurrency, so any new backend must keep them
 //! atomic too. [`SqlStore`] implements them all over sqlx.
 
+mod client_cache;
 mod sql;
 
 use std::future::Future;
 
 use tollgate_token::Scope;
 
+pub use client_cache::{CLIENT_CACHE_TTL, MAX_CACHED_CLIENTS};
 pub use sql::SqlStore;
 
 use crate::domain::model::{

@@ -27,6 +27,8 @@ static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 #[derive(Debug, Clone)]
 pub struct SqlStore {
     pool: AnyPool,
+    /// Registered clients, read once per [`super::CLIENT_CACHE_TTL`].
+    clients: std::sync::Arc<super::client_cache::ClientCache>,
 }
 
 impl SqlStore {
@@ -34,7 +36,7 @@ impl SqlStore {
     /// needed, and applies the migrations.
     pub async fn connect(url: &str) -> Result<Self> {
         let pool = tollgate_service_kit::db::connect(url, &SQLITE_MIGRATIONS).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, clients: Default::default() })
     }
 }
 
@@ -99,6 +101,10 @@ impl ClientStore for SqlStore {
     }
 
     async fn client(&self, client_id: &str) -> Result<Option<Client>> {
+        let now = std::time::Instant::now();
+        if let Some(client) = self.clients.get(client_id, now) {
+            return Ok(Some(client));
+        }
         let row = sqlx::query(
             "SELECT client_id, name, secret_hash, redirect_uris, grant_types, scope, audience,
                     exchange_audiences, jwks, resources, tls_client_auth_san_dns
@@ -107,7 +113,11 @@ impl ClientStore for SqlStore {
         .bind(client_id)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(client_from_row).transpose()
+        let client = row.as_ref().map(client_from_row).transpose()?;
+        if let Some(client) = &client {
+            self.clients.put(client, now);
+        }
+        Ok(client)
     }
 
     async fn upsert_client(&self, client: &Client, now: i64) -> Result<()> {
@@ -152,6 +162,7 @@ impl ClientStore for SqlStore {
         .bind(client.tls_client_auth_san_dns.as_deref())
         .execute(&self.pool)
         .await?;
+        self.clients.forget(&client.client_id);
         Ok(())
     }
 }
