@@ -47,5 +47,11 @@ COPY docker/dev-secrets.sh /usr/local/bin/tollgate-dev-secrets
 COPY --from=builder /out/ /usr/local/bin/
 USER tollgate
 WORKDIR /home/tollgate
+# glibc raises its mmap threshold after a large block is freed, so argon2id's
+# 19 MiB per password check would come from the heap afterwards and stay
+# resident (34 MiB idle instead of 14 after the bootstrap's checks). A fixed
+# threshold keeps such blocks mmapped and gives them back when freed
+# (docs/performance.md).
+ENV MALLOC_MMAP_THRESHOLD_=131072
 ENTRYPOINT ["/usr/local/bin/tollgate-entrypoint"]
 CMD ["auth-server"]
