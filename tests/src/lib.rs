@@ -639,6 +639,16 @@ impl TestStack {
     }
 }
 
+/// Where `program` is on the `PATH`, if it is (the measurement binaries pin
+/// processes with `taskset` and raise priority with `chrt` when they can).
+pub fn which(program: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| std::path::PathBuf::from(dir).join(program))
+        .find(|path| path.is_file())
+}
+
 /// `future`, or an error naming `what` after [`PATIENCE`].
 pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> anyhow::Result<T> {
     tokio::time::timeout(PATIENCE, future)

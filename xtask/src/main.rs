@@ -139,30 +139,7 @@ fn flood(extra: &[String]) -> Result {
 /// The benchmark on release builds of the three services and the bench
 /// itself, which runs on core 1 and starts each server on core 0.
 fn bench(extra: &[String]) -> Result {
-    cargo(
-        &[
-            "build",
-            "--locked",
-            "--release",
-            "-p",
-            "tollgate-auth-server",
-            "-p",
-            "tollgate-resource-server",
-            "-p",
-            "tollgate-notes-store",
-            "-p",
-            "tollgate-e2e",
-            "--bin",
-            "auth-server",
-            "--bin",
-            "resource-server",
-            "--bin",
-            "notes-store",
-            "--bin",
-            "bench",
-        ],
-        &[],
-    )?;
+    build_bench(true)?;
     let target = release_dir();
     let bench = target.join("bench").display().to_string();
     let bin_dir = target.display().to_string();
@@ -178,32 +155,27 @@ fn bench(extra: &[String]) -> Result {
 
 /// `bench --smoke` on debug builds: every phase once, briefly.
 fn bench_smoke() -> Result {
-    cargo(
-        &[
-            "build",
-            "--locked",
-            "-p",
-            "tollgate-auth-server",
-            "-p",
-            "tollgate-resource-server",
-            "-p",
-            "tollgate-notes-store",
-            "-p",
-            "tollgate-e2e",
-            "--bin",
-            "auth-server",
-            "--bin",
-            "resource-server",
-            "--bin",
-            "notes-store",
-            "--bin",
-            "bench",
-        ],
-        &[],
-    )?;
+    build_bench(false)?;
     let debug = release_dir().with_file_name("debug");
     let bench = debug.join("bench").display().to_string();
     run(&bench, &["--bin-dir", &debug.display().to_string(), "--smoke"], &[])
+}
+
+/// Builds the three services and the bench, in release mode or not.
+fn build_bench(release: bool) -> Result {
+    let mut args = vec!["build", "--locked"];
+    if release {
+        args.push("--release");
+    }
+    for (package, bin) in [
+        ("tollgate-auth-server", "auth-server"),
+        ("tollgate-resource-server", "resource-server"),
+        ("tollgate-notes-store", "notes-store"),
+        ("tollgate-e2e", "bench"),
+    ] {
+        args.extend(["-p", package, "--bin", bin]);
+    }
+    cargo(&args, &[])
 }
 
 fn release_dir() -> PathBuf {

@@ -35,7 +35,7 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use http_body_util::{BodyExt as _, Full};
 use tollgate_client_app::owner::ScriptedOwner;
-use tollgate_e2e::{DemoSecrets, bootstrap_toml};
+use tollgate_e2e::{DemoSecrets, bootstrap_toml, which};
 use tollgate_proto::auth::v1 as auth;
 use tollgate_proto::auth::v1::revocation_list_service_client::RevocationListServiceClient;
 use tollgate_proto::auth::v1::token_service_client::TokenServiceClient;
@@ -193,8 +193,7 @@ async fn resource_in_process(
 const SERVER_CORE: &str = "0";
 
 fn pinned(program: &Path) -> tokio::process::Command {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let mut command = if which("taskset").is_some() && online_cores() >= 2 && cores >= 1 {
+    let mut command = if which("taskset").is_some() && online_cores() >= 2 {
         let mut command = tokio::process::Command::new("taskset");
         command.arg("-c").arg(SERVER_CORE).arg(program);
         command
@@ -221,14 +220,6 @@ fn online_cores() -> usize {
                 .sum()
         })
         .unwrap_or(1)
-}
-
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|dir| PathBuf::from(dir).join(program))
-        .find(|path| path.is_file())
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -395,10 +386,17 @@ async fn http_load(addr: SocketAddr, lanes: Vec<NextRequest>, phase: Duration) -
             })
         })
         .collect();
+    gather(tasks, started).await
+}
+
+/// The lanes' tallies added up, timed from `started`. A lane that panicked
+/// counts as a failure: its calls are not silently left out.
+async fn gather(tasks: Vec<tokio::task::JoinHandle<Tally>>, started: Instant) -> Tally {
     let mut total = Tally::default();
     for task in tasks {
-        if let Ok(tally) = task.await {
-            total.merge(tally);
+        match task.await {
+            Ok(tally) => total.merge(tally),
+            Err(_) => total.count("lane panicked".into(), false),
         }
     }
     total.elapsed = started.elapsed();
@@ -434,14 +432,7 @@ where
             })
         })
         .collect();
-    let mut total = Tally::default();
-    for task in tasks {
-        if let Ok(tally) = task.await {
-            total.merge(tally);
-        }
-    }
-    total.elapsed = started.elapsed();
-    total
+    gather(tasks, started).await
 }
 
 /// `n` connections to `url`.

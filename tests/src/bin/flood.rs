@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Parser;
 use tollgate_client_app::owner::{Page, ScriptedOwner};
-use tollgate_e2e::{DemoSecrets, bootstrap_toml};
+use tollgate_e2e::{DemoSecrets, bootstrap_toml, which};
 
 #[derive(Parser)]
 #[command(name = "flood", about = "Measure /token latency and memory under a sign-in flood")]
@@ -397,12 +397,4 @@ fn transport_error(err: &reqwest::Error) -> String {
         cause = inner;
     }
     format!("transport error: {cause}")
-}
-
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|dir| PathBuf::from(dir).join(program))
-        .find(|path| path.is_file())
 }
