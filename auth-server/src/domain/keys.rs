@@ -98,19 +98,19 @@ impl SigningKey {
     fn sign(&self, claims: &AccessTokenClaims) -> Result<String, jsonwebtoken::errors::Error> {
         let b64 = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let payload = serde_json::to_vec(claims)?;
-        let mut token = String::with_capacity(self.header_prefix.len() + payload.len() * 2 + 90);
+        // Header, base64 of the payload (4/3 of it), '.', base64 of a 64-byte signature.
+        let mut token =
+            String::with_capacity(self.header_prefix.len() + payload.len() * 4 / 3 + 4 + 1 + 86);
         token.push_str(&self.header_prefix);
         b64.encode_string(payload, &mut token);
         let signature = match &self.pair {
-            KeyPairOf::Ed25519(pair) => pair.sign(token.as_bytes()).as_ref().to_vec(),
+            KeyPairOf::Ed25519(pair) => pair.sign(token.as_bytes()),
             KeyPairOf::P256(pair) => pair
                 .sign(&SystemRandom::new(), token.as_bytes())
-                .map_err(|_| jsonwebtoken::errors::ErrorKind::InvalidKeyFormat)?
-                .as_ref()
-                .to_vec(),
+                .map_err(|_| jsonwebtoken::errors::ErrorKind::InvalidKeyFormat)?,
         };
         token.push('.');
-        b64.encode_string(signature, &mut token);
+        b64.encode_string(signature.as_ref(), &mut token);
         Ok(token)
     }
 }
