@@ -12,8 +12,9 @@ use tollgate_auth_server::domain::model::{
     AuthorizationCode, DeviceCode, GrantRecord, IssuedAccessToken, NextRefreshToken,
 };
 use tollgate_auth_server::storage::{
-    ClientStore, CodeStore, ConsentStore, DevicePoll, DeviceStore, GrantSource, GrantStore,
-    Housekeeping, Purged, RedeemOutcome, RevocationStore, RotateOutcome, SqlStore, UserStore,
+    ClientStore, CodeStore, ConsentStore, DevicePoll, DeviceStore, ExchangeOutcome, GrantSource,
+    GrantStore, Housekeeping, NewGrant, Purged, RevocationStore, RotateOutcome, SqlStore,
+    UserStore,
 };
 use tollgate_token::{KeyAlgorithm, Scope};
 
@@ -104,41 +105,86 @@ fn refresh(hash: &str, expires_at: i64) -> NextRefreshToken {
     NextRefreshToken { token_hash: hash.into(), expires_at }
 }
 
-async fn a_code_is_redeemed_once_and_not_after_expiry(store: SqlStore) {
-    store.insert_code(&code("c1", NOW + 60)).await.unwrap();
-    store.insert_code(&code("c2", NOW + 60)).await.unwrap();
-    let RedeemOutcome::Redeemed(redeemed) = store.redeem_code("c1", NOW + 10).await.unwrap() else {
-        panic!("the first redemption succeeds")
+/// Exchanges a code as the token endpoint does once its checks pass: for
+/// grant `grant_id`, with refresh token `r-<grant_id>` and access token
+/// `a-<grant_id>`. Answers with the spent code.
+async fn exchange(
+    store: &SqlStore,
+    code_hash: &str,
+    now: i64,
+    grant_id: &str,
+) -> ExchangeOutcome<AuthorizationCode, ()> {
+    let new = NewGrant {
+        grant: grant(grant_id),
+        refresh: Some(refresh(&format!("r-{grant_id}"), NOW + 3600)),
+        access: access(&format!("a-{grant_id}")),
     };
-    assert_eq!(
-        (redeemed.subject.as_str(), redeemed.scope.to_string()),
-        ("alice", "notes:read".into())
-    );
-    assert_eq!(
-        store.redeem_code("c1", NOW + 11).await.unwrap(),
-        RedeemOutcome::Replayed { grant_id: None },
-        "second redemption"
-    );
-    assert_eq!(store.redeem_code("c2", NOW + 60).await.unwrap(), RedeemOutcome::Invalid);
-    assert_eq!(store.redeem_code("unknown", NOW).await.unwrap(), RedeemOutcome::Invalid);
+    store.exchange_code(code_hash, now, |code| Ok((new, code.clone()))).await.unwrap()
 }
 
-async fn concurrent_redemptions_of_one_code_yield_exactly_one_success(store: SqlStore) {
+/// Exchanges a code whose checks fail (a wrong verifier, say).
+async fn refuse(store: &SqlStore, code_hash: &str, now: i64) -> ExchangeOutcome<(), &'static str> {
+    store.exchange_code(code_hash, now, |_| Err("a check failed")).await.unwrap()
+}
+
+async fn a_code_is_exchanged_once_and_not_after_expiry(store: SqlStore) {
+    store.insert_code(&code("c1", NOW + 60)).await.unwrap();
+    store.insert_code(&code("c2", NOW + 60)).await.unwrap();
+    let ExchangeOutcome::Exchanged(spent) = exchange(&store, "c1", NOW + 10, "g1").await else {
+        panic!("the first exchange succeeds")
+    };
+    assert_eq!((spent.subject.as_str(), spent.scope.to_string()), ("alice", "notes:read".into()));
+    // The grant and its first tokens were written with the spending.
+    let first = store.refresh_token("r-g1").await.unwrap().expect("the first refresh token");
+    assert_eq!(first.grant.grant_id, "g1");
+    assert!(first.is_active(NOW + 10));
+    // A replay names that grant, for revocation (RFC 6749 §4.1.2).
+    assert_eq!(
+        exchange(&store, "c1", NOW + 11, "g2").await,
+        ExchangeOutcome::Replayed { grant_id: Some("g1".into()) },
+        "second exchange"
+    );
+    assert!(store.refresh_token("r-g2").await.unwrap().is_none(), "nothing written for it");
+    assert_eq!(exchange(&store, "c2", NOW + 60, "g3").await, ExchangeOutcome::Invalid);
+    assert_eq!(exchange(&store, "unknown", NOW, "g4").await, ExchangeOutcome::Invalid);
+}
+
+async fn a_refused_exchange_spends_the_code_and_writes_no_grant(store: SqlStore) {
+    store.insert_code(&code("c1", NOW + 60)).await.unwrap();
+    assert_eq!(refuse(&store, "c1", NOW).await, ExchangeOutcome::Refused("a check failed"));
+    // Spent all the same: a second try, even a right one, is a replay of a
+    // code that produced no grant.
+    assert_eq!(
+        exchange(&store, "c1", NOW + 1, "g1").await,
+        ExchangeOutcome::Replayed { grant_id: None }
+    );
+    assert!(store.refresh_token("r-g1").await.unwrap().is_none());
+    assert!(!store.revoke_grant("g1", NOW + 2).await.unwrap(), "no grant g1 exists");
+}
+
+async fn concurrent_exchanges_of_one_code_yield_exactly_one_grant(store: SqlStore) {
     store.insert_code(&code("race", NOW + 60)).await.unwrap();
     let store = Arc::new(store);
     let attempts: Vec<_> = (0..16)
-        .map(|_| {
+        .map(|attempt| {
             let store = store.clone();
-            tokio::spawn(async move { store.redeem_code("race", NOW + 1).await })
+            tokio::spawn(
+                async move { exchange(&store, "race", NOW + 1, &format!("g{attempt}")).await },
+            )
         })
         .collect();
-    let mut successes = 0;
-    for attempt in attempts {
-        if matches!(attempt.await.unwrap().unwrap(), RedeemOutcome::Redeemed(_)) {
-            successes += 1;
+    let mut grants = Vec::new();
+    for (attempt, outcome) in attempts.into_iter().enumerate() {
+        match outcome.await.unwrap() {
+            ExchangeOutcome::Exchanged(_) => grants.push(format!("g{attempt}")),
+            ExchangeOutcome::Replayed { grant_id } => {
+                assert!(grant_id.is_some(), "a loser sees the winner's grant, committed")
+            }
+            other => panic!("unexpected {other:?}"),
         }
     }
-    assert_eq!(successes, 1);
+    assert_eq!(grants.len(), 1);
+    assert!(store.refresh_token(&format!("r-{}", grants[0])).await.unwrap().is_some());
 }
 
 async fn a_refresh_token_rotates_once_and_only_for_its_client(store: SqlStore) {
@@ -243,6 +289,18 @@ async fn a_failed_grant_write_leaves_nothing_behind(store: SqlStore) {
     );
     // ...so grant g2 does not exist, and its access token was not recorded.
     assert!(!store.revoke_grant("g2", NOW).await.unwrap(), "grant g2 must not exist");
+
+    // A code exchange whose grant write fails leaves the code as it was: the
+    // spending is part of the same transaction.
+    store.insert_code(&code("c1", NOW + 60)).await.unwrap();
+    let collides = NewGrant {
+        grant: grant("g3"),
+        refresh: Some(refresh("r1", NOW + 3600)),
+        access: access("a5"),
+    };
+    assert!(store.exchange_code("c1", NOW, |_| Ok::<_, ()>((collides, ()))).await.is_err());
+    assert!(!store.revoke_grant("g3", NOW).await.unwrap(), "grant g3 must not exist");
+    assert!(matches!(exchange(&store, "c1", NOW + 1, "g4").await, ExchangeOutcome::Exchanged(_)));
 }
 
 async fn revoking_a_grant_denies_its_unexpired_access_tokens_and_stops_its_refresh_tokens(
@@ -289,51 +347,9 @@ async fn revoking_a_grant_denies_its_unexpired_access_tokens_and_stops_its_refre
     assert!(store.revoked_access_tokens(NOW + 301, None, 100).await.unwrap().is_empty());
 }
 
-async fn a_code_replayed_before_its_grant_is_written_gives_a_grant_born_revoked(store: SqlStore) {
-    store.insert_code(&code("c1", NOW + 60)).await.unwrap();
-    assert!(matches!(store.redeem_code("c1", NOW).await.unwrap(), RedeemOutcome::Redeemed(_)));
-    // The replay lands while the first redemption is still issuing.
-    assert_eq!(
-        store.redeem_code("c1", NOW + 1).await.unwrap(),
-        RedeemOutcome::Replayed { grant_id: None }
-    );
-    let live = store
-        .create_grant(
-            &grant("g1"),
-            Some(&refresh("r1", NOW + 3600)),
-            &access("a1"),
-            Some(GrantSource::Code("c1")),
-        )
-        .await
-        .unwrap();
-    assert!(!live);
-    assert!(store.refresh_token("r1").await.unwrap().unwrap().grant_revoked);
-    // A later replay names the grant, for revocation.
-    assert_eq!(
-        store.redeem_code("c1", NOW + 2).await.unwrap(),
-        RedeemOutcome::Replayed { grant_id: Some("g1".into()) }
-    );
-}
-
-async fn an_approval_withdrawn_while_its_grant_is_written_gives_a_grant_born_revoked(
+async fn a_device_approval_withdrawn_while_its_grant_is_written_gives_a_grant_born_revoked(
     store: SqlStore,
 ) {
-    // A code: redeemed, then alice withdraws before its grant is written.
-    store.insert_code(&code("c1", NOW + 60)).await.unwrap();
-    assert!(matches!(store.redeem_code("c1", NOW).await.unwrap(), RedeemOutcome::Redeemed(_)));
-    store.withdraw_consent("alice", "cli", NOW).await.unwrap();
-    let live = store
-        .create_grant(
-            &grant("g1"),
-            Some(&refresh("r1", NOW + 3600)),
-            &access("a1"),
-            Some(GrantSource::Code("c1")),
-        )
-        .await
-        .unwrap();
-    assert!(!live, "the grant of a withdrawn approval is born revoked");
-    assert!(store.refresh_token("r1").await.unwrap().unwrap().grant_revoked);
-
     // A device code: approved (consent recorded with it), handed out, then
     // withdrawn before its grant is written.
     let device = DeviceCode {
@@ -357,15 +373,15 @@ async fn an_approval_withdrawn_while_its_grant_is_written_gives_a_grant_born_rev
     assert!(store.withdraw_consent("alice", "cli", NOW + 1).await.unwrap());
     let live = store
         .create_grant(
-            &grant("g2"),
-            Some(&refresh("r2", NOW + 3600)),
-            &access("a2"),
+            &grant("g1"),
+            Some(&refresh("r1", NOW + 3600)),
+            &access("a1"),
             Some(GrantSource::DeviceCode("d1")),
         )
         .await
         .unwrap();
-    assert!(!live);
-    assert!(store.refresh_token("r2").await.unwrap().unwrap().grant_revoked);
+    assert!(!live, "the grant of a withdrawn approval is born revoked");
+    assert!(store.refresh_token("r1").await.unwrap().unwrap().grant_revoked);
 }
 
 /// The `jti`s of one denylist page at `NOW`.
@@ -608,10 +624,7 @@ async fn the_purge_deletes_only_what_expired_before_the_cutoff(store: SqlStore) 
     // which a replay is merely unknown.
     store.insert_code(&code("c-old", NOW + 60)).await.unwrap();
     store.insert_code(&code("c-live", NOW + 5000)).await.unwrap();
-    assert!(matches!(
-        store.redeem_code("c-old", NOW + 1).await.unwrap(),
-        RedeemOutcome::Redeemed(_)
-    ));
+    assert_eq!(refuse(&store, "c-old", NOW + 1).await, ExchangeOutcome::Refused("a check failed"));
     // A grant whose tokens have all expired, and one with a live refresh token
     // (its access token expired: the grant stays for the refresh token).
     store
@@ -654,8 +667,8 @@ async fn the_purge_deletes_only_what_expired_before_the_cutoff(store: SqlStore) 
 
     // What was live is untouched and still works.
     assert!(matches!(
-        store.redeem_code("c-live", NOW + 10).await.unwrap(),
-        RedeemOutcome::Redeemed(_)
+        exchange(&store, "c-live", NOW + 10, "g-new").await,
+        ExchangeOutcome::Exchanged(_)
     ));
     assert!(store.refresh_token("r-live").await.unwrap().is_some());
     assert_eq!(
@@ -668,7 +681,7 @@ async fn the_purge_deletes_only_what_expired_before_the_cutoff(store: SqlStore) 
     );
     assert!(store.revoke_grant("g-live", NOW + 2).await.unwrap(), "the live grant remains");
     // What expired is gone.
-    assert_eq!(store.redeem_code("c-old", NOW + 2).await.unwrap(), RedeemOutcome::Invalid);
+    assert_eq!(refuse(&store, "c-old", NOW + 2).await, ExchangeOutcome::Invalid);
     assert!(store.refresh_token("r-dead").await.unwrap().is_none());
     assert!(!store.revoke_grant("g-dead", NOW + 2).await.unwrap(), "the dead grant is gone");
 }
@@ -676,15 +689,15 @@ async fn the_purge_deletes_only_what_expired_before_the_cutoff(store: SqlStore) 
 on_both_backends!(
     an_assertion_jti_is_a_replay_until_it_expires,
     the_purge_deletes_only_what_expired_before_the_cutoff,
-    a_code_is_redeemed_once_and_not_after_expiry,
-    concurrent_redemptions_of_one_code_yield_exactly_one_success,
+    a_code_is_exchanged_once_and_not_after_expiry,
+    a_refused_exchange_spends_the_code_and_writes_no_grant,
+    concurrent_exchanges_of_one_code_yield_exactly_one_grant,
     a_refresh_token_rotates_once_and_only_for_its_client,
     concurrent_rotations_of_one_refresh_token_yield_exactly_one_success,
     a_failed_grant_write_leaves_nothing_behind,
     revoking_a_grant_denies_its_unexpired_access_tokens_and_stops_its_refresh_tokens,
     the_denylist_reads_in_keyset_pages_that_meet_without_gap_or_overlap,
-    a_code_replayed_before_its_grant_is_written_gives_a_grant_born_revoked,
-    an_approval_withdrawn_while_its_grant_is_written_gives_a_grant_born_revoked,
+    a_device_approval_withdrawn_while_its_grant_is_written_gives_a_grant_born_revoked,
     the_bootstrap_file_is_idempotent,
     a_client_id_and_a_user_subject_never_coincide,
     a_bootstrap_file_with_a_mistake_anywhere_writes_nothing,

@@ -2,21 +2,22 @@
 //! from the verified token's `sub`.
 
 use rand::RngCore as _;
+use sqlx::Row;
 use sqlx::any::AnyRow;
-use sqlx::{AnyPool, Row};
 use tollgate_proto::notes::v1::Note;
+use tollgate_service_kit::db::Database;
 
 /// This store's schema, per backend (`migrations/`).
 static MIGRATIONS: tollgate_service_kit::db::Migrations = tollgate_service_kit::migrations!();
 
 #[derive(Debug, Clone)]
 pub struct NoteStorage {
-    pool: AnyPool,
+    db: Database,
 }
 
 impl NoteStorage {
     pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
-        Ok(Self { pool: tollgate_service_kit::db::connect(url, &MIGRATIONS).await? })
+        Ok(Self { db: tollgate_service_kit::db::connect(url, &MIGRATIONS).await? })
     }
 
     pub async fn notes(&self, owner: &str) -> Result<Vec<Note>, sqlx::Error> {
@@ -25,7 +26,7 @@ impl NoteStorage {
              ORDER BY created_at, id",
         )
         .bind(owner)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db.reads)
         .await?;
         rows.iter().map(note_from_row).collect()
     }
@@ -58,7 +59,7 @@ impl NoteStorage {
         .bind(&note.body)
         .bind(note.created_at)
         .bind(&note.written_by)
-        .execute(&self.pool)
+        .execute(&self.db.writes)
         .await?;
         Ok(note)
     }
@@ -69,7 +70,7 @@ impl NoteStorage {
         let done = sqlx::query("DELETE FROM notes WHERE id = $1 AND owner = $2")
             .bind(id)
             .bind(owner)
-            .execute(&self.pool)
+            .execute(&self.db.writes)
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -78,7 +79,7 @@ impl NoteStorage {
     pub async fn counts(&self) -> Result<(i64, i64), sqlx::Error> {
         let row =
             sqlx::query("SELECT COUNT(*) AS notes, COUNT(DISTINCT owner) AS owners FROM notes")
-                .fetch_one(&self.pool)
+                .fetch_one(&self.db.reads)
                 .await?;
         Ok((row.try_get("notes")?, row.try_get("owners")?))
     }

@@ -2,27 +2,28 @@
 //! Every query is scoped by `owner`: there is no way to ask this store for
 //! someone's data without saying whose. (Notes live in the notes store.)
 
-use sqlx::{AnyPool, Row};
+use sqlx::Row;
 use tollgate_proto::resource::v1::Profile;
+use tollgate_service_kit::db::Database;
 
 /// This store's schema, per backend (`migrations/`).
 static MIGRATIONS: tollgate_service_kit::db::Migrations = tollgate_service_kit::migrations!();
 
 #[derive(Debug, Clone)]
 pub struct ResourceStore {
-    pool: AnyPool,
+    db: Database,
 }
 
 impl ResourceStore {
     pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
-        Ok(Self { pool: tollgate_service_kit::db::connect(url, &MIGRATIONS).await? })
+        Ok(Self { db: tollgate_service_kit::db::connect(url, &MIGRATIONS).await? })
     }
 
     /// The owner's profile; an owner who never wrote one has an empty profile.
     pub async fn profile(&self, owner: &str) -> Result<Profile, sqlx::Error> {
         let row = sqlx::query("SELECT display_name, email FROM profiles WHERE owner = $1")
             .bind(owner)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.db.reads)
             .await?;
         Ok(match row {
             Some(row) => Profile {
@@ -44,7 +45,7 @@ impl ResourceStore {
         .bind(&profile.display_name)
         .bind(&profile.email)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.db.writes)
         .await?;
         Ok(())
     }
@@ -53,7 +54,7 @@ impl ResourceStore {
     /// report costs the same memory for ten owners or ten million.
     pub async fn count_profile_owners(&self) -> Result<i64, sqlx::Error> {
         sqlx::query("SELECT COUNT(*) AS owners FROM profiles")
-            .fetch_one(&self.pool)
+            .fetch_one(&self.db.reads)
             .await?
             .try_get("owners")
     }

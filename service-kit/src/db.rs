@@ -31,22 +31,61 @@ macro_rules! migrations {
     };
 }
 
+/// A service's database, as two pools: `reads` for statements that only read,
+/// `writes` for every statement or transaction that writes.
+///
+/// SQLite admits one writer at a time. A second connection that wants to
+/// write waits in SQLite's busy handler, which sleeps 1, 2, 5, 10 … ms between
+/// tries whatever happens meanwhile: under concurrent grants most of the time
+/// went to those sleeps (about 500 code exchanges per second where the disk
+/// allows several thousand). So on SQLite `writes` is one connection, and
+/// writers queue in-process, in the pool, each woken the moment the connection
+/// is free; readers keep their own connections beside it (WAL). On PostgreSQL,
+/// which locks rows rather than the database, both are the same pool.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pub reads: AnyPool,
+    pub writes: AnyPool,
+}
+
+/// Connections to a SQLite database that only read (WAL readers do not wait
+/// for the writer).
+pub const SQLITE_READ_CONNECTIONS: u32 = 4;
+/// Connections to a SQLite database that write: one, see [`Database`].
+pub const SQLITE_WRITE_CONNECTIONS: u32 = 1;
+/// Connections to a PostgreSQL database, reads and writes together.
+pub const POSTGRES_CONNECTIONS: u32 = 16;
+/// How long a statement waits for a free connection before it fails.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Connects to `url` (`sqlite://…?mode=rwc` or `postgres://…`), creating a SQLite
 /// file if needed, and applies the backend's migrations.
-pub async fn connect(url: &str, migrations: &Migrations) -> Result<AnyPool, sqlx::Error> {
+pub async fn connect(url: &str, migrations: &Migrations) -> Result<Database, sqlx::Error> {
     sqlx::any::install_default_drivers();
     let postgres = url.starts_with("postgres:") || url.starts_with("postgresql:");
-    let options = AnyConnectOptions::from_str(url)?;
-    let pool = AnyPoolOptions::new()
-        // SQLite has one writer at a time: a few connections are plenty.
-        .max_connections(if url.starts_with("sqlite:") { 4 } else { 16 })
-        .acquire_timeout(Duration::from_secs(5))
+    if postgres {
+        let pool = pool(url, POSTGRES_CONNECTIONS).await?;
+        migrations.postgres.run(&pool).await?;
+        return Ok(Database { reads: pool.clone(), writes: pool });
+    }
+    // The writer first: it creates the file and the WAL, and migrates.
+    let writes = pool(url, SQLITE_WRITE_CONNECTIONS).await?;
+    migrations.sqlite.run(&writes).await?;
+    let reads = pool(url, SQLITE_READ_CONNECTIONS).await?;
+    Ok(Database { reads, writes })
+}
+
+async fn pool(url: &str, max_connections: u32) -> Result<AnyPool, sqlx::Error> {
+    AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         .after_connect(|conn, _meta| {
             Box::pin(async move {
                 if conn.backend_name() == "SQLite" {
                     // WAL lets readers run beside the one writer; a busy timeout
-                    // queues writers instead of failing them; foreign keys are off
-                    // by default in SQLite.
+                    // covers another process writing the same file (an admin
+                    // command beside the server); foreign keys are off by
+                    // default in SQLite.
                     conn.execute(
                         "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; \
                          PRAGMA foreign_keys = ON;",
@@ -56,11 +95,8 @@ pub async fn connect(url: &str, migrations: &Migrations) -> Result<AnyPool, sqlx
                 Ok(())
             })
         })
-        .connect_with(options)
-        .await?;
-    let migrator = if postgres { migrations.postgres } else { migrations.sqlite };
-    migrator.run(&pool).await?;
-    Ok(pool)
+        .connect_with(AnyConnectOptions::from_str(url)?)
+        .await
 }
 
 /// The URL of a SQLite database file `name` under `data_dir`, created on first use.

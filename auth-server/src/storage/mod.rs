@@ -2,9 +2,9 @@
 //!
 //! The protocol core asks for exactly what it needs through these traits and
 //! never sees SQL. Each method's doc comment is its contract; the atomic ones
-//! (code redemption, refresh rotation) are what keep a code single-use and a
+//! (code exchange, refresh rotation) are what keep a code single-use and a
 //! refresh token spent under concurrency, so any new backend must keep them
-//! atomic too. [`SqlStore`] implements them all over sqlx.
+//! atomic too. A grant that must write does so in one transaction. [`SqlStore`] implements them all over sqlx.
 
 mod client_cache;
 mod sql;
@@ -96,25 +96,54 @@ pub trait CodeStore: Send + Sync {
     /// Stores a new, unredeemed authorization code.
     fn insert_code(&self, code: &AuthorizationCode) -> impl Future<Output = Result<()>> + Send;
 
-    /// Atomically marks the code redeemed if it is unredeemed and unexpired at
-    /// `now`, and returns it. Of two concurrent calls for one code at most one
-    /// sees [`RedeemOutcome::Redeemed`] (RFC 6749 §4.1.2: a code is single-use). A
-    /// redeemed code stays spent whatever the caller decides next. A code that was
-    /// already redeemed is [`RedeemOutcome::Replayed`], and is marked so that a
-    /// grant still being written for it is born revoked.
-    fn redeem_code(
+    /// RFC 6749 §4.1.3 in one transaction. Spends the code if it is unredeemed
+    /// and unexpired at `now` and hands it to `decide` (the client, redirect
+    /// URI, PKCE and resource checks, and the tokens' making). If `decide`
+    /// answers with a grant, the grant, its first tokens and the link from
+    /// the code to it are written with the spending; if it refuses, the code
+    /// is spent all the same (a code is single-use whatever follows). Either
+    /// all of it is written or none.
+    ///
+    /// Of two concurrent calls for one code at most one reaches `decide`. A
+    /// code that was already spent is [`ExchangeOutcome::Replayed`], naming
+    /// the grant it produced (if it produced one) for revocation (RFC 6749
+    /// §4.1.2), and is marked replayed.
+    fn exchange_code<T: Send, E: Send>(
         &self,
         code_hash: &str,
         now: i64,
-    ) -> impl Future<Output = Result<RedeemOutcome>> + Send;
+        decide: impl FnOnce(&AuthorizationCode) -> std::result::Result<(NewGrant, T), E> + Send,
+    ) -> impl Future<Output = Result<ExchangeOutcome<T, E>>> + Send;
 }
 
-/// What a new grant was redeemed from, so a replay or a withdrawal that
-/// happened while it was being written still reaches it.
+/// A grant to write with its first tokens: the grant, its first refresh token
+/// (if its client may refresh) and its first access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewGrant {
+    pub grant: GrantRecord,
+    pub refresh: Option<NextRefreshToken>,
+    pub access: IssuedAccessToken,
+}
+
+/// What [`CodeStore::exchange_code`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExchangeOutcome<T, E> {
+    /// The code was spent and its grant written; what `decide` answered.
+    Exchanged(T),
+    /// The code was spent and `decide` refused it.
+    Refused(E),
+    /// Spent before: the grant it produced, if it produced one.
+    Replayed { grant_id: Option<String> },
+    /// Unknown or expired.
+    Invalid,
+}
+
+/// What a new grant was redeemed from, so a withdrawal that happened while it
+/// was being written still reaches it. (An authorization code's grant is
+/// written in the transaction that spends the code: see
+/// [`CodeStore::exchange_code`].)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GrantSource<'a> {
-    /// An authorization code, by its hash.
-    Code(&'a str),
     /// A device code, by its hash.
     DeviceCode(&'a str),
 }
@@ -122,12 +151,10 @@ pub enum GrantSource<'a> {
 /// Grants (an owner's approval of a client) and their refresh tokens.
 pub trait GrantStore: Send + Sync {
     /// Atomically stores a new grant, its first refresh token (if any; issued at
-    /// the grant's creation, for its client and scope), its first access token
-    /// and, for a grant born of an authorization code, the link from that code to
-    /// the grant. Either all of it is written or none. If the code was replayed
-    /// meanwhile, or the owner withdrew the approval between the code's (or
-    /// device code's) redemption and now, the grant is stored revoked and
-    /// `false` returned.
+    /// the grant's creation, for its client and scope) and its first access
+    /// token. Either all of it is written or none. If the owner withdrew the
+    /// approval between the device code's redemption and now, the grant is
+    /// stored revoked and `false` returned.
     fn create_grant(
         &self,
         grant: &GrantRecord,
@@ -163,18 +190,6 @@ pub trait GrantStore: Send + Sync {
     /// its refresh tokens stop rotating, its unexpired access tokens join the
     /// denylist. `false` if it was already revoked or does not exist.
     fn revoke_grant(&self, grant_id: &str, now: i64) -> impl Future<Output = Result<bool>> + Send;
-}
-
-/// What [`GrantStore::redeem_code`] found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RedeemOutcome {
-    Redeemed(AuthorizationCode),
-    /// Redeemed before: the grant it produced, if written yet.
-    Replayed {
-        grant_id: Option<String>,
-    },
-    /// Unknown or expired.
-    Invalid,
 }
 
 /// Revocation (RFC 7009) and what resource servers must deny.

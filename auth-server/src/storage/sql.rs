@@ -4,13 +4,14 @@
 //! 64-bit integers).
 
 use base64::Engine as _;
+use sqlx::Row;
 use sqlx::any::AnyRow;
-use sqlx::{AnyPool, Row};
+use tollgate_service_kit::db::Database;
 use tollgate_token::{Jwk, KeyAlgorithm, Scope, Secret};
 
 use super::{
-    ClientStore, CodeStore, ConsentStore, DevicePoll, DeviceStore, GrantSource, GrantStore,
-    Housekeeping, KeyStore, Purged, RedeemOutcome, Result, RevocationStore, RotateOutcome,
+    ClientStore, CodeStore, ConsentStore, DevicePoll, DeviceStore, ExchangeOutcome, GrantSource,
+    GrantStore, Housekeeping, KeyStore, NewGrant, Purged, Result, RevocationStore, RotateOutcome,
     StorageError, UserStore,
 };
 use crate::domain::model::{
@@ -26,7 +27,7 @@ static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 /// The authorization server's database.
 #[derive(Debug, Clone)]
 pub struct SqlStore {
-    pool: AnyPool,
+    db: Database,
     /// Registered clients, read once per [`super::CLIENT_CACHE_TTL`].
     clients: std::sync::Arc<super::client_cache::ClientCache>,
 }
@@ -35,8 +36,8 @@ impl SqlStore {
     /// Connects to `url` (`sqlite://…`), creating a SQLite file if
     /// needed, and applies the migrations.
     pub async fn connect(url: &str) -> Result<Self> {
-        let pool = tollgate_service_kit::db::connect(url, &SQLITE_MIGRATIONS).await?;
-        Ok(Self { pool, clients: Default::default() })
+        let db = tollgate_service_kit::db::connect(url, &SQLITE_MIGRATIONS).await?;
+        Ok(Self { db, clients: Default::default() })
     }
 }
 
@@ -95,7 +96,7 @@ impl ClientStore for SqlStore {
         .bind(jti)
         .bind(expires_at)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.db.writes)
         .await?;
         Ok(inserted.rows_affected() == 1)
     }
@@ -111,7 +112,7 @@ impl ClientStore for SqlStore {
              FROM clients WHERE client_id = $1",
         )
         .bind(client_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.db.reads)
         .await?;
         let client = row.as_ref().map(client_from_row).transpose()?;
         if let Some(client) = &client {
@@ -160,7 +161,7 @@ impl ClientStore for SqlStore {
         .bind(jwks)
         .bind(resources)
         .bind(client.tls_client_auth_san_dns.as_deref())
-        .execute(&self.pool)
+        .execute(&self.db.writes)
         .await?;
         self.clients.forget(&client.client_id);
         Ok(())
@@ -171,7 +172,7 @@ impl UserStore for SqlStore {
     async fn subject_exists(&self, subject: &str) -> Result<bool> {
         let row = sqlx::query("SELECT 1 AS found FROM users WHERE subject = $1")
             .bind(subject)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.db.reads)
             .await?;
         Ok(row.is_some())
     }
@@ -180,7 +181,7 @@ impl UserStore for SqlStore {
         let row =
             sqlx::query("SELECT subject, username, password_hash FROM users WHERE username = $1")
                 .bind(username)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.db.reads)
                 .await?;
         row.map(|row| {
             Ok(User {
@@ -203,7 +204,7 @@ impl UserStore for SqlStore {
         .bind(&user.username)
         .bind(user.password_hash.expose())
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.db.writes)
         .await?;
         Ok(())
     }
@@ -226,14 +227,21 @@ impl CodeStore for SqlStore {
         .bind(code.issued_at)
         .bind(code.expires_at)
         .bind(&code.audience)
-        .execute(&self.pool)
+        .execute(&self.db.writes)
         .await?;
         Ok(())
     }
 
-    async fn redeem_code(&self, code_hash: &str, now: i64) -> Result<RedeemOutcome> {
-        // One conditional UPDATE: the database decides which of two concurrent
-        // redemptions wins, on SQLite and PostgreSQL alike.
+    async fn exchange_code<T: Send, E: Send>(
+        &self,
+        code_hash: &str,
+        now: i64,
+        decide: impl FnOnce(&AuthorizationCode) -> std::result::Result<(NewGrant, T), E> + Send,
+    ) -> Result<ExchangeOutcome<T, E>> {
+        let mut tx = self.db.writes.begin().await?;
+        // One conditional UPDATE spends the code: the database decides which
+        // of two concurrent exchanges wins, on SQLite and PostgreSQL alike
+        // (PostgreSQL's loser waits for the row and then finds it spent).
         let row = sqlx::query(
             "UPDATE authorization_codes SET redeemed_at = $1
              WHERE code_hash = $2 AND redeemed_at IS NULL AND expires_at > $1
@@ -242,36 +250,52 @@ impl CodeStore for SqlStore {
         )
         .bind(now)
         .bind(code_hash)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
-        if let Some(row) = row {
-            return Ok(RedeemOutcome::Redeemed(AuthorizationCode {
-                code_hash: row.try_get("code_hash")?,
-                client_id: row.try_get("client_id")?,
-                subject: row.try_get("subject")?,
-                redirect_uri: row.try_get("redirect_uri")?,
-                scope: scope_of(row.try_get("scope")?)?,
-                code_challenge: row.try_get("code_challenge")?,
-                issued_at: row.try_get("issued_at")?,
-                expires_at: row.try_get("expires_at")?,
-                audience: row.try_get("audience")?,
-            }));
-        }
-        // Not redeemable: a replay of a redeemed code is marked, so that a grant
-        // still being written for it is born revoked (see create_grant).
-        let replayed = sqlx::query(
-            "UPDATE authorization_codes SET replayed_at = COALESCE(replayed_at, $1)
-             WHERE code_hash = $2 AND redeemed_at IS NOT NULL
-             RETURNING grant_id",
-        )
-        .bind(now)
-        .bind(code_hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(match replayed {
-            Some(row) => RedeemOutcome::Replayed { grant_id: row.try_get("grant_id")? },
-            None => RedeemOutcome::Invalid,
-        })
+        let Some(row) = row else {
+            // Not redeemable: a replay of a spent code is marked (evidence
+            // until the purge) and names the grant the code produced.
+            let replayed = sqlx::query(
+                "UPDATE authorization_codes SET replayed_at = COALESCE(replayed_at, $1)
+                 WHERE code_hash = $2 AND redeemed_at IS NOT NULL
+                 RETURNING grant_id",
+            )
+            .bind(now)
+            .bind(code_hash)
+            .fetch_optional(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(match replayed {
+                Some(row) => ExchangeOutcome::Replayed { grant_id: row.try_get("grant_id")? },
+                None => ExchangeOutcome::Invalid,
+            });
+        };
+        let code = AuthorizationCode {
+            code_hash: row.try_get("code_hash")?,
+            client_id: row.try_get("client_id")?,
+            subject: row.try_get("subject")?,
+            redirect_uri: row.try_get("redirect_uri")?,
+            scope: scope_of(row.try_get("scope")?)?,
+            code_challenge: row.try_get("code_challenge")?,
+            issued_at: row.try_get("issued_at")?,
+            expires_at: row.try_get("expires_at")?,
+            audience: row.try_get("audience")?,
+        };
+        let outcome = match decide(&code) {
+            // Refused: the spending alone is committed.
+            Err(refusal) => ExchangeOutcome::Refused(refusal),
+            Ok((new, answer)) => {
+                insert_grant(&mut tx, &new.grant, new.refresh.as_ref(), &new.access).await?;
+                sqlx::query("UPDATE authorization_codes SET grant_id = $1 WHERE code_hash = $2")
+                    .bind(&new.grant.grant_id)
+                    .bind(code_hash)
+                    .execute(&mut *tx)
+                    .await?;
+                ExchangeOutcome::Exchanged(answer)
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
     }
 }
 
@@ -296,41 +320,11 @@ impl GrantStore for SqlStore {
         access: &IssuedAccessToken,
         source: Option<GrantSource<'_>>,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO grants (grant_id, client_id, subject, scope, audience, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&grant.grant_id)
-        .bind(&grant.client_id)
-        .bind(&grant.subject)
-        .bind(grant.scope.to_string())
-        .bind(&grant.audience)
-        .bind(grant.created_at)
-        .execute(&mut *tx)
-        .await?;
-        if let Some(refresh) = refresh {
-            let owner = RefreshOwner {
-                grant_id: &grant.grant_id,
-                client_id: &grant.client_id,
-                scope: &grant.scope,
-            };
-            insert_refresh(&mut tx, owner, refresh, grant.created_at).await?;
-        }
-        insert_access(&mut tx, &grant.grant_id, access).await?;
-        // Replayed, or its approval withdrawn, since the redemption: the
-        // grant is born revoked.
+        let mut tx = self.db.writes.begin().await?;
+        insert_grant(&mut tx, grant, refresh, access).await?;
+        // Its approval withdrawn since the device code's redemption: the grant
+        // is born revoked.
         let spoilt = match source {
-            Some(GrantSource::Code(code_hash)) => sqlx::query(
-                "UPDATE authorization_codes SET grant_id = $1 WHERE code_hash = $2
-                 RETURNING replayed_at",
-            )
-            .bind(&grant.grant_id)
-            .bind(code_hash)
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get::<Option<i64>, _>("replayed_at")?
-            .is_some(),
             Some(GrantSource::DeviceCode(device_code_hash)) => {
                 sqlx::query("SELECT status FROM device_codes WHERE device_code_hash = $1")
                     .bind(device_code_hash)
@@ -361,7 +355,7 @@ impl GrantStore for SqlStore {
         next: &NextRefreshToken,
         access: &IssuedAccessToken,
     ) -> Result<RotateOutcome> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.db.writes.begin().await?;
         // Spend first, atomically: of two concurrent rotations one updates the row.
         let spent = sqlx::query(
             "UPDATE refresh_tokens SET used_at = $1
@@ -427,7 +421,7 @@ impl GrantStore for SqlStore {
              WHERE r.token_hash = $1",
         )
         .bind(token_hash)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.db.reads)
         .await?;
         let Some(row) = row else { return Ok(None) };
         Ok(Some(RefreshTokenRecord {
@@ -442,11 +436,41 @@ impl GrantStore for SqlStore {
     }
 
     async fn revoke_grant(&self, grant_id: &str, now: i64) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.db.writes.begin().await?;
         let revoked = revoke_grant_in(&mut tx, grant_id, now).await?;
         tx.commit().await?;
         Ok(revoked)
     }
+}
+
+/// A new grant with its first refresh token (if any) and access token, inside `tx`.
+async fn insert_grant(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    grant: &GrantRecord,
+    refresh: Option<&NextRefreshToken>,
+    access: &IssuedAccessToken,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO grants (grant_id, client_id, subject, scope, audience, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&grant.grant_id)
+    .bind(&grant.client_id)
+    .bind(&grant.subject)
+    .bind(grant.scope.to_string())
+    .bind(&grant.audience)
+    .bind(grant.created_at)
+    .execute(&mut **tx)
+    .await?;
+    if let Some(refresh) = refresh {
+        let owner = RefreshOwner {
+            grant_id: &grant.grant_id,
+            client_id: &grant.client_id,
+            scope: &grant.scope,
+        };
+        insert_refresh(tx, owner, refresh, grant.created_at).await?;
+    }
+    insert_access(tx, &grant.grant_id, access).await
 }
 
 async fn insert_access(
@@ -478,7 +502,7 @@ impl RevocationStore for SqlStore {
         .bind(&access.jti)
         .bind(access.expires_at)
         .bind(subject_jti)
-        .execute(&self.pool)
+        .execute(&self.db.writes)
         .await?;
         Ok(())
     }
@@ -491,7 +515,7 @@ impl RevocationStore for SqlStore {
         .bind(jti)
         .bind(expires_at)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.db.writes)
         .await?;
         Ok(())
     }
@@ -499,7 +523,7 @@ impl RevocationStore for SqlStore {
     async fn is_access_token_revoked(&self, jti: &str) -> Result<bool> {
         let row = sqlx::query("SELECT 1 AS found FROM revoked_access_tokens WHERE jti = $1")
             .bind(jti)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.db.reads)
             .await?;
         Ok(row.is_some())
     }
@@ -528,7 +552,7 @@ impl RevocationStore for SqlStore {
         .bind(from_exp)
         .bind(from_jti)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db.reads)
         .await?;
         rows.iter().map(|row| Ok((row.try_get("jti")?, row.try_get("expires_at")?))).collect()
     }
@@ -598,7 +622,7 @@ impl ConsentStore for SqlStore {
         let row = sqlx::query("SELECT scope FROM consents WHERE subject = $1 AND client_id = $2")
             .bind(subject)
             .bind(client_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.db.reads)
             .await?;
         row.map(|row| scope_of(row.try_get("scope")?)).transpose()
     }
@@ -610,7 +634,7 @@ impl ConsentStore for SqlStore {
         scope: &Scope,
         now: i64,
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.db.writes.begin().await?;
         add_consent_in(&mut tx, subject, client_id, scope, now).await?;
         tx.commit().await?;
         Ok(())
@@ -623,7 +647,7 @@ impl ConsentStore for SqlStore {
              WHERE c.subject = $1 ORDER BY k.name",
         )
         .bind(subject)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db.reads)
         .await?;
         rows.iter()
             .map(|row| {
@@ -638,7 +662,7 @@ impl ConsentStore for SqlStore {
     }
 
     async fn withdraw_consent(&self, subject: &str, client_id: &str, now: i64) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.db.writes.begin().await?;
         let forgotten = sqlx::query("DELETE FROM consents WHERE subject = $1 AND client_id = $2")
             .bind(subject)
             .bind(client_id)
@@ -647,26 +671,16 @@ impl ConsentStore for SqlStore {
             .rows_affected()
             == 1;
         // What the owner approved but the client has not yet redeemed goes too:
-        // its codes (RFC 6749 §4.1.2) and approved device authorizations.
-        // A code redeemed a moment ago whose grant is still being written is
-        // marked as a replay would be, so that grant is born revoked
-        // (create_grant); a device code already handed out, likewise.
+        // its codes (RFC 6749 §4.1.2) and approved device authorizations. A
+        // device code already handed out whose grant is still being written
+        // is marked withdrawn, so that grant is born revoked (create_grant).
+        // (A code's grant is written in the transaction that spends it.)
         sqlx::query(
             "DELETE FROM authorization_codes
              WHERE subject = $1 AND client_id = $2 AND redeemed_at IS NULL",
         )
         .bind(subject)
         .bind(client_id)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE authorization_codes SET replayed_at = COALESCE(replayed_at, $3)
-             WHERE subject = $1 AND client_id = $2 AND redeemed_at IS NOT NULL
-                   AND grant_id IS NULL",
-        )
-        .bind(subject)
-        .bind(client_id)
-        .bind(now)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -759,7 +773,7 @@ impl DeviceStore for SqlStore {
         .bind(code.created_at)
         .bind(code.expires_at)
         .bind(code.poll_interval)
-        .execute(&self.pool)
+        .execute(&self.db.writes)
         .await?;
         Ok(inserted.rows_affected() == 1)
     }
@@ -771,7 +785,7 @@ impl DeviceStore for SqlStore {
         )
         .bind(client_id)
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.db.reads)
         .await?;
         let pending: i64 = row.try_get("pending")?;
         Ok((u64::try_from(pending).unwrap_or(0), row.try_get("first_expiry")?))
@@ -784,7 +798,7 @@ impl DeviceStore for SqlStore {
         ))
         .bind(user_code)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.db.reads)
         .await?;
         row.as_ref().map(device_from_row).transpose()
     }
@@ -796,7 +810,7 @@ impl DeviceStore for SqlStore {
         approve: bool,
         now: i64,
     ) -> Result<Option<(String, Scope)>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.db.writes.begin().await?;
         let decided = sqlx::query(
             "UPDATE device_codes SET status = $1, subject = $2
              WHERE user_code = $3 AND status = 'pending' AND expires_at > $4
@@ -824,7 +838,7 @@ impl DeviceStore for SqlStore {
         client_id: &str,
         now: i64,
     ) -> Result<DevicePoll> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.db.writes.begin().await?;
         let row = sqlx::query(&format!(
             "SELECT {DEVICE_COLUMNS}, status, last_polled_at FROM device_codes
              WHERE device_code_hash = $1 AND client_id = $2"
@@ -887,7 +901,7 @@ impl KeyStore for SqlStore {
             "SELECT kid, alg, private_key, public_jwk, created_at, activate_at FROM signing_keys
              ORDER BY activate_at, kid",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.db.reads)
         .await?;
         rows.iter()
             .map(|row| {
@@ -925,7 +939,7 @@ impl KeyStore for SqlStore {
         .bind(jwk)
         .bind(key.created_at)
         .bind(key.activate_at)
-        .execute(&self.pool)
+        .execute(&self.db.writes)
         .await?;
         Ok(())
     }
@@ -939,7 +953,7 @@ impl Housekeeping for SqlStore {
         // tokens are gone.
         let delete = |sql: &'static str| async move {
             Ok::<_, StorageError>(
-                sqlx::query(sql).bind(cutoff).execute(&self.pool).await?.rows_affected(),
+                sqlx::query(sql).bind(cutoff).execute(&self.db.writes).await?.rows_affected(),
             )
         };
         // Struct fields are evaluated in the order written: grants last.

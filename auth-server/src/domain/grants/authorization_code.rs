@@ -10,7 +10,7 @@ use crate::domain::model::{AuthorizationCode, GrantRecord};
 use crate::domain::{
     AuthorizationRequest, OAuthCore, TokenResponse, pkce, resource, secrets, storage_failure,
 };
-use crate::storage::{CodeStore, GrantSource, GrantStore, RedeemOutcome};
+use crate::storage::{CodeStore, ExchangeOutcome, GrantStore, NewGrant};
 
 const SPENT: &str = "authorization code is invalid, expired or already used";
 
@@ -44,9 +44,10 @@ impl<S: CodeStore> OAuthCore<S> {
 }
 
 impl<S: CodeStore + GrantStore> OAuthCore<S> {
-    /// RFC 6749 §4.1.3 with PKCE (RFC 7636 §4.6): the code is spent first, then
-    /// checked against the client, the redirect URI, the verifier and the
-    /// resource; a new grant is written with its first tokens.
+    /// RFC 6749 §4.1.3 with PKCE (RFC 7636 §4.6), in one transaction: the code
+    /// is spent, checked against the client, the redirect URI, the verifier
+    /// and the resource, and its grant written with the first tokens. A code
+    /// that fails a check stays spent.
     pub(in crate::domain) async fn authorization_code_grant(
         &self,
         client: &Authenticated,
@@ -57,13 +58,27 @@ impl<S: CodeStore + GrantStore> OAuthCore<S> {
     ) -> Result<TokenResponse, OAuthError> {
         let now = self.clock.now();
         let code_hash = secrets::hash_secret(code.expose());
-        // Spend the code first: whatever follows, it can never be used again.
-        let stored = match self.store.redeem_code(&code_hash, now).await.map_err(storage_failure)? {
-            RedeemOutcome::Redeemed(code) => code,
-            RedeemOutcome::Replayed { grant_id } => {
+        let exchange = |stored: &AuthorizationCode| {
+            check_redemption(stored, client, redirect_uri, code_verifier, resource)?;
+            let grant = GrantRecord {
+                grant_id: secrets::generate_secret(),
+                client_id: client.client_id.clone(),
+                subject: stored.subject.clone(),
+                scope: stored.scope.clone(),
+                audience: stored.audience.clone(),
+                created_at: now,
+            };
+            // Signed inside the transaction: a token that cannot be made
+            // leaves no grant behind.
+            let (tokens, refresh, access) = self.first_tokens(client, &grant)?;
+            Ok((NewGrant { grant, refresh, access }, tokens))
+        };
+        match self.store.exchange_code(&code_hash, now, exchange).await.map_err(storage_failure)? {
+            ExchangeOutcome::Exchanged(tokens) => Ok(tokens),
+            ExchangeOutcome::Refused(refusal) => Err(refusal),
+            ExchangeOutcome::Replayed { grant_id } => {
                 // RFC 6749 §4.1.2: a code used twice may have been stolen; the
-                // tokens issued from it are revoked (or the grant is born revoked
-                // if it is still being written, see the store).
+                // tokens issued from it are revoked.
                 audit::record(
                     Event::CodeReplayDetected,
                     Subject {
@@ -76,40 +91,39 @@ impl<S: CodeStore + GrantStore> OAuthCore<S> {
                 if let Some(grant_id) = grant_id {
                     self.store.revoke_grant(&grant_id, now).await.map_err(storage_failure)?;
                 }
-                return Err(OAuthError::invalid_grant(SPENT));
+                Err(OAuthError::invalid_grant(SPENT))
             }
-            RedeemOutcome::Invalid => return Err(OAuthError::invalid_grant(SPENT)),
-        };
-        if stored.client_id != client.client_id {
-            return Err(OAuthError::invalid_grant(
-                "authorization code was issued to another client",
-            ));
+            ExchangeOutcome::Invalid => Err(OAuthError::invalid_grant(SPENT)),
         }
-        // RFC 6749 §4.1.3: the redirect_uri must be identical to the authorization
-        // request's.
-        if redirect_uri != Some(stored.redirect_uri.as_str()) {
-            return Err(OAuthError::invalid_grant(
-                "redirect_uri does not match the authorization request",
-            ));
-        }
-        let verifier = code_verifier
-            .ok_or_else(|| OAuthError::invalid_grant("code_verifier is required (PKCE)"))?;
-        if !pkce::verify(verifier.expose(), &stored.code_challenge) {
-            return Err(OAuthError::invalid_grant(
-                "code_verifier does not match the code_challenge",
-            ));
-        }
-        resource::check_same_resource(resource, &stored.audience)?;
-        let grant = GrantRecord {
-            grant_id: secrets::generate_secret(),
-            client_id: client.client_id.clone(),
-            subject: stored.subject.clone(),
-            scope: stored.scope.clone(),
-            audience: stored.audience.clone(),
-            created_at: now,
-        };
-        self.issue_for_new_grant(client, grant, Some(GrantSource::Code(&code_hash))).await
     }
+}
+
+/// RFC 6749 §4.1.3 and RFC 7636 §4.6: the spent code was issued to this client,
+/// for this redirect URI, with a challenge this verifier answers, for this
+/// resource.
+fn check_redemption(
+    stored: &AuthorizationCode,
+    client: &Authenticated,
+    redirect_uri: Option<&str>,
+    code_verifier: Option<&Secret>,
+    resource: Option<&str>,
+) -> Result<(), OAuthError> {
+    if stored.client_id != client.client_id {
+        return Err(OAuthError::invalid_grant("authorization code was issued to another client"));
+    }
+    // RFC 6749 §4.1.3: the redirect_uri must be identical to the authorization
+    // request's.
+    if redirect_uri != Some(stored.redirect_uri.as_str()) {
+        return Err(OAuthError::invalid_grant(
+            "redirect_uri does not match the authorization request",
+        ));
+    }
+    let verifier = code_verifier
+        .ok_or_else(|| OAuthError::invalid_grant("code_verifier is required (PKCE)"))?;
+    if !pkce::verify(verifier.expose(), &stored.code_challenge) {
+        return Err(OAuthError::invalid_grant("code_verifier does not match the code_challenge"));
+    }
+    resource::check_same_resource(resource, &stored.audience)
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ pub mod refresh;
 use crate::domain::client_auth::Authenticated;
 use tollgate_token::{OAuthError, Scope};
 
-use super::model::GrantRecord;
+use super::model::{GrantRecord, IssuedAccessToken, NextRefreshToken};
 use super::{OAuthCore, TokenResponse, storage_failure};
 use crate::storage::{GrantSource, GrantStore};
 
@@ -44,41 +44,54 @@ pub(crate) fn requested_scope(raw: Option<&str>, allowed: &Scope) -> Result<Scop
     Ok(asked)
 }
 
+impl<S> OAuthCore<S> {
+    /// The first tokens of a new grant: its access token, signed, and a
+    /// refresh token if the client may refresh, with the records the store
+    /// keeps of them.
+    pub(super) fn first_tokens(
+        &self,
+        client: &Authenticated,
+        grant: &GrantRecord,
+    ) -> Result<(TokenResponse, Option<NextRefreshToken>, IssuedAccessToken), OAuthError> {
+        let refresh = self.new_refresh_token(client, grant.created_at);
+        let access = self.new_access_token(grant.created_at);
+        let access_token =
+            self.mint(client, &grant.subject, &grant.audience, &grant.scope, &access, None)?;
+        let (refresh_token, refresh) = refresh.unzip();
+        let tokens = TokenResponse {
+            access_token,
+            expires_in: self.settings.access_token_ttl_secs,
+            refresh_token,
+            scope: grant.scope.clone(),
+            issued_token_type: None,
+            subject: grant.subject.clone(),
+            grant_id: Some(grant.grant_id.clone()),
+        };
+        Ok((tokens, refresh, access))
+    }
+}
+
 impl<S: GrantStore> OAuthCore<S> {
-    /// Writes a new grant (the owner's approval, from a code or a device) with its
-    /// first refresh and access tokens, and returns them. For a grant born of a
-    /// code that was replayed meanwhile, nothing is handed out.
+    /// Writes a new grant (the owner's approval of a device) with its first
+    /// refresh and access tokens, and returns them. If the approval was
+    /// withdrawn meanwhile, nothing is handed out.
     pub(super) async fn issue_for_new_grant(
         &self,
         client: &Authenticated,
         grant: GrantRecord,
         source: Option<GrantSource<'_>>,
     ) -> Result<TokenResponse, OAuthError> {
-        let now = grant.created_at;
-        let refresh = self.new_refresh_token(client, now);
-        let access = self.new_access_token(now);
-        let access_token =
-            self.mint(client, &grant.subject, &grant.audience, &grant.scope, &access, None)?;
+        let (tokens, refresh, access) = self.first_tokens(client, &grant)?;
         let live = self
             .store
-            .create_grant(&grant, refresh.as_ref().map(|(_, record)| record), &access, source)
+            .create_grant(&grant, refresh.as_ref(), &access, source)
             .await
             .map_err(storage_failure)?;
         if !live {
-            tracing::warn!(client_id = %client.client_id, "code replayed, or approval withdrawn, during redemption");
-            return Err(OAuthError::invalid_grant(
-                "authorization code is invalid, expired or already used",
-            ));
+            tracing::warn!(client_id = %client.client_id, "approval withdrawn during redemption");
+            return Err(OAuthError::invalid_grant("the approval was withdrawn"));
         }
-        Ok(TokenResponse {
-            access_token,
-            expires_in: self.settings.access_token_ttl_secs,
-            refresh_token: refresh.map(|(token, _)| token),
-            scope: grant.scope,
-            issued_token_type: None,
-            subject: grant.subject,
-            grant_id: Some(grant.grant_id),
-        })
+        Ok(tokens)
     }
 }
 
