@@ -64,20 +64,29 @@ pub async fn connect(url: &str, migrations: &Migrations) -> Result<Database, sql
     sqlx::any::install_default_drivers();
     let postgres = url.starts_with("postgres:") || url.starts_with("postgresql:");
     if postgres {
-        let pool = pool(url, POSTGRES_CONNECTIONS).await?;
+        // A server connection can break between uses (a restart, a
+        // failover): each is checked as it is taken from the pool.
+        let pool = pool(url, POSTGRES_CONNECTIONS, true).await?;
         migrations.postgres.run(&pool).await?;
         return Ok(Database { reads: pool.clone(), writes: pool });
     }
-    // The writer first: it creates the file and the WAL, and migrates.
-    let writes = pool(url, SQLITE_WRITE_CONNECTIONS).await?;
+    // The writer first: it creates the file and the WAL, and migrates. A
+    // connection to a local file does not break between uses, so it is not
+    // pinged each time it is taken (a round trip to sqlx's SQLite thread).
+    let writes = pool(url, SQLITE_WRITE_CONNECTIONS, false).await?;
     migrations.sqlite.run(&writes).await?;
-    let reads = pool(url, SQLITE_READ_CONNECTIONS).await?;
+    let reads = pool(url, SQLITE_READ_CONNECTIONS, false).await?;
     Ok(Database { reads, writes })
 }
 
-async fn pool(url: &str, max_connections: u32) -> Result<AnyPool, sqlx::Error> {
+async fn pool(
+    url: &str,
+    max_connections: u32,
+    test_before_acquire: bool,
+) -> Result<AnyPool, sqlx::Error> {
     AnyPoolOptions::new()
         .max_connections(max_connections)
+        .test_before_acquire(test_before_acquire)
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .after_connect(|conn, _meta| {
             Box::pin(async move {
