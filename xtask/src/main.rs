@@ -153,13 +153,23 @@ fn bench(extra: &[String]) -> Result {
     }
 }
 
-/// `bench --smoke` on debug builds: every phase once, briefly.
+/// `bench --smoke` on debug builds: every phase once, briefly; and each
+/// criterion micro-benchmark once (its test mode).
 fn bench_smoke() -> Result {
+    let mut args = vec!["test", "--locked", "--benches"];
+    for package in MICRO_BENCHMARKED {
+        args.extend(["-p", package]);
+    }
+    cargo(&args, &[])?;
     build_bench(false)?;
     let debug = release_dir().with_file_name("debug");
     let bench = debug.join("bench").display().to_string();
     run(&bench, &["--bin-dir", &debug.display().to_string(), "--smoke"], &[])
 }
+
+/// The crates with criterion micro-benchmarks (`benches/`, docs/performance.md).
+const MICRO_BENCHMARKED: &[&str] =
+    &["tollgate-token", "tollgate-service-kit", "tollgate-auth-server"];
 
 /// Builds the three services and the bench, in release mode or not.
 fn build_bench(release: bool) -> Result {
@@ -268,18 +278,31 @@ fn fuzz(extra: &[String]) -> Result {
 
 /// Everything CI checks, in the order that fails fastest.
 fn ci() -> Result {
-    services()?;
-    lint()?;
     // The storage suites' PostgreSQL variants fail rather than skip.
     let postgres =
         [("TOLLGATE_TEST_POSTGRES_URL", CI_POSTGRES_URL), ("TOLLGATE_REQUIRE_POSTGRES", "1")];
-    test(&[], &postgres)?;
-    // The benchmark, once and briefly on the debug builds: it must run; how
-    // fast is never asserted (docs/performance.md).
-    bench_smoke()?;
-    quickstart(&[])?;
-    // The same narrated flow with TLS everywhere and mutual TLS between services.
-    quickstart(&["--tls".into()])?;
-    fuzz(&["--seconds".into(), "20".into()])?;
-    compose_e2e(&["--profile".into(), "dev".into()])
+    let stages: [(&str, &dyn Fn() -> Result); 8] = [
+        ("services", &services),
+        ("lint", &lint),
+        ("test", &|| test(&[], &postgres)),
+        // The benchmarks, once and briefly on the debug builds: they must
+        // run; how fast is never asserted (docs/performance.md).
+        ("bench smoke", &bench_smoke),
+        ("quickstart", &|| quickstart(&[])),
+        // The same narrated flow with TLS everywhere and mutual TLS between services.
+        ("quickstart --tls", &|| quickstart(&["--tls".into()])),
+        ("fuzz", &|| fuzz(&["--seconds".into(), "20".into()])),
+        ("compose-e2e", &|| compose_e2e(&["--profile".into(), "dev".into()])),
+    ];
+    // Each stage's time, so whoever shortens CI knows where it goes.
+    let started = std::time::Instant::now();
+    let mut times = Vec::new();
+    for (name, stage) in stages {
+        let begun = std::time::Instant::now();
+        let outcome = stage();
+        times.push(format!("{name} {} s", begun.elapsed().as_secs()));
+        eprintln!("xtask ci: {} (total {} s)", times.join(", "), started.elapsed().as_secs());
+        outcome?;
+    }
+    Ok(())
 }
