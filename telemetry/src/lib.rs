@@ -64,6 +64,8 @@ pub struct TelemetryConfig {
 pub struct TelemetryGuard {
     tracer: Option<SdkTracerProvider>,
     meter: Option<SdkMeterProvider>,
+    /// The log writer's thread: dropping it writes out what is queued.
+    log_writer: Option<tracing_appender::non_blocking::WorkerGuard>,
 }
 
 impl TelemetryGuard {
@@ -87,19 +89,38 @@ impl Drop for TelemetryGuard {
         if let Some(meter) = self.meter.take() {
             let _ = meter.shutdown();
         }
+        // Last, so the exporters' own complaints are written too.
+        drop(self.log_writer.take());
     }
 }
+
+/// Log lines queued for the writer thread at most. Past it a request thread
+/// waits for room rather than dropping a line: audit events are log lines
+/// too, and none may be lost to a flood.
+pub const LOG_QUEUE_LINES: usize = 16_384;
 
 /// Installs the global subscriber, logging to stderr. `RUST_LOG` overrides
 /// `default_filter`. A second call (several services in one test process)
 /// keeps the first subscriber and exports nothing more.
+///
+/// Lines are formatted on the thread that logs and written by a thread of
+/// their own ([`LOG_QUEUE_LINES`] queued at most): a slow terminal or log
+/// shipper does not hold up a token request, and an idle one costs no
+/// system call per request.
 pub fn init(
     service: &'static str,
     format: LogFormat,
     telemetry: &TelemetryConfig,
     default_filter: &str,
 ) -> TelemetryGuard {
-    init_with_writer(service, format, telemetry, default_filter, std::io::stderr)
+    let (writer, log_writer) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .thread_name("log-writer")
+        .finish(std::io::stderr());
+    let mut guard = init_with_writer(service, format, telemetry, default_filter, writer);
+    guard.log_writer = Some(log_writer);
+    guard
 }
 
 /// [`init`], writing log lines to `writer` (tests capture them).
@@ -143,7 +164,7 @@ where
     let installed = tracing_subscriber::registry().with(filter).with(logs).with(otel).try_init();
     if installed.is_err() {
         // Someone else's subscriber is in place: ours would export nothing.
-        return TelemetryGuard { tracer: None, meter: None };
+        return TelemetryGuard { tracer: None, meter: None, log_writer: None };
     }
     // W3C trace context (traceparent, tracestate) on every hop, HTTP and gRPC.
     opentelemetry::global::set_text_map_propagator(
@@ -152,7 +173,7 @@ where
     if let Some(meter) = &meter {
         opentelemetry::global::set_meter_provider(meter.clone());
     }
-    TelemetryGuard { tracer, meter }
+    TelemetryGuard { tracer, meter, log_writer: None }
 }
 
 fn exporters(
