@@ -76,6 +76,13 @@ struct Args {
     /// (a database the bench may create and drop schemas in).
     #[arg(long, env = "TOLLGATE_BENCH_POSTGRES_URL")]
     postgres_url: Option<String>,
+    /// The cores the servers may use (`taskset -c`): `0` (the default) gives
+    /// each server one core and the load the other; `0,1` lets the servers
+    /// use both, to compare runtime shapes (docs/performance.md). tokio sizes
+    /// its worker pool to the cores a process may use; `TOKIO_WORKER_THREADS`
+    /// set for the bench reaches the servers too.
+    #[arg(long, default_value = "0")]
+    server_cpus: String,
 }
 
 #[derive(Subcommand)]
@@ -188,14 +195,18 @@ async fn resource_in_process(
 // ---------------------------------------------------------------------------
 // Processes.
 
-/// The core servers are pinned to, and the one this process runs on (when
-/// the machine has two: `cargo xtask bench` starts this process on core 1).
-const SERVER_CORE: &str = "0";
+/// The cores servers are pinned to (`--server-cpus`; this process runs on
+/// core 1 when the machine has two: `cargo xtask bench` starts it so).
+static SERVER_CPUS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn server_cpus() -> &'static str {
+    SERVER_CPUS.get().map_or("0", String::as_str)
+}
 
 fn pinned(program: &Path) -> tokio::process::Command {
     let mut command = if which("taskset").is_some() && online_cores() >= 2 {
         let mut command = tokio::process::Command::new("taskset");
-        command.arg("-c").arg(SERVER_CORE).arg(program);
+        command.arg("-c").arg(server_cpus()).arg(program);
         command
     } else {
         tokio::process::Command::new(program)
@@ -789,9 +800,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         if args.smoke { (0.3, 1, 20) } else { (args.seconds, args.runs, args.calls) };
     let phase = Duration::from_secs_f64(seconds);
     let concurrency = args.concurrency;
+    let _ = SERVER_CPUS.set(args.server_cpus.clone());
     println!(
-        "bench: {} online cores; servers on core {SERVER_CORE}, load on the other; {runs} runs of {seconds} s, {concurrency} in flight",
-        online_cores()
+        "bench: {} online cores; servers on cores {}, load on core 1; {runs} runs of {seconds} s, {concurrency} in flight",
+        online_cores(),
+        server_cpus()
     );
     let mut figures = Figures::default();
 
