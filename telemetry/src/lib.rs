@@ -118,12 +118,15 @@ pub fn init(
         .buffered_lines_limit(LOG_QUEUE_LINES)
         .thread_name("log-writer")
         .finish(std::io::stderr());
-    let mut guard = init_with_writer(service, format, telemetry, default_filter, writer);
+    // Colours only for a person at a terminal: a log file or a container's
+    // log stream gets plain text, and no escape codes are made per line.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut guard = install(service, format, telemetry, default_filter, writer, ansi);
     guard.log_writer = Some(log_writer);
     guard
 }
 
-/// [`init`], writing log lines to `writer` (tests capture them).
+/// [`init`], writing log lines in plain text to `writer` (tests capture them).
 pub fn init_with_writer<W>(
     service: &'static str,
     format: LogFormat,
@@ -134,10 +137,26 @@ pub fn init_with_writer<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
+    install(service, format, telemetry, default_filter, writer, false)
+}
+
+fn install<W>(
+    service: &'static str,
+    format: LogFormat,
+    telemetry: &TelemetryConfig,
+    default_filter: &str,
+    writer: W,
+    ansi: bool,
+) -> TelemetryGuard
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let logs = match format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(writer).boxed(),
+        LogFormat::Text => {
+            tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(writer).boxed()
+        }
         LogFormat::Json => {
             tracing_subscriber::fmt::layer().json().flatten_event(true).with_writer(writer).boxed()
         }

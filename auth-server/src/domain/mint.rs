@@ -58,8 +58,13 @@ impl<S> OAuthCore<S> {
     /// The identity and lifetime of the next access token, fixed before it is
     /// recorded and signed.
     pub(super) fn new_access_token(&self, now: i64) -> IssuedAccessToken {
+        // 128 bits from the thread's CSPRNG (ChaCha, seeded and reseeded from
+        // the OS): a `jti` must be unique and unguessable (RFC 7519 §4.1.7),
+        // not a secret, and a system call per token for it was a measurable
+        // share of a token's cost. Secrets (codes, refresh tokens) still come
+        // straight from the OS (`secrets::generate_secret`).
         let mut jti = [0u8; 16];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut jti);
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut jti);
         IssuedAccessToken {
             jti: base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, jti),
             issued_at: now,

@@ -802,7 +802,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let concurrency = args.concurrency;
     let _ = SERVER_CPUS.set(args.server_cpus.clone());
     println!(
-        "bench: {} online cores; servers on cores {}, load on core 1; {runs} runs of {seconds} s, {concurrency} in flight",
+        "bench: {} online cores; servers on core(s) {}, load on core 1; {runs} runs of {seconds} s, {concurrency} in flight",
         online_cores(),
         server_cpus()
     );
