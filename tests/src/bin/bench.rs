@@ -11,8 +11,11 @@
 //! | gRPC `TokenService/Token` client credentials | `grpc.health.v1.Health/Check` on the same server |
 //! | resource server `GetProfile` with a valid token | the same RPC, same process set-up, with the auth layer switched off (`service-kit` feature `bench`) |
 //!
+//! | `POST /token` p99, one request every 3 ms, while password sign-ins run | the same p99 with nothing else running |
+//!
 //! and, as plain figures: authorization-code exchanges and refresh rotations
-//! per second (SQLite, and PostgreSQL when `--postgres-url` is given), the
+//! per second (SQLite, and PostgreSQL when `--postgres-url` is given),
+//! password sign-ins per second, the
 //! median latency of every gRPC method of every service called one at a time,
 //! each service's resident memory idle and at its peak, and the time from
 //! starting a process to health `SERVING`.
@@ -591,6 +594,10 @@ fn auth_command(
         .env("AUTH_RATE_CLIENT", "1000000000/1s")
         .env("AUTH_RATE_REVOKE", "1000000000/1s")
         .env("AUTH_RATE_PAGES_IP", "1000000000/1s")
+        .env("AUTH_RATE_SIGN_IN_IP", "1000000000/1s")
+        .env("AUTH_RATE_SIGN_IN_ACCOUNT", "1000000000/1s")
+        // (It must refill more slowly than the per-account one.)
+        .env("AUTH_RATE_SIGN_IN_ACCOUNT_IP", "1000000000/2s")
         .env("AUTH_HTTP_REQUESTS_PER_ADDRESS", "1000000000")
         .env("RUST_LOG", "info,sqlx=warn");
     if let Some(url) = database {
@@ -743,6 +750,91 @@ impl Alice {
     async fn code(&mut self) -> anyhow::Result<String> {
         code_in(&self.owner.get(&self.web_authorize).await?)
     }
+}
+
+/// Sign-ins that run at once: one checking a password and one waiting for
+/// the hashing pool (on one core `AUTH_HASH_CONCURRENCY` and
+/// `AUTH_HASH_QUEUE` are 1 each; a third would be answered 503, a failure).
+const SIGN_IN_LANES: usize = 2;
+/// How often the token endpoint is probed while sign-ins run.
+const PROBE_EVERY: Duration = Duration::from_millis(3);
+
+/// Password sign-ins per second, each a whole authorization by a new browser
+/// (login page, the password checked with argon2id, consent page, code), and
+/// the token endpoint's p99 beside them: one client-credentials request
+/// every [`PROBE_EVERY`] on a connection of its own, first with nothing else
+/// running, then during the sign-ins. Returns the rate and both p99s.
+async fn sign_ins(
+    issuer: &str,
+    http: SocketAddr,
+    client: (&str, &str),
+    phase: Duration,
+) -> anyhow::Result<(f64, Duration, Duration)> {
+    let quiet = token_p99(http, client, phase).await?;
+    let cli = authorize_url(issuer, "tollgate-cli", "profile:read")?;
+    let password = tollgate_e2e::password_of("alice")?;
+    let started = Instant::now();
+    let until = started + phase;
+    let lanes: Vec<_> = (0..SIGN_IN_LANES)
+        .map(|_| {
+            let cli = cli.clone();
+            tokio::spawn(async move {
+                let mut tally = Tally::default();
+                while Instant::now() < until {
+                    let signed_in = async {
+                        let mut owner = ScriptedOwner::new()?;
+                        code_in(&tollgate_e2e::approve(&mut owner, &cli, "alice", password).await?)
+                    };
+                    match signed_in.await {
+                        Ok(_) => tally.count("signed in".into(), true),
+                        Err(err) => tally.count(format!("{err:#}"), false),
+                    }
+                }
+                tally
+            })
+        })
+        .collect();
+    let busy = token_p99(http, client, phase).await?;
+    let signed_in = gather(lanes, started).await;
+    let rate = report("password sign-ins", &signed_in)?;
+    println!(
+        "  /token p99 quiet {} µs, during sign-ins {} µs",
+        quiet.as_micros(),
+        busy.as_micros()
+    );
+    Ok((rate, quiet, busy))
+}
+
+/// The p99 latency of `POST /token` client credentials, one request every
+/// [`PROBE_EVERY`] for `phase` on one keep-alive connection. Any answer but
+/// 200 is an error.
+async fn token_p99(
+    http: SocketAddr,
+    (id, secret): (&str, &str),
+    phase: Duration,
+) -> anyhow::Result<Duration> {
+    let stream = tokio::net::TcpStream::connect(http).await?;
+    stream.set_nodelay(true)?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let mut ticks = tokio::time::interval(PROBE_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut latencies = Vec::new();
+    let until = Instant::now() + phase;
+    while Instant::now() < until {
+        ticks.tick().await;
+        let request =
+            form_post(http, "/token", Some((id, secret)), "grant_type=client_credentials");
+        let sent = Instant::now();
+        let response = sender.send_request(request).await?;
+        let status = response.status();
+        response.into_body().collect().await?;
+        anyhow::ensure!(status == 200, "/token probe answered {status}");
+        latencies.push(sent.elapsed());
+    }
+    latencies.sort();
+    latencies.get(latencies.len() * 99 / 100).copied().context("no probe was answered")
 }
 
 /// The token request for a code; a public client (`client` `None`: the CLI)
@@ -944,9 +1036,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let (codes, refreshes) = grants(&mut alice, stack.http, concurrency, phase).await?;
         figures.add("code exchanges /s (SQLite)", codes);
         figures.add("refresh rotations /s (SQLite)", refreshes);
+
+        // 5. Password sign-ins, with the token endpoint's p99 beside them.
+        let reporter = ("tollgate-reporter", reporter.as_str());
+        let (sign_ins, quiet, busy) = sign_ins(&issuer, stack.http, reporter, phase).await?;
+        figures.add("password sign-ins /s", sign_ins);
+        figures.add("/token p99 quiet (µs)", quiet.as_secs_f64() * 1e6);
+        figures.add("/token p99 during sign-ins (µs)", busy.as_secs_f64() * 1e6);
+        figures.add("/token p99 during sign-ins ÷ quiet", busy.as_secs_f64() / quiet.as_secs_f64());
     }
 
-    // 5. Every gRPC method, one call at a time.
+    // 6. Every gRPC method, one call at a time.
     println!("\none call at a time ({calls} calls each, after 10 unmeasured), µs:");
     let mut lines = vec![
         "| method | median | min | p99 | calls |".to_owned(),
@@ -957,7 +1057,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         println!("{line}");
     }
 
-    // 6. Memory, idle and at the peak of everything above.
+    // 7. Memory, idle and at the peak of everything above.
     for (service, (name, idle_rss)) in [&stack.auth, &stack.notes, &stack.resource].iter().zip(idle)
     {
         figures.add(&format!("RSS idle (MiB): {name}"), idle_rss);
@@ -967,7 +1067,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         figures.add(&format!("RSS peak (MiB): {}", service.name), service.rss().1);
     }
 
-    // 7. Restart to SERVING (the database exists and is migrated).
+    // 8. Restart to SERVING (the database exists and is migrated).
     let Stack { dir, auth, http, auth_grpc, .. } = stack;
     auth.stop().await;
     for _ in 0..runs {
@@ -982,7 +1082,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         restarted.stop().await;
     }
 
-    // 8. The same grants on PostgreSQL.
+    // 9. The same grants on PostgreSQL.
     if let Some(url) = &args.postgres_url {
         let stack = Stack::start(&args.bin_dir, Some(url)).await?;
         let (mut alice, _) =
