@@ -4,7 +4,8 @@
 //! never sees SQL. Each method's doc comment is its contract; the atomic ones
 //! (code exchange, refresh rotation) are what keep a code single-use and a
 //! refresh token spent under concurrency, so any new backend must keep them
-//! atomic too. A grant that must write does so in one transaction. [`SqlStore`] implements them all over sqlx.
+//! atomic too. A grant that must write does so in one transaction.
+//! [`SqlStore`] implements them all over sqlx.
 
 mod client_cache;
 mod sql;
