@@ -23,6 +23,7 @@
 
 mod demo_data;
 pub mod forge;
+pub mod probe;
 
 use std::future::Future;
 use std::net::SocketAddr;

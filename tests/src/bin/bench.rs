@@ -10,7 +10,6 @@
 //! | `POST /token` client credentials (auth server, HTTP) | a bare one-thread axum handler reading the same form and answering a small JSON body, built into this binary |
 //! | gRPC `TokenService/Token` client credentials | `grpc.health.v1.Health/Check` on the same server |
 //! | resource server `GetProfile` with a valid token | the same RPC, same process set-up, with the auth layer switched off (`service-kit` feature `bench`) |
-//!
 //! | `POST /token` p99, one request every 3 ms, while password sign-ins run | the same p99 with nothing else running |
 //!
 //! and, as plain figures: authorization-code exchanges and refresh rotations
@@ -38,6 +37,7 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use http_body_util::{BodyExt as _, Full};
 use tollgate_client_app::owner::ScriptedOwner;
+use tollgate_e2e::probe::{Latencies, token_probe};
 use tollgate_e2e::{DemoSecrets, bootstrap_toml, which};
 use tollgate_proto::auth::v1 as auth;
 use tollgate_proto::auth::v1::revocation_list_service_client::RevocationListServiceClient;
@@ -761,16 +761,16 @@ const PROBE_EVERY: Duration = Duration::from_millis(3);
 
 /// Password sign-ins per second, each a whole authorization by a new browser
 /// (login page, the password checked with argon2id, consent page, code), and
-/// the token endpoint's p99 beside them: one client-credentials request
-/// every [`PROBE_EVERY`] on a connection of its own, first with nothing else
+/// the token endpoint's p99 beside them: `tollgate-reporter`'s
+/// client-credentials request every [`PROBE_EVERY`], first with nothing else
 /// running, then during the sign-ins. Returns the rate and both p99s.
 async fn sign_ins(
     issuer: &str,
     http: SocketAddr,
-    client: (&str, &str),
+    reporter_secret: &str,
     phase: Duration,
 ) -> anyhow::Result<(f64, Duration, Duration)> {
-    let quiet = token_p99(http, client, phase).await?;
+    let quiet = token_p99(http, reporter_secret, phase).await?;
     let cli = authorize_url(issuer, "tollgate-cli", "profile:read")?;
     let password = tollgate_e2e::password_of("alice")?;
     let started = Instant::now();
@@ -794,7 +794,7 @@ async fn sign_ins(
             })
         })
         .collect();
-    let busy = token_p99(http, client, phase).await?;
+    let busy = token_p99(http, reporter_secret, phase).await?;
     let signed_in = gather(lanes, started).await;
     let rate = report("password sign-ins", &signed_in)?;
     println!(
@@ -806,35 +806,18 @@ async fn sign_ins(
 }
 
 /// The p99 latency of `POST /token` client credentials, one request every
-/// [`PROBE_EVERY`] for `phase` on one keep-alive connection. Any answer but
-/// 200 is an error.
-async fn token_p99(
-    http: SocketAddr,
-    (id, secret): (&str, &str),
-    phase: Duration,
-) -> anyhow::Result<Duration> {
-    let stream = tokio::net::TcpStream::connect(http).await?;
-    stream.set_nodelay(true)?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
-    let mut ticks = tokio::time::interval(PROBE_EVERY);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut latencies = Vec::new();
+/// [`PROBE_EVERY`] for `phase` (the flood measurement's probe). Any answer
+/// but 200 is an error.
+async fn token_p99(http: SocketAddr, secret: &str, phase: Duration) -> anyhow::Result<Duration> {
+    let url = format!("http://{http}/token");
     let until = Instant::now() + phase;
-    while Instant::now() < until {
-        ticks.tick().await;
-        let request =
-            form_post(http, "/token", Some((id, secret)), "grant_type=client_credentials");
-        let sent = Instant::now();
-        let response = sender.send_request(request).await?;
-        let status = response.status();
-        response.into_body().collect().await?;
-        anyhow::ensure!(status == 200, "/token probe answered {status}");
-        latencies.push(sent.elapsed());
+    let answers =
+        token_probe(reqwest::Client::new(), url, secret.to_owned(), PROBE_EVERY, until).await;
+    anyhow::ensure!(!answers.is_empty(), "no probe was answered");
+    if let Some((_, status)) = answers.iter().find(|(_, status)| *status != 200) {
+        anyhow::bail!("/token probe answered {status} (0: no answer)");
     }
-    latencies.sort();
-    latencies.get(latencies.len() * 99 / 100).copied().context("no probe was answered")
+    Ok(Latencies(answers.into_iter().map(|(latency, _)| latency).collect()).at(0.99))
 }
 
 /// The token request for a code; a public client (`client` `None`: the CLI)
@@ -1038,8 +1021,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         figures.add("refresh rotations /s (SQLite)", refreshes);
 
         // 5. Password sign-ins, with the token endpoint's p99 beside them.
-        let reporter = ("tollgate-reporter", reporter.as_str());
-        let (sign_ins, quiet, busy) = sign_ins(&issuer, stack.http, reporter, phase).await?;
+        let (sign_ins, quiet, busy) = sign_ins(&issuer, stack.http, &reporter, phase).await?;
         figures.add("password sign-ins /s", sign_ins);
         figures.add("/token p99 quiet (µs)", quiet.as_secs_f64() * 1e6);
         figures.add("/token p99 during sign-ins (µs)", busy.as_secs_f64() * 1e6);

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Parser;
 use tollgate_client_app::owner::{Page, ScriptedOwner};
+use tollgate_e2e::probe::{Latencies, token_probe};
 use tollgate_e2e::{DemoSecrets, bootstrap_toml, which};
 
 #[derive(Parser)]
@@ -68,30 +69,7 @@ fn rss_mib(pid: u32) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-/// The latencies of a probe's requests.
-struct Latencies(Vec<Duration>);
-
-impl Latencies {
-    fn at(&self, quantile: f64) -> Duration {
-        let mut sorted = self.0.clone();
-        sorted.sort();
-        let index = ((sorted.len() as f64 - 1.0) * quantile).round() as usize;
-        sorted.get(index).copied().unwrap_or_default()
-    }
-
-    fn report(&self, what: &str) {
-        println!(
-            "{what}: {} requests, median {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-            self.0.len(),
-            self.at(0.5).as_secs_f64() * 1e3,
-            self.at(0.9).as_secs_f64() * 1e3,
-            self.at(0.99).as_secs_f64() * 1e3,
-            self.at(1.0).as_secs_f64() * 1e3,
-        );
-    }
-}
-
-/// [`probe`] in a process of its own, scheduled real-time (`chrt -f`) when it
+/// [`token_probe`] in a process of its own, scheduled real-time (`chrt -f`) when it
 /// can be: the flood's client saturates the load core, and a probe sharing
 /// that core at normal priority would measure its own wake-up delays (up to
 /// the scheduler's granularity, milliseconds), not the server. It calls from
@@ -140,45 +118,11 @@ async fn probe_only(url: String, every: Duration, seconds: f64) -> anyhow::Resul
         reqwest::Client::builder().local_address(std::net::IpAddr::from([127, 0, 0, 2])).build()?;
     let until = Instant::now() + Duration::from_secs_f64(seconds);
     let mut out = String::new();
-    for (latency, status) in probe(http, url, secret, every, until).await {
+    for (latency, status) in token_probe(http, url, secret, every, until).await {
         out.push_str(&format!("{} {status}\n", latency.as_micros()));
     }
     print!("{out}");
     Ok(())
-}
-
-/// `/token` client credentials, one request every `every`, until `until`:
-/// each one's latency and status (0 for a transport failure).
-async fn probe(
-    http: reqwest::Client,
-    url: String,
-    secret: String,
-    every: Duration,
-    until: Instant,
-) -> Vec<(Duration, u16)> {
-    let mut answers = Vec::new();
-    let mut ticker = tokio::time::interval(every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    while Instant::now() < until {
-        ticker.tick().await;
-        let started = Instant::now();
-        let reply = http
-            .post(&url)
-            .basic_auth("tollgate-reporter", Some(&secret))
-            .form(&[("grant_type", "client_credentials")])
-            .send()
-            .await;
-        let status = match reply {
-            Ok(reply) => {
-                let status = reply.status().as_u16();
-                let _ = reply.bytes().await;
-                status
-            }
-            Err(_) => 0,
-        };
-        answers.push((started.elapsed(), status));
-    }
-    answers
 }
 
 #[tokio::main]
