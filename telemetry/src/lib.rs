@@ -121,9 +121,7 @@ pub fn init(
     // Colours only for a person at a terminal: a log file or a container's
     // log stream gets plain text, and no escape codes are made per line.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let mut guard = install(service, format, telemetry, default_filter, writer, ansi);
-    guard.log_writer = Some(log_writer);
-    guard
+    install(service, format, telemetry, default_filter, (writer, Some(log_writer)), ansi)
 }
 
 /// [`init`], writing log lines in plain text to `writer` (tests capture them).
@@ -137,15 +135,17 @@ pub fn init_with_writer<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    install(service, format, telemetry, default_filter, writer, false)
+    install(service, format, telemetry, default_filter, (writer, None), false)
 }
 
+/// `writer` comes with the guard of the thread behind it, if any: it lives
+/// in the [`TelemetryGuard`], or ends here if ours is not installed.
 fn install<W>(
     service: &'static str,
     format: LogFormat,
     telemetry: &TelemetryConfig,
     default_filter: &str,
-    writer: W,
+    (writer, log_writer): (W, Option<tracing_appender::non_blocking::WorkerGuard>),
     ansi: bool,
 ) -> TelemetryGuard
 where
@@ -182,7 +182,8 @@ where
 
     let installed = tracing_subscriber::registry().with(filter).with(logs).with(otel).try_init();
     if installed.is_err() {
-        // Someone else's subscriber is in place: ours would export nothing.
+        // Someone else's subscriber is in place: ours would export nothing,
+        // and our log writer's thread ends here.
         return TelemetryGuard { tracer: None, meter: None, log_writer: None };
     }
     // W3C trace context (traceparent, tracestate) on every hop, HTTP and gRPC.
@@ -192,7 +193,7 @@ where
     if let Some(meter) = &meter {
         opentelemetry::global::set_meter_provider(meter.clone());
     }
-    TelemetryGuard { tracer, meter, log_writer: None }
+    TelemetryGuard { tracer, meter, log_writer }
 }
 
 fn exporters(
