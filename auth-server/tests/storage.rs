@@ -119,12 +119,12 @@ async fn exchange(
         refresh: Some(refresh(&format!("r-{grant_id}"), NOW + 3600)),
         access: access(&format!("a-{grant_id}")),
     };
-    store.exchange_code(code_hash, grant_id, now, |code| Ok((new, code.clone()))).await.unwrap()
+    store.exchange_code(code_hash, now, |code| Ok((new, code.clone()))).await.unwrap()
 }
 
 /// Exchanges a code whose checks fail (a wrong verifier, say).
 async fn refuse(store: &SqlStore, code_hash: &str, now: i64) -> ExchangeOutcome<(), &'static str> {
-    store.exchange_code(code_hash, "g-refused", now, |_| Err("a check failed")).await.unwrap()
+    store.exchange_code(code_hash, now, |_| Err("a check failed")).await.unwrap()
 }
 
 async fn a_code_is_exchanged_once_and_not_after_expiry(store: SqlStore) {
@@ -298,7 +298,7 @@ async fn a_failed_grant_write_leaves_nothing_behind(store: SqlStore) {
         refresh: Some(refresh("r1", NOW + 3600)),
         access: access("a5"),
     };
-    assert!(store.exchange_code("c1", "g3", NOW, |_| Ok::<_, ()>((collides, ()))).await.is_err());
+    assert!(store.exchange_code("c1", NOW, |_| Ok::<_, ()>((collides, ()))).await.is_err());
     assert!(!store.revoke_grant("g3", NOW).await.unwrap(), "grant g3 must not exist");
     assert!(matches!(exchange(&store, "c1", NOW + 1, "g4").await, ExchangeOutcome::Exchanged(_)));
 }

@@ -100,11 +100,10 @@ pub trait CodeStore: Send + Sync {
     /// RFC 6749 §4.1.3 in one transaction. Spends the code if it is unredeemed
     /// and unexpired at `now` and hands it to `decide` (the client, redirect
     /// URI, PKCE and resource checks, and the tokens' making). If `decide`
-    /// answers with a grant (which must be named `grant_id`: the spending
-    /// links the code to it), the grant and its first tokens are written with
-    /// the spending; if it refuses, the code is spent all the same, linked to
-    /// no grant (a code is single-use whatever follows). Either all of it is
-    /// written or none.
+    /// answers with a grant, the grant, its first tokens and the link from
+    /// the code to it are written with the spending; if it refuses, the code
+    /// is spent all the same (a code is single-use whatever follows). Either
+    /// all of it is written or none.
     ///
     /// Of two concurrent calls for one code at most one reaches `decide`. A
     /// code that was already spent is [`ExchangeOutcome::Replayed`], naming
@@ -113,7 +112,6 @@ pub trait CodeStore: Send + Sync {
     fn exchange_code<T: Send, E: Send>(
         &self,
         code_hash: &str,
-        grant_id: &str,
         now: i64,
         decide: impl FnOnce(&AuthorizationCode) -> std::result::Result<(NewGrant, T), E> + Send,
     ) -> impl Future<Output = Result<ExchangeOutcome<T, E>>> + Send;

@@ -235,24 +235,21 @@ impl CodeStore for SqlStore {
     async fn exchange_code<T: Send, E: Send>(
         &self,
         code_hash: &str,
-        grant_id: &str,
         now: i64,
         decide: impl FnOnce(&AuthorizationCode) -> std::result::Result<(NewGrant, T), E> + Send,
     ) -> Result<ExchangeOutcome<T, E>> {
         let mut tx = self.db.writes.begin().await?;
-        // One conditional UPDATE spends the code and links it to its grant:
-        // the database decides which of two concurrent exchanges wins, on
-        // SQLite and PostgreSQL alike (PostgreSQL's loser waits for the row
-        // and then finds it spent).
+        // One conditional UPDATE spends the code: the database decides which
+        // of two concurrent exchanges wins, on SQLite and PostgreSQL alike
+        // (PostgreSQL's loser waits for the row and then finds it spent).
         let row = sqlx::query(
-            "UPDATE authorization_codes SET redeemed_at = $1, grant_id = $3
+            "UPDATE authorization_codes SET redeemed_at = $1
              WHERE code_hash = $2 AND redeemed_at IS NULL AND expires_at > $1
              RETURNING code_hash, client_id, subject, redirect_uri, scope, code_challenge,
                        issued_at, expires_at, audience",
         )
         .bind(now)
         .bind(code_hash)
-        .bind(grant_id)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
@@ -285,23 +282,15 @@ impl CodeStore for SqlStore {
             audience: row.try_get("audience")?,
         };
         let outcome = match decide(&code) {
-            // Refused: the spending alone is committed, linked to no grant.
-            Err(refusal) => {
-                sqlx::query("UPDATE authorization_codes SET grant_id = NULL WHERE code_hash = $1")
+            // Refused: the spending alone is committed.
+            Err(refusal) => ExchangeOutcome::Refused(refusal),
+            Ok((new, answer)) => {
+                insert_grant(&mut tx, &new.grant, new.refresh.as_ref(), &new.access).await?;
+                sqlx::query("UPDATE authorization_codes SET grant_id = $1 WHERE code_hash = $2")
+                    .bind(&new.grant.grant_id)
                     .bind(code_hash)
                     .execute(&mut *tx)
                     .await?;
-                ExchangeOutcome::Refused(refusal)
-            }
-            Ok((new, _)) if new.grant.grant_id != grant_id => {
-                // Dropping the transaction rolls the spending back.
-                return Err(StorageError::Corrupt(format!(
-                    "grant {} written for a code spent for grant {grant_id}",
-                    new.grant.grant_id
-                )));
-            }
-            Ok((new, answer)) => {
-                insert_grant(&mut tx, &new.grant, new.refresh.as_ref(), &new.access).await?;
                 ExchangeOutcome::Exchanged(answer)
             }
         };
@@ -367,26 +356,11 @@ impl GrantStore for SqlStore {
         access: &IssuedAccessToken,
     ) -> Result<RotateOutcome> {
         let mut tx = self.db.writes.begin().await?;
-        // Spend first, atomically: of two concurrent rotations one updates the
-        // row. A revoked grant's token is not spent. The grant comes back with
-        // it (one statement, where a SELECT after it was a second round trip).
+        // Spend first, atomically: of two concurrent rotations one updates the row.
         let spent = sqlx::query(
             "UPDATE refresh_tokens SET used_at = $1
              WHERE token_hash = $2 AND client_id = $3 AND used_at IS NULL AND expires_at > $1
-                   AND EXISTS (SELECT 1 FROM grants g
-                               WHERE g.grant_id = refresh_tokens.grant_id
-                                     AND g.revoked_at IS NULL)
-             RETURNING grant_id, scope AS token_scope,
-                 (SELECT g.client_id FROM grants g WHERE g.grant_id = refresh_tokens.grant_id)
-                     AS client_id,
-                 (SELECT g.subject FROM grants g WHERE g.grant_id = refresh_tokens.grant_id)
-                     AS subject,
-                 (SELECT g.scope FROM grants g WHERE g.grant_id = refresh_tokens.grant_id)
-                     AS scope,
-                 (SELECT g.audience FROM grants g WHERE g.grant_id = refresh_tokens.grant_id)
-                     AS audience,
-                 (SELECT g.created_at FROM grants g WHERE g.grant_id = refresh_tokens.grant_id)
-                     AS created_at",
+             RETURNING grant_id, scope",
         )
         .bind(now)
         .bind(token_hash)
@@ -412,12 +386,25 @@ impl GrantStore for SqlStore {
                 None => RotateOutcome::Invalid,
             });
         };
-        let grant = grant_from_row(&spent)?;
-        let scope = scope_of(spent.try_get("token_scope")?)?;
+        let grant_id: String = spent.try_get("grant_id")?;
+        let scope = scope_of(spent.try_get("scope")?)?;
         if narrow_to.is_some_and(|asked| !asked.is_subset(&scope)) {
             tx.rollback().await?;
             return Ok(RotateOutcome::ScopeExceeded);
         }
+        let grant = sqlx::query(
+            "SELECT grant_id, client_id, subject, scope, audience, created_at
+             FROM grants WHERE grant_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(&grant_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(grant) = grant else {
+            // A revoked grant: leave everything as it was.
+            tx.rollback().await?;
+            return Ok(RotateOutcome::Invalid);
+        };
+        let grant = grant_from_row(&grant)?;
         let owner = RefreshOwner { grant_id: &grant.grant_id, client_id, scope: &scope };
         insert_refresh(&mut tx, owner, next, now).await?;
         insert_access(&mut tx, &grant.grant_id, access).await?;

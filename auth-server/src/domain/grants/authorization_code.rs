@@ -58,11 +58,10 @@ impl<S: CodeStore + GrantStore> OAuthCore<S> {
     ) -> Result<TokenResponse, OAuthError> {
         let now = self.clock.now();
         let code_hash = secrets::hash_secret(code.expose());
-        let grant_id = secrets::generate_secret();
         let exchange = |stored: &AuthorizationCode| {
             check_redemption(stored, client, redirect_uri, code_verifier, resource)?;
             let grant = GrantRecord {
-                grant_id: grant_id.clone(),
+                grant_id: secrets::generate_secret(),
                 client_id: client.client_id.clone(),
                 subject: stored.subject.clone(),
                 scope: stored.scope.clone(),
@@ -74,12 +73,7 @@ impl<S: CodeStore + GrantStore> OAuthCore<S> {
             let (tokens, refresh, access) = self.first_tokens(client, &grant)?;
             Ok((NewGrant { grant, refresh, access }, tokens))
         };
-        match self
-            .store
-            .exchange_code(&code_hash, &grant_id, now, exchange)
-            .await
-            .map_err(storage_failure)?
-        {
+        match self.store.exchange_code(&code_hash, now, exchange).await.map_err(storage_failure)? {
             ExchangeOutcome::Exchanged(tokens) => Ok(tokens),
             ExchangeOutcome::Refused(refusal) => Err(refusal),
             ExchangeOutcome::Replayed { grant_id } => {
