@@ -10,10 +10,12 @@
 
 use std::sync::{Arc, RwLock};
 
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair,
+};
 use base64::Engine as _;
 use jsonwebtoken::Header;
-use ring::rand::SystemRandom;
-use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
 use sha2::{Digest, Sha256};
 use tollgate_token::{
     AccessTokenClaims, JWT_ACCESS_TOKEN_TYPE, Jwk, JwkSet, KeyAlgorithm, KeySet, Secret,
@@ -53,7 +55,7 @@ struct LoadedKey {
     jwk: Jwk,
 }
 
-/// A private key as ring holds it once parsed, with the JWS header its tokens
+/// A private key as AWS-LC holds it once parsed, with the JWS header its tokens
 /// carry already encoded. `jsonwebtoken::encode` takes the key as DER and
 /// parses it again for every token (for Ed25519 that derives the public key,
 /// a second scalar multiplication per signature); signing here parses once
@@ -77,12 +79,7 @@ impl SigningKey {
                 KeyPairOf::Ed25519(Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8).map_err(bad)?)
             }
             KeyAlgorithm::ES256 => KeyPairOf::P256(
-                EcdsaKeyPair::from_pkcs8(
-                    &ECDSA_P256_SHA256_FIXED_SIGNING,
-                    pkcs8,
-                    &SystemRandom::new(),
-                )
-                .map_err(bad)?,
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8).map_err(bad)?,
             ),
         };
         let mut header = Header::new(alg.to_jsonwebtoken());
@@ -303,9 +300,8 @@ pub fn generate(alg: KeyAlgorithm, now: i64, activate_at: i64) -> Result<StoredK
         KeyAlgorithm::ES256 => {
             let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
                 .map_err(|_| KeyError::Generation)?;
-            let pair =
-                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
-                    .map_err(|_| KeyError::Generation)?;
+            let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref())
+                .map_err(|_| KeyError::Generation)?;
             let jwk = Jwk::p256("", pair.public_key().as_ref()).ok_or(KeyError::Generation)?;
             (pkcs8.as_ref().to_vec(), jwk)
         }
@@ -352,33 +348,64 @@ mod tests {
 
     /// The hand-built JWS is what a standard verifier accepts, for both
     /// algorithms, with the header RFC 9068 §2.1 asks for.
+    fn claims() -> AccessTokenClaims {
+        AccessTokenClaims {
+            iss: "https://as.example".into(),
+            sub: "alice".into(),
+            aud: tollgate_token::Audience::One("api".into()),
+            exp: 1_000_300,
+            iat: 1_000_000,
+            nbf: Some(1_000_000),
+            jti: "j".into(),
+            client_id: "web".into(),
+            scope: Some("notes:read".into()),
+            act: None,
+            cnf: None,
+        }
+    }
+
+    /// Signs with the stored private key, verifies with the published one (a
+    /// standard verifier, jsonwebtoken over ring).
+    fn assert_signs_verifiably(alg: KeyAlgorithm, kid: &str, pkcs8: &[u8], public: &Jwk) {
+        use tollgate_token::{Verifier, VerifierConfig};
+        let signing = SigningKey::parse(alg, kid, pkcs8).unwrap();
+        let token = signing.sign(&claims()).unwrap();
+        let keys =
+            KeySet::from_jwks(&JwkSet { keys: vec![Jwk { kid: kid.into(), ..public.clone() }] });
+        let verifier = Verifier::new(VerifierConfig::new("https://as.example", "api"));
+        assert_eq!(verifier.verify(&keys, &token, 1_000_000).unwrap(), claims(), "{alg:?}");
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+        assert_eq!(header.kid.as_deref(), Some(kid));
+    }
+
+    /// The hand-built JWS is what a standard verifier accepts, for both
+    /// algorithms, with the header RFC 9068 §2.1 asks for.
     #[test]
     fn tokens_signed_with_a_parsed_key_verify_with_its_published_key() {
-        use tollgate_token::{Audience, Verifier, VerifierConfig};
         for alg in [KeyAlgorithm::EdDSA, KeyAlgorithm::ES256] {
             let key = generate(alg, 1, 1).unwrap();
-            let signing = SigningKey::parse(alg, &key.kid, key.private_pkcs8.expose()).unwrap();
-            let claims = AccessTokenClaims {
-                iss: "https://as.example".into(),
-                sub: "alice".into(),
-                aud: Audience::One("api".into()),
-                exp: 1_000_300,
-                iat: 1_000_000,
-                nbf: Some(1_000_000),
-                jti: "j".into(),
-                client_id: "web".into(),
-                scope: Some("notes:read".into()),
-                act: None,
-                cnf: None,
-            };
-            let token = signing.sign(&claims).unwrap();
-            let keys = KeySet::from_jwks(&JwkSet { keys: vec![key.public_jwk.clone()] });
-            let verifier = Verifier::new(VerifierConfig::new("https://as.example", "api"));
-            assert_eq!(verifier.verify(&keys, &token, 1_000_000).unwrap(), claims, "{alg:?}");
-            let header = jsonwebtoken::decode_header(&token).unwrap();
-            assert_eq!(header.typ.as_deref(), Some("at+jwt"));
-            assert_eq!(header.kid.as_deref(), Some(key.kid.as_str()));
+            assert_signs_verifiably(alg, &key.kid, key.private_pkcs8.expose(), &key.public_jwk);
         }
+    }
+
+    /// Releases before the signing moved to AWS-LC generated and stored their
+    /// keys with ring (PKCS#8 v2 for Ed25519, v1 for P-256): a database they
+    /// wrote must keep signing after an upgrade, not fail to start.
+    #[test]
+    fn keys_stored_by_ring_based_releases_still_sign() {
+        use ring::signature::KeyPair as _;
+        let rng = ring::rand::SystemRandom::new();
+        let ed = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let public = ring::signature::Ed25519KeyPair::from_pkcs8(ed.as_ref()).unwrap();
+        let jwk = Jwk::ed25519("", public.public_key().as_ref());
+        assert_signs_verifiably(KeyAlgorithm::EdDSA, "old-ed", ed.as_ref(), &jwk);
+
+        let p256 = &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING;
+        let ec = ring::signature::EcdsaKeyPair::generate_pkcs8(p256, &rng).unwrap();
+        let public = ring::signature::EcdsaKeyPair::from_pkcs8(p256, ec.as_ref(), &rng).unwrap();
+        let jwk = Jwk::p256("", public.public_key().as_ref()).unwrap();
+        assert_signs_verifiably(KeyAlgorithm::ES256, "old-ec", ec.as_ref(), &jwk);
     }
 
     #[test]
