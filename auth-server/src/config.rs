@@ -145,7 +145,7 @@ pub struct Config {
     /// grant; after, it is refused as unknown.
     #[arg(long, env = "AUTH_PURGE_RETENTION", default_value_t = DEFAULT_PURGE_RETENTION)]
     pub purge_retention_secs: i64,
-    /// Password hashes (argon2id, 19 MiB each) running at once; 0: one per core.
+    /// Password hashes (argon2id, 7 MiB each) running at once; 0: one per core.
     #[arg(long, env = "AUTH_HASH_CONCURRENCY", default_value_t = 0)]
     pub hash_concurrency: usize,
     /// Password checks waiting for a hashing slot beyond those running; past
@@ -155,6 +155,12 @@ pub struct Config {
     /// How long a waiting password check waits before it is refused, ms.
     #[arg(long, env = "AUTH_HASH_WAIT_MS", default_value_t = DEFAULT_HASH_WAIT_MS)]
     pub hash_wait_ms: u64,
+    /// The password-hashing threads' scheduling priority: `idle` (Linux
+    /// SCHED_IDLE: requests always go first; under a load that keeps every
+    /// core busy, sign-ins wait and are refused) or a nice value 0-19 (a hash
+    /// keeps a share of a busy core; requests may wait for its time slice).
+    #[arg(long, env = "AUTH_HASH_PRIORITY", default_value = "idle")]
+    pub hash_priority: crate::domain::hashing::HashPriority,
     /// A file with at least 64 random bytes, base64-encoded, that encrypts session
     /// cookies. Without it a key is generated at start (sign-ins end on restart).
     #[arg(long, env = "AUTH_COOKIE_KEY_FILE")]
@@ -209,6 +215,7 @@ impl Config {
             hash_concurrency: 0,
             hash_queue: None,
             hash_wait_ms: DEFAULT_HASH_WAIT_MS,
+            hash_priority: crate::domain::hashing::HashPriority::Idle,
             cookie_key_file: None,
             tls: TlsConfig::default(),
             log_format: LogFormat::Text,
@@ -249,6 +256,7 @@ impl Config {
             concurrency,
             queue: self.hash_queue.unwrap_or(concurrency),
             wait: std::time::Duration::from_millis(self.hash_wait_ms),
+            priority: self.hash_priority,
         }
     }
 }

@@ -465,6 +465,20 @@ async fn the_bootstrap_file_is_idempotent(store: SqlStore) {
     assert!(store.client("cli").await.unwrap().unwrap().secret_hash.is_none());
 }
 
+async fn a_renewed_password_hash_replaces_only_the_hash_it_renews(store: SqlStore) {
+    let alice = store.user_by_username("alice").await.unwrap().unwrap();
+    let old = alice.password_hash.expose().clone();
+    assert!(store.replace_password_hash(&alice.subject, &old, "renewed").await.unwrap());
+    let now = store.user_by_username("alice").await.unwrap().unwrap();
+    assert_eq!(now.password_hash.expose(), "renewed");
+    // A renewal computed from the old hash, arriving after the password changed
+    // (here: after the first renewal), changes nothing.
+    assert!(!store.replace_password_hash(&alice.subject, &old, "stale").await.unwrap());
+    let now = store.user_by_username("alice").await.unwrap().unwrap();
+    assert_eq!(now.password_hash.expose(), "renewed");
+    assert!(!store.replace_password_hash("nobody", "renewed", "x").await.unwrap());
+}
+
 async fn a_client_id_and_a_user_subject_never_coincide(store: SqlStore) {
     // "alice" is a user: a client of that id would mint tokens with sub=alice.
     let clash: BootstrapFile = toml::from_str(
@@ -700,6 +714,7 @@ on_both_backends!(
     a_device_approval_withdrawn_while_its_grant_is_written_gives_a_grant_born_revoked,
     the_bootstrap_file_is_idempotent,
     a_client_id_and_a_user_subject_never_coincide,
+    a_renewed_password_hash_replaces_only_the_hash_it_renews,
     a_bootstrap_file_with_a_mistake_anywhere_writes_nothing,
     a_rotated_key_is_published_before_it_signs_and_retired_after_its_tokens_expire,
     scheduled_rotation_happens_when_the_key_is_old_and_only_once,

@@ -1,31 +1,59 @@
 //! Bounded password hashing.
 //!
-//! An argon2id verification costs 19 MiB and tens of milliseconds of a core
+//! An argon2id verification costs 7 MiB and tens of milliseconds of a core
 //! (see [`super::secrets`]). Unbounded, a flood of sign-in posts (each needs only
 //! one GET for a cookie and a CSRF token) fills tokio's blocking pool, 512
-//! threads × 19 MiB, and starves every other endpoint. So every password check
+//! threads × 7 MiB, and starves every other endpoint. So every password check
 //! passes this gate: at most `concurrency` hashes run at once, at most `queue`
 //! more wait, each for at most `wait`; anything beyond is refused at once as
 //! [`Overloaded`], which the pages answer `503` with `Retry-After`
 //! (RFC 6749 §4.1.2.1 `temporarily_unavailable`). Memory for hashing is so
-//! bounded by `concurrency × 19 MiB`, whatever the traffic.
+//! bounded by `concurrency × 7 MiB`, whatever the traffic.
 //!
-//! Each hash runs on a thread of its own at a lower scheduling priority
-//! ([`HASH_NICENESS`]): where hashing and the request path share a core, a
-//! token request arriving during a hash would otherwise wait for the
+//! Each hash runs on a thread of its own below the request path's scheduling
+//! priority ([`HashPriority`]): where hashing and the request path share a
+//! core, a token request arriving during a hash would otherwise wait for the
 //! scheduler's time slice. The benchmark measured `/token`'s p99 at six times
-//! its quiet value while passwords were checked on the same core
-//! (docs/performance.md).
+//! its quiet value with hashes at normal priority, 3.9 times with `nice` 10
+//! (Linux's EEVDF scheduler lets a running thread finish its slice whatever
+//! its `nice`), and (the default) at `SCHED_IDLE`, which a waking request
+//! preempts at once (docs/performance.md).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-/// The `nice` value password hashes run at (Linux; the request path runs at
-/// 0). A waking request preempts a hash; on an idle core the hash runs as
-/// fast as ever.
-pub const HASH_NICENESS: i32 = 10;
+/// The scheduling priority password hashes run at (Linux; elsewhere they run
+/// at the request path's). On an idle core a hash runs as fast as ever
+/// either way; they differ when the core is busy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashPriority {
+    /// `SCHED_IDLE` (the default): any request that wakes preempts a hash at
+    /// once, so sign-ins cost the request path nothing. The price: while every
+    /// core is kept busy by other work a hash gets almost no time, and
+    /// sign-ins wait, then are refused (`503`), until the load drops.
+    Idle,
+    /// A `nice` value, 0–19 (the request path runs at 0): a hash keeps a
+    /// share of a busy core (at 10, about a tenth), but a request arriving
+    /// during a hash may wait for the rest of the hash's time slice.
+    Nice(i32),
+}
+
+impl std::str::FromStr for HashPriority {
+    type Err = String;
+
+    /// `idle`, or a `nice` value from 0 to 19.
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        if value == "idle" {
+            return Ok(Self::Idle);
+        }
+        match value.parse::<i32>() {
+            Ok(nice @ 0..=19) => Ok(Self::Nice(nice)),
+            _ => Err(format!("expected `idle` or a nice value from 0 to 19, got `{value}`")),
+        }
+    }
+}
 
 /// The gate's limits (`AUTH_HASH_*`, see the configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,13 +64,20 @@ pub struct HashLimits {
     pub queue: usize,
     /// How long a waiting check waits before it is refused.
     pub wait: Duration,
+    /// The scheduling priority of the hashing threads.
+    pub priority: HashPriority,
 }
 
 impl HashLimits {
     /// One hash per core, as many waiting, for at most a second.
     pub fn for_this_machine() -> Self {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        Self { concurrency: cores, queue: cores, wait: Duration::from_secs(1) }
+        Self {
+            concurrency: cores,
+            queue: cores,
+            wait: Duration::from_secs(1),
+            priority: HashPriority::Idle,
+        }
     }
 }
 
@@ -58,6 +93,7 @@ pub struct HashGate {
     admitted: Arc<Semaphore>,
     running: Arc<Semaphore>,
     wait: Duration,
+    priority: HashPriority,
 }
 
 impl HashGate {
@@ -67,10 +103,11 @@ impl HashGate {
             admitted: Arc::new(Semaphore::new(concurrency + limits.queue)),
             running: Arc::new(Semaphore::new(concurrency)),
             wait: limits.wait,
+            priority: limits.priority,
         }
     }
 
-    /// Runs `work` (a hash) on a thread of its own at [`HASH_NICENESS`] once a
+    /// Runs `work` (a hash) on a thread of its own at the gate's [`HashPriority`] once a
     /// slot is free, or refuses when the queue is full or the wait runs out.
     pub async fn run<T: Send + 'static>(
         &self,
@@ -86,10 +123,11 @@ impl HashGate {
         // tokio's blocking pool, whose threads also serve other work and
         // could not be given their priority back.
         let (done, answer) = tokio::sync::oneshot::channel();
+        let priority = self.priority;
         std::thread::Builder::new()
             .name("password-hash".into())
             .spawn(move || {
-                lower_priority();
+                lower_priority(priority);
                 let result = work();
                 // Free the slot before answering: whoever sees the answer
                 // finds the slot free.
@@ -101,12 +139,30 @@ impl HashGate {
     }
 }
 
-/// Puts the calling thread at [`HASH_NICENESS`]. On Linux `nice` is per
-/// thread. If a sandbox forbids it the hash runs at normal priority: the
-/// request path is slower during sign-ins, nothing is wrong.
-fn lower_priority() {
+/// Puts the calling thread at `priority`. On Linux both the policy and `nice`
+/// are per thread. Lowering needs no privilege; if a sandbox forbids it all
+/// the same, the hash runs at normal priority: the request path is slower
+/// during sign-ins, nothing is wrong.
+fn lower_priority(priority: HashPriority) {
     #[cfg(target_os = "linux")]
-    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), HASH_NICENESS);
+    match priority {
+        HashPriority::Idle => {
+            use thread_priority::unix::{
+                NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
+                thread_native_id,
+            };
+            let _ = set_thread_priority_and_policy(
+                thread_native_id(),
+                thread_priority::ThreadPriority::Min,
+                ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+            );
+        }
+        HashPriority::Nice(nice) => {
+            let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = priority;
 }
 
 #[cfg(test)]
@@ -126,8 +182,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn past_the_queue_a_check_is_refused_at_once_and_a_waiter_after_the_wait() {
-        let gate =
-            HashGate::new(HashLimits { concurrency: 1, queue: 1, wait: Duration::from_secs(1) });
+        let gate = HashGate::new(limits(1, 1, Duration::from_secs(1)));
         let (release, work) = held();
         let running = tokio::spawn({
             let gate = gate.clone();
@@ -158,23 +213,50 @@ mod tests {
         assert_eq!(gate.run(|| 3).await, Ok(3));
     }
 
+    fn limits(concurrency: usize, queue: usize, wait: Duration) -> HashLimits {
+        HashLimits { concurrency, queue, wait, priority: HashPriority::Idle }
+    }
+
+    /// What the calling thread runs at: its policy and its `nice`.
+    #[cfg(target_os = "linux")]
+    fn own_priority() -> (thread_priority::unix::ThreadSchedulePolicy, i32) {
+        let policy = thread_priority::unix::thread_schedule_policy().expect("the policy");
+        let nice = rustix::process::getpriority_process(Some(rustix::thread::gettid()));
+        (policy, nice.expect("the niceness"))
+    }
+
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn a_hash_runs_below_the_request_paths_priority() {
-        let gate =
-            HashGate::new(HashLimits { concurrency: 1, queue: 0, wait: Duration::from_secs(1) });
-        let own = || rustix::process::getpriority_process(Some(rustix::thread::gettid()));
-        let request_path = own().expect("the test's own niceness");
-        let hashing = gate.run(own).await.expect("admitted").expect("the hash's niceness");
-        assert_eq!((request_path, hashing), (0, HASH_NICENESS));
+        use thread_priority::unix::{NormalThreadSchedulePolicy, ThreadSchedulePolicy};
+        let normal = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other);
+        let request_path = own_priority();
+        assert_eq!(request_path, (normal, 0));
+
+        let gate = HashGate::new(limits(1, 0, Duration::from_secs(1)));
+        let hashing = gate.run(own_priority).await.expect("admitted");
+        assert_eq!(hashing.0, ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle));
+
+        let niced = HashLimits { priority: HashPriority::Nice(10), ..limits(1, 0, Duration::ZERO) };
+        let hashing = HashGate::new(niced).run(own_priority).await.expect("admitted");
+        assert_eq!(hashing, (normal, 10));
         // The request path's own thread is left as it was.
-        assert_eq!(own().expect("niceness"), request_path);
+        assert_eq!(own_priority(), request_path);
+    }
+
+    #[test]
+    fn a_priority_is_idle_or_a_nice_value() {
+        assert_eq!("idle".parse(), Ok(HashPriority::Idle));
+        assert_eq!("10".parse(), Ok(HashPriority::Nice(10)));
+        assert_eq!("0".parse(), Ok(HashPriority::Nice(0)));
+        for bad in ["-1", "20", "IDLE", ""] {
+            assert!(bad.parse::<HashPriority>().is_err(), "{bad}");
+        }
     }
 
     #[tokio::test]
     async fn within_the_limits_every_check_runs() {
-        let gate =
-            HashGate::new(HashLimits { concurrency: 2, queue: 8, wait: Duration::from_secs(30) });
+        let gate = HashGate::new(limits(2, 8, Duration::from_secs(30)));
         let checks: Vec<_> = (0..10u8)
             .map(|i| {
                 let gate = gate.clone();

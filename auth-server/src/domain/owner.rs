@@ -23,9 +23,10 @@ impl<S: UserStore> OAuthCore<S> {
         let user = self.store.user_by_username(username).await.map_err(storage_failure)?;
         let (password, phc) =
             (password.to_owned(), user.as_ref().map(|u| u.password_hash.expose().clone()));
-        let ok = self
+        let stored = phc.clone();
+        let check = self
             .hashing
-            .run(move || secrets::verify_password_blocking(&password, phc.as_deref()))
+            .run(move || secrets::verify_password_upgrading(&password, phc.as_deref()))
             .await
             .map_err(|_| {
                 tracing::warn!("password check refused: too many at once");
@@ -33,6 +34,17 @@ impl<S: UserStore> OAuthCore<S> {
                     "too many sign-ins at once; try again in a moment".into(),
                 )
             })?;
+        let ok = check != secrets::PasswordCheck::Wrong;
+        if let (secrets::PasswordCheck::RightRehashed(new), Some(user), Some(old)) =
+            (check, &user, stored)
+        {
+            // Only if it is still the hash just checked: a password changed
+            // meanwhile (`admin user`, the bootstrap file) is not undone.
+            match self.store.replace_password_hash(&user.subject, &old, &new).await {
+                Ok(replaced) => tracing::info!(replaced, "outdated password hash renewed"),
+                Err(err) => tracing::warn!(error = %err, "renewing a password hash failed"),
+            }
+        }
         let user = user.filter(|_| ok);
         match &user {
             Some(user) => audit::record(
@@ -167,8 +179,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_sign_in_renews_an_outdated_password_hash_and_a_failed_one_does_not() {
+        use crate::domain::grants::testing::PASSWORD_HASH;
+        use crate::storage::UserStore as _;
+        let fx = Fixture::new().await;
+        let stored = || async { fx.core.store.user_by_username("alice").await.unwrap().unwrap() };
+        assert_eq!(stored().await.password_hash.expose(), PASSWORD_HASH);
+        assert_eq!(fx.core.authenticate_user("alice", "wrong", HERE).await.expect("checked"), None);
+        assert_eq!(stored().await.password_hash.expose(), PASSWORD_HASH, "renewed by a wrong one");
+
+        let user = fx.core.authenticate_user("alice", PASSWORD, HERE).await.expect("checked");
+        assert_eq!(user.map(|u| u.subject).as_deref(), Some(SUBJECT));
+        let renewed = stored().await.password_hash.expose().clone();
+        assert!(renewed.starts_with("$argon2id$v=19$m=7168,t=5,p=1$"), "{renewed}");
+        // The same password signs in with the renewed hash, which stays.
+        let user = fx.core.authenticate_user("alice", PASSWORD, HERE).await.expect("checked");
+        assert_eq!(user.map(|u| u.subject).as_deref(), Some(SUBJECT));
+        assert_eq!(stored().await.password_hash.expose(), &renewed);
+    }
+
+    #[tokio::test]
     async fn a_sign_in_past_the_hashing_bound_is_temporarily_unavailable() {
-        let limits = HashLimits { concurrency: 1, queue: 0, wait: Duration::ZERO };
+        let limits = HashLimits {
+            concurrency: 1,
+            queue: 0,
+            wait: Duration::ZERO,
+            ..HashLimits::for_this_machine()
+        };
         let fx = Fixture::with_hash_limits(limits).await;
         // Another sign-in holds the one hashing slot (it has started hashing).
         let (started, hashing) = tokio::sync::oneshot::channel::<()>();

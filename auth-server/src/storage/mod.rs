@@ -90,6 +90,15 @@ pub trait UserStore: Send + Sync {
     /// Inserts the user, or replaces the username and password hash of the user
     /// with the same subject.
     fn upsert_user(&self, user: &User, now: i64) -> impl Future<Output = Result<()>> + Send;
+    /// Replaces a user's password hash with `new` if it is still `old` (a
+    /// hash renewed at sign-in must not undo a password set meanwhile).
+    /// Whether it was replaced.
+    fn replace_password_hash(
+        &self,
+        subject: &str,
+        old: &str,
+        new: &str,
+    ) -> impl Future<Output = Result<bool>> + Send;
 }
 
 /// Authorization codes (RFC 6749 §4.1.2).

@@ -208,6 +208,18 @@ impl UserStore for SqlStore {
         .await?;
         Ok(())
     }
+
+    async fn replace_password_hash(&self, subject: &str, old: &str, new: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE users SET password_hash = $1 WHERE subject = $2 AND password_hash = $3",
+        )
+        .bind(new)
+        .bind(subject)
+        .bind(old)
+        .execute(&self.db.writes)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
 }
 
 impl CodeStore for SqlStore {

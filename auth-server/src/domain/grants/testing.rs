@@ -17,9 +17,10 @@ use crate::storage::{ClientStore, SqlStore, UserStore};
 
 pub const ISSUER: &str = "https://as.example";
 pub const SUBJECT: &str = "user-1";
-/// alice's password, and its argon2id hash (m=19456, t=2, p=1).
+/// alice's password, and its argon2id hash with the settings of earlier
+/// releases (m=19456, t=2, p=1): a sign-in renews it.
 pub const PASSWORD: &str = "correct horse battery staple";
-const PASSWORD_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$D2BFm1kNfRA/8ORSU2ebRw$fPAy/lWheO2O3OWqc3qT+4dXZKH5MhYzhogLfDd9F7Q";
+pub const PASSWORD_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$D2BFm1kNfRA/8ORSU2ebRw$fPAy/lWheO2O3OWqc3qT+4dXZKH5MhYzhogLfDd9F7Q";
 
 pub struct Fixture {
     pub core: OAuthCore<SqlStore>,
