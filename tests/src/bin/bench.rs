@@ -787,15 +787,7 @@ async fn sign_ins(
     // measures the server, not the lanes sharing its thread.
     let (tallied, signed_in) = tokio::sync::oneshot::channel();
     std::thread::Builder::new().name("sign-in-lanes".into()).spawn(move || {
-        use thread_priority::unix::{
-            NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
-            thread_native_id,
-        };
-        let _ = set_thread_priority_and_policy(
-            thread_native_id(),
-            thread_priority::ThreadPriority::Min,
-            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
-        );
+        tollgate_auth_server::domain::hashing::HashPriority::Idle.apply_to_this_thread();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
         let tally = runtime.map(|runtime| {
             runtime.block_on(async move {
