@@ -317,13 +317,16 @@ pub async fn apply(
     for (spec, subject, source, existing) in users {
         let password_hash = match (source, existing) {
             (PasswordSource::Hash(hash), _) => hash,
-            // Unchanged (the subject matched above): keep the stored hash.
+            // Unchanged (the subject matched above) and hashed with the
+            // current settings: keep the stored hash. An older setting's hash
+            // is renewed here rather than at the user's next sign-in.
             (PasswordSource::Plain(password), Some(user))
-                if secrets::verify_password(
-                    password.expose().clone(),
-                    Some(user.password_hash.expose().clone()),
-                )
-                .await =>
+                if secrets::is_current(user.password_hash.expose())
+                    && secrets::verify_password(
+                        password.expose().clone(),
+                        Some(user.password_hash.expose().clone()),
+                    )
+                    .await =>
             {
                 user.password_hash
             }

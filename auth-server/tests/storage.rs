@@ -461,6 +461,24 @@ async fn the_bootstrap_file_is_idempotent(store: SqlStore) {
     let user = store.user_by_username("alice").await.unwrap().unwrap();
     // Unchanged password: not re-hashed (a restart costs no argon2 work).
     assert_eq!(user.password_hash, first_hash);
+
+    // The same password under an earlier release's argon2 settings (19 MiB,
+    // 2 passes): the next start renews it.
+    let salt =
+        argon2::password_hash::SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+    let params = argon2::Params::new(19 * 1024, 2, 1, None).unwrap();
+    let old = argon2::PasswordHasher::hash_password(
+        &argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params),
+        b"alice-password",
+        &salt,
+    )
+    .unwrap()
+    .to_string();
+    assert!(store.replace_password_hash(&user.subject, first_hash.expose(), &old).await.unwrap());
+    apply(&file, &store, "tollgate-resource", NOW + 20).await.unwrap();
+    let renewed = store.user_by_username("alice").await.unwrap().unwrap().password_hash;
+    assert!(renewed.expose().starts_with("$argon2id$v=19$m=7168,t=5,p=1$"), "{renewed:?}");
+    assert_ne!(renewed.expose(), &old);
     assert_eq!(store.client("reporter").await.unwrap().unwrap(), reporter);
     assert!(store.client("cli").await.unwrap().unwrap().secret_hash.is_none());
 }

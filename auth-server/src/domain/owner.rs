@@ -39,7 +39,7 @@ impl<S: UserStore> OAuthCore<S> {
             (check, &user, stored)
         {
             // Only if it is still the hash just checked: a password changed
-            // meanwhile (`admin user`, the bootstrap file) is not undone.
+            // meanwhile (`admin add-user`, the bootstrap file) is not undone.
             match self.store.replace_password_hash(&user.subject, &old, &new).await {
                 Ok(replaced) => tracing::info!(replaced, "outdated password hash renewed"),
                 Err(err) => tracing::warn!(error = %err, "renewing a password hash failed"),
