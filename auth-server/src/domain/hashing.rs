@@ -1,6 +1,6 @@
 //! Bounded password hashing.
 //!
-//! An argon2id verification costs 7 MiB and tens of milliseconds of a core
+//! An argon2id verification costs 7 MiB and about 13 ms of a core
 //! (see [`super::secrets`]). Unbounded, a flood of sign-in posts (each needs only
 //! one GET for a cookie and a CSRF token) fills tokio's blocking pool, 512
 //! threads × 7 MiB, and starves every other endpoint. So every password check
@@ -16,8 +16,9 @@
 //! scheduler's time slice. The benchmark measured `/token`'s p99 at six times
 //! its quiet value with hashes at normal priority, 3.9 times with `nice` 10
 //! (Linux's EEVDF scheduler lets a running thread finish its slice whatever
-//! its `nice`), and (the default) at `SCHED_IDLE`, which a waking request
-//! preempts at once (docs/performance.md).
+//! its `nice`). Hashes now run at `SCHED_IDLE` by default, which a waking
+//! request preempts at once; docs/performance.md has what is left of the
+//! tail.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +31,7 @@ use tokio::sync::Semaphore;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HashPriority {
     /// `SCHED_IDLE` (the default): any request that wakes preempts a hash at
-    /// once, so sign-ins cost the request path nothing. The price: while every
+    /// once, so a hash never keeps a request waiting for the core. The price: while every
     /// core is kept busy by other work a hash gets almost no time, and
     /// sign-ins wait, then are refused (`503`), until the load drops.
     Idle,
