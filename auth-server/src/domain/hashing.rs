@@ -164,6 +164,13 @@ impl HashPriority {
                 let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice);
             }
         }
+        // A new thread starts at its parent's priority, and may have just
+        // preempted a request thread on waking. Lowering its own priority
+        // does not make the kernel reschedule, so without this it would keep
+        // the core until the next tick (4 ms here: `perf sched` showed a
+        // request thread waiting exactly that long behind a hash thread that
+        // had just been spawned). Yielding hands the core back at once.
+        std::thread::yield_now();
     }
 }
 
