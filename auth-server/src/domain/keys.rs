@@ -346,8 +346,6 @@ mod tests {
         assert_eq!(thumbprint(&jwk), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
     }
 
-    /// The hand-built JWS is what a standard verifier accepts, for both
-    /// algorithms, with the header RFC 9068 §2.1 asks for.
     fn claims() -> AccessTokenClaims {
         AccessTokenClaims {
             iss: "https://as.example".into(),

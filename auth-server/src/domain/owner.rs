@@ -23,7 +23,6 @@ impl<S: UserStore> OAuthCore<S> {
         let user = self.store.user_by_username(username).await.map_err(storage_failure)?;
         let (password, phc) =
             (password.to_owned(), user.as_ref().map(|u| u.password_hash.expose().clone()));
-        let stored = phc.clone();
         let check = self
             .hashing
             .run(move || secrets::verify_password_upgrading(&password, phc.as_deref()))
@@ -35,12 +34,11 @@ impl<S: UserStore> OAuthCore<S> {
                 )
             })?;
         let ok = check != secrets::PasswordCheck::Wrong;
-        if let (secrets::PasswordCheck::RightRehashed(new), Some(user), Some(old)) =
-            (check, &user, stored)
-        {
+        if let (secrets::PasswordCheck::RightRehashed(new), Some(user)) = (check, &user) {
             // Only if it is still the hash just checked: a password changed
             // meanwhile (`admin add-user`, the bootstrap file) is not undone.
-            match self.store.replace_password_hash(&user.subject, &old, &new).await {
+            let old = user.password_hash.expose();
+            match self.store.replace_password_hash(&user.subject, old, &new).await {
                 Ok(replaced) => tracing::info!(replaced, "outdated password hash renewed"),
                 Err(err) => tracing::warn!(error = %err, "renewing a password hash failed"),
             }

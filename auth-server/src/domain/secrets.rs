@@ -63,28 +63,28 @@ fn argon2() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
-/// Whether a PHC hash was made with the current settings (and parses).
+/// Whether a PHC hash parses and was made with [`argon2`]'s settings.
 pub fn is_current(phc: &str) -> bool {
-    PasswordHash::new(phc).is_ok_and(|parsed| !is_outdated(&parsed))
+    let Ok(parsed) = PasswordHash::new(phc) else { return false };
+    let is = |name: &str, value: u32| parsed.params.get_decimal(name) == Some(value);
+    parsed.algorithm.as_str() == "argon2id"
+        && parsed.version == Some(Version::V0x13 as u32)
+        && is("m", MEMORY_KIB)
+        && is("t", PASSES)
+        && is("p", LANES)
 }
 
-/// Whether a PHC hash was made with other settings than [`argon2`]'s.
-fn is_outdated(parsed: &PasswordHash<'_>) -> bool {
-    let current =
-        |name: &str, value: u32| parsed.params.get_decimal(name).is_some_and(|v| v == value);
-    parsed.algorithm.as_str() != "argon2id"
-        || parsed.version != Some(Version::V0x13 as u32)
-        || !(current("m", MEMORY_KIB) && current("t", PASSES) && current("p", LANES))
+/// A PHC hash of `password` with the current settings and a fresh salt, on
+/// the calling thread.
+fn hash_blocking(password: &[u8]) -> argon2::password_hash::Result<String> {
+    let salt = SaltString::generate(&mut OsRng);
+    argon2().hash_password(password, &salt).map(|h| h.to_string())
 }
 
 /// Hashes a password with argon2id, on the blocking pool.
 pub async fn hash_password(password: String) -> anyhow::Result<String> {
     tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut OsRng);
-        argon2()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| anyhow::anyhow!("hashing password: {e}"))
+        hash_blocking(password.as_bytes()).map_err(|e| anyhow::anyhow!("hashing password: {e}"))
     })
     .await?
 }
@@ -123,13 +123,11 @@ pub fn verify_password_upgrading(password: &str, phc: Option<&str>) -> PasswordC
     if !verify_password_blocking(password, phc) {
         return PasswordCheck::Wrong;
     }
-    let outdated = phc.and_then(|phc| PasswordHash::new(phc).ok()).is_some_and(|p| is_outdated(&p));
-    if !outdated {
+    if phc.is_none_or(is_current) {
         return PasswordCheck::Right;
     }
-    let salt = SaltString::generate(&mut OsRng);
-    match argon2().hash_password(password.as_bytes(), &salt) {
-        Ok(hash) => PasswordCheck::RightRehashed(hash.to_string()),
+    match hash_blocking(password.as_bytes()) {
+        Ok(hash) => PasswordCheck::RightRehashed(hash),
         Err(_) => PasswordCheck::Right,
     }
 }
@@ -141,13 +139,7 @@ pub fn is_password_hash(phc: &str) -> bool {
 
 fn dummy_hash() -> &'static str {
     static DUMMY: OnceLock<String> = OnceLock::new();
-    DUMMY.get_or_init(|| {
-        let salt = SaltString::generate(&mut OsRng);
-        argon2()
-            .hash_password(generate_secret().as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .unwrap_or_default()
-    })
+    DUMMY.get_or_init(|| hash_blocking(generate_secret().as_bytes()).unwrap_or_default())
 }
 
 #[cfg(test)]
