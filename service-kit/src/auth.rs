@@ -22,9 +22,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
-use tollgate_token::{
-    AccessTokenClaims, Clock, OAuthError, Secret, TokenError, VerifiedTokens, Verifier,
-};
+use tollgate_token::{AccessTokenClaims, Clock, OAuthError, TokenError, VerifiedTokens, Verifier};
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
 
@@ -104,12 +102,23 @@ pub struct AuthContext {
 
 /// The verified bearer token itself, for the few services that exchange it for
 /// a token to a service behind them (RFC 8693). `Debug` never shows it.
-#[derive(Debug, Clone)]
-pub struct SubjectToken(Secret);
+///
+/// It keeps the request's `authorization` value, which shares the received
+/// bytes, rather than a copy of the token: most calls never exchange it, and
+/// copying it on each was a measurable part of the layer's cost.
+#[derive(Clone)]
+pub struct SubjectToken(http::HeaderValue);
 
 impl SubjectToken {
     pub fn expose(&self) -> &str {
-        self.0.expose()
+        // The layer made one only from a value `bearer_token` accepted.
+        bearer_token(Some(self.0.as_bytes())).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for SubjectToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SubjectToken([redacted])")
     }
 }
 
@@ -156,10 +165,11 @@ impl Shared {
     fn authorize(
         &self,
         scope: &str,
-        authorization: Option<&[u8]>,
+        authorization: Option<&http::HeaderValue>,
         client_certificate: Option<&[u8]>,
     ) -> Result<(AuthContext, SubjectToken), (OAuthError, &'static str)> {
-        let token = bearer_token(authorization)
+        let (authorization, token) = authorization
+            .and_then(|value| Some((value, bearer_token(Some(value.as_bytes()))?)))
             .ok_or((OAuthError::invalid_token("missing bearer token"), "missing_token"))?;
         let Some(snapshot) = self.jwks.current() else {
             return Err((
@@ -246,7 +256,7 @@ impl Shared {
                 "insufficient_scope",
             ));
         }
-        Ok((AuthContext::from_claims(&claims), SubjectToken(Secret::new(token))))
+        Ok((AuthContext::from_claims(&claims), SubjectToken(authorization.clone())))
     }
 }
 
@@ -378,7 +388,15 @@ where
                 return refuse_after_reading(req, response);
             }
         };
-        let span = tracing::info_span!(
+        // The validation span is for traces. Without an exporter nobody sees
+        // it, and the log layer formatting its fields on every call was about
+        // 2 % of a light protected call (`perf`, docs/performance.md). The
+        // refusals' log lines do not need it: they are written inside the
+        // request's `grpc.server` span, which names the service and method.
+        let span = if !tollgate_telemetry::traces_exported() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(
             "token.validate",
             tollgate.service = self.shared.service,
             rpc.method = %req.uri().path().trim_start_matches('/'),
@@ -388,7 +406,8 @@ where
             subject = tracing::field::Empty,
             client_id = tracing::field::Empty,
             scope = tracing::field::Empty,
-        );
+            )
+        };
         // The connection's client certificate (mutual TLS), for bound tokens.
         let certificates = req
             .extensions()
@@ -397,7 +416,7 @@ where
         let decision = span.in_scope(|| {
             self.shared.authorize(
                 scope,
-                req.headers().get(http::header::AUTHORIZATION).map(|v| v.as_bytes()),
+                req.headers().get(http::header::AUTHORIZATION),
                 certificates.as_ref().and_then(|chain| chain.first()).map(|cert| cert.as_ref()),
             )
         });
@@ -550,6 +569,14 @@ mod tests {
         assert_eq!(bearer_token(Some(b"Bearer ")), None);
         assert_eq!(bearer_token(Some(b"Bearer a b")), None);
         assert_eq!(bearer_token(None), None);
+    }
+
+    #[test]
+    fn the_subject_token_is_the_bearer_token_and_never_printed() {
+        let header = http::HeaderValue::from_static("Bearer abc.def.ghi");
+        let token = SubjectToken(header);
+        assert_eq!(token.expose(), "abc.def.ghi");
+        assert_eq!(format!("{token:?}"), "SubjectToken([redacted])");
     }
 
     #[test]

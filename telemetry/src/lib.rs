@@ -186,6 +186,7 @@ where
         // and our log writer's thread ends here.
         return TelemetryGuard { tracer: None, meter: None, log_writer: None };
     }
+    TRACES_EXPORTED.store(tracer.is_some(), std::sync::atomic::Ordering::Relaxed);
     // W3C trace context (traceparent, tracestate) on every hop, HTTP and gRPC.
     opentelemetry::global::set_text_map_propagator(
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
@@ -194,6 +195,17 @@ where
         opentelemetry::global::set_meter_provider(meter.clone());
     }
     TelemetryGuard { tracer, meter, log_writer }
+}
+
+static TRACES_EXPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this process exports traces (an OTLP endpoint is configured and
+/// our subscriber is the one installed). A span that exists only to be seen
+/// in traces, with no log line of its own, is worth creating only then: the
+/// log layer formats every span's fields as it is created and recorded,
+/// whether or not a line is ever written inside it.
+pub fn traces_exported() -> bool {
+    TRACES_EXPORTED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 fn exporters(
