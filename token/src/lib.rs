@@ -12,6 +12,7 @@
 
 mod claims;
 mod clock;
+pub mod dpop;
 mod error;
 mod jwk;
 mod scope;
