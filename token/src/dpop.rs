@@ -16,12 +16,13 @@
 use std::collections::HashMap;
 
 use base64::Engine as _;
-use jsonwebtoken::{DecodingKey, Validation};
+use jsonwebtoken::DecodingKey;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
 
 use crate::jwk::KeyAlgorithm;
+use crate::jws::{self, JwsError};
 
 /// The JOSE `typ` of a DPoP proof (RFC 9449 §4.2).
 pub const DPOP_PROOF_TYPE: &str = "dpop+jwt";
@@ -248,18 +249,7 @@ pub fn verify_proof(
         return Err(DpopError::TooLarge);
     }
     // Step 2: a well-formed JWS in compact form.
-    let mut parts = proof.split('.');
-    let (Some(header_b64), Some(_), Some(_), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(DpopError::Malformed("not three segments"));
-    };
-    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(header_b64)
-            .map_err(|_| DpopError::Malformed("header encoding"))?,
-    )
-    .map_err(|_| DpopError::Malformed("header json"))?;
+    let header = jws::header(proof)?;
     // Step 4: typ is exactly dpop+jwt.
     if header.get("typ").and_then(|v| v.as_str()) != Some(DPOP_PROOF_TYPE) {
         return Err(DpopError::WrongType);
@@ -289,18 +279,7 @@ pub fn verify_proof(
     }
     let decoding = key.decoding_key().ok_or(DpopError::NoKey)?;
     // Step 6: the signature, with the key the proof carries.
-    let mut validation = Validation::new(alg.to_jsonwebtoken());
-    validation.validate_exp = false;
-    validation.validate_nbf = false;
-    validation.validate_aud = false;
-    validation.required_spec_claims.clear();
-    let claims = jsonwebtoken::decode::<ProofClaims>(proof, &decoding, &validation)
-        .map_err(|err| match err.kind() {
-            jsonwebtoken::errors::ErrorKind::InvalidSignature => DpopError::BadSignature,
-            jsonwebtoken::errors::ErrorKind::Json(_) => DpopError::Malformed("claims"),
-            _ => DpopError::Malformed("encoding"),
-        })?
-        .claims;
+    let claims: ProofClaims = jws::verify(proof, alg, &decoding)?;
     // Step 3: the claims it must have (missing ones failed to deserialize).
     if claims.jti.is_empty() || claims.jti.chars().count() > MAX_JTI_CHARS {
         return Err(DpopError::Malformed("jti"));
@@ -352,6 +331,15 @@ fn same_target(htu: &str, uri: &str) -> bool {
     match (normal(htu), normal(uri)) {
         (Some(a), Some(b)) => a == b,
         _ => false,
+    }
+}
+
+impl From<JwsError> for DpopError {
+    fn from(err: JwsError) -> Self {
+        match err {
+            JwsError::Malformed(what) => Self::Malformed(what),
+            JwsError::BadSignature => Self::BadSignature,
+        }
     }
 }
 

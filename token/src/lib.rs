@@ -15,6 +15,7 @@ mod clock;
 pub mod dpop;
 mod error;
 mod jwk;
+mod jws;
 mod scope;
 pub mod secret;
 mod verified;

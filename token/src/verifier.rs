@@ -10,12 +10,12 @@
 
 use std::collections::HashMap;
 
-use base64::Engine as _;
-use jsonwebtoken::{DecodingKey, Validation};
+use jsonwebtoken::DecodingKey;
 
 use crate::claims::{AccessTokenClaims, JWT_ACCESS_TOKEN_TYPE};
 use crate::error::OAuthError;
 use crate::jwk::{JwkSet, KeyAlgorithm};
+use crate::jws::{self, JwsError};
 
 /// What a resource server expects of the tokens it accepts.
 #[derive(Debug, Clone)]
@@ -252,15 +252,8 @@ impl Verifier {
         if token.len() > self.config.max_token_bytes {
             return Err(TokenError::TooLarge);
         }
-        let mut parts = token.split('.');
-        let (Some(header_b64), Some(_), Some(_), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(TokenError::Malformed("not three segments"));
-        };
-
         // 2. Header: typ, alg allow-list, crit, kid.
-        let header = decode_header(header_b64)?;
+        let header = jws::header(token)?;
         let typ = header.get("typ").and_then(|v| v.as_str()).ok_or(TokenError::WrongType)?;
         // RFC 9068 §4: "at+jwt" or "application/at+jwt"; media types are
         // case-insensitive (RFC 7515 §4.1.9).
@@ -290,18 +283,7 @@ impl Verifier {
         }
 
         // 4. Signature. Time-based checks are ours (step 5) so they use the clock.
-        let mut validation = Validation::new(alg.to_jsonwebtoken());
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
-        validation.required_spec_claims.clear();
-        let claims = jsonwebtoken::decode::<AccessTokenClaims>(token, key, &validation)
-            .map_err(|err| match err.kind() {
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::BadSignature,
-                jsonwebtoken::errors::ErrorKind::Json(_) => TokenError::Malformed("claims"),
-                _ => TokenError::Malformed("encoding"),
-            })?
-            .claims;
+        let claims: AccessTokenClaims = jws::verify(token, alg, key)?;
 
         // 5. Claims, now that they are known to come from the issuer's key.
         if claims.iss != self.config.issuer {
@@ -342,11 +324,13 @@ impl Verifier {
     }
 }
 
-fn decode_header(b64: &str) -> Result<serde_json::Map<String, serde_json::Value>, TokenError> {
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(b64)
-        .map_err(|_| TokenError::Malformed("header encoding"))?;
-    serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed("header json"))
+impl From<JwsError> for TokenError {
+    fn from(err: JwsError) -> Self {
+        match err {
+            JwsError::Malformed(what) => Self::Malformed(what),
+            JwsError::BadSignature => Self::BadSignature,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -354,6 +338,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::claims::Audience;
     use crate::jwk::Jwk;
+    use base64::Engine as _;
     use jsonwebtoken::{EncodingKey, Header};
     use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair};
 
