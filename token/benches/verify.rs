@@ -2,7 +2,8 @@
 //! (docs/performance.md "Micro-benchmarks"): the full check of a token seen
 //! for the first time (an Ed25519 signature, then the claims), the same token
 //! through the verified-token cache (a SHA-256 and the time checks), and a
-//! forged token's refusal (what an attacker costs).
+//! forged token's refusal (what an attacker costs); and a DPoP proof's
+//! check, which a DPoP-bound call adds and no cache can spare.
 //!
 //! `cargo bench -p tollgate-token`; CI runs each once (`cargo test --benches`).
 
@@ -17,7 +18,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use ring::signature::{Ed25519KeyPair, KeyPair as _};
 use tollgate_token::{
     AccessTokenClaims, Audience, Jwk, JwkSet, KeySet, TokenError, VerifiedTokens, Verifier,
-    VerifierConfig,
+    VerifierConfig, dpop,
 };
 
 const ISSUER: &str = "https://as.example";
@@ -78,5 +79,44 @@ fn verification(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, verification);
+const DPOP_URI: &str = "https://api.example/tollgate.resource.v1.ProfileService/GetProfile";
+
+/// A DPoP proof (RFC 9449) for a gRPC call to [`DPOP_URI`] with `token`,
+/// made with the client's key as a client would.
+fn dpop_proof(token: &str) -> String {
+    let pair = Ed25519KeyPair::from_seed_unchecked(&[9; 32]).unwrap();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let x = b64.encode(pair.public_key().as_ref());
+    let header = format!(
+        r#"{{"typ":"dpop+jwt","alg":"EdDSA","jwk":{{"kty":"OKP","crv":"Ed25519","x":"{x}"}}}}"#
+    );
+    let claims = serde_json::json!({
+        "jti": "bench-proof-1", "htm": "POST", "htu": DPOP_URI, "iat": NOW,
+        "ath": dpop::access_token_hash(token),
+    });
+    let signed =
+        format!("{}.{}", b64.encode(header), b64.encode(serde_json::to_vec(&claims).unwrap()));
+    let signature = pair.sign(signed.as_bytes());
+    format!("{signed}.{}", b64.encode(signature.as_ref()))
+}
+
+/// What a DPoP-bound call adds: each proof is new, so its signature is
+/// checked on every call (no cache can help), with the `htu` and `ath`.
+fn dpop(c: &mut Criterion) {
+    let (token, _) = signed_token();
+    let proof = dpop_proof(&token);
+    let request = dpop::ProofRequest {
+        method: "POST",
+        uri: DPOP_URI,
+        access_token: Some(&token),
+        nonce: None,
+    };
+    let policy = dpop::ProofPolicy::default();
+    dpop::verify_proof(&proof, &request, &policy, NOW).expect("the benchmark's proof verifies");
+    c.bench_function("dpop/verify_proof", |b| {
+        b.iter(|| dpop::verify_proof(black_box(&proof), &request, &policy, NOW).unwrap())
+    });
+}
+
+criterion_group!(benches, verification, dpop);
 criterion_main!(benches);
