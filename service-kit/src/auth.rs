@@ -393,20 +393,20 @@ where
         // 2 % of a light protected call (`perf`, docs/performance.md). The
         // refusals' log lines do not need it: they are written inside the
         // request's `grpc.server` span, which names the service and method.
-        let span = if !tollgate_telemetry::traces_exported() {
-            tracing::Span::none()
-        } else {
+        let span = if tollgate_telemetry::traces_exported() {
             tracing::info_span!(
-            "token.validate",
-            tollgate.service = self.shared.service,
-            rpc.method = %req.uri().path().trim_start_matches('/'),
-            required_scope = scope,
-            decision = tracing::field::Empty,
-            reason = tracing::field::Empty,
-            subject = tracing::field::Empty,
-            client_id = tracing::field::Empty,
-            scope = tracing::field::Empty,
+                "token.validate",
+                tollgate.service = self.shared.service,
+                rpc.method = %req.uri().path().trim_start_matches('/'),
+                required_scope = scope,
+                decision = tracing::field::Empty,
+                reason = tracing::field::Empty,
+                subject = tracing::field::Empty,
+                client_id = tracing::field::Empty,
+                scope = tracing::field::Empty,
             )
+        } else {
+            tracing::Span::none()
         };
         // The connection's client certificate (mutual TLS), for bound tokens.
         let certificates = req
