@@ -101,13 +101,43 @@ impl Jwk {
     }
 }
 
+impl Jwk {
+    /// The key's JWK SHA-256 thumbprint (RFC 7638): the authorization server's
+    /// `kid`s.
+    pub fn thumbprint(&self) -> String {
+        jwk_thumbprint(&self.kty, &self.crv, &self.x, self.y.as_deref())
+    }
+}
+
+/// The JWK SHA-256 thumbprint (RFC 7638 §3) of an `OKP` (Ed25519) or `EC`
+/// (P-256) public key: the required members only, in lexicographic order, no
+/// whitespace, then SHA-256 and base64url. A signing key's `kid`, and a DPoP
+/// key's `cnf.jkt` (RFC 9449 §6.1).
+pub fn jwk_thumbprint(kty: &str, crv: &str, x: &str, y: Option<&str>) -> String {
+    use sha2::Digest as _;
+    // The members' values are base64url and curve names: nothing to escape,
+    // but serde_json writes them as JSON strings all the same.
+    let text = |value: &str| serde_json::Value::from(value).to_string();
+    let canonical = match y {
+        None => format!(r#"{{"crv":{},"kty":{},"x":{}}}"#, text(crv), text(kty), text(x)),
+        Some(y) => format!(
+            r#"{{"crv":{},"kty":{},"x":{},"y":{}}}"#,
+            text(crv),
+            text(kty),
+            text(x),
+            text(y)
+        ),
+    };
+    b64(&sha2::Sha256::digest(canonical.as_bytes()))
+}
+
 /// A JWK Set (RFC 7517 §5).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JwkSet {
     pub keys: Vec<Jwk>,
 }
 
-fn b64(bytes: &[u8]) -> String {
+pub(crate) fn b64(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
@@ -125,6 +155,25 @@ mod tests {
         let mut enc = Jwk::ed25519("k1", &[7; 32]);
         enc.use_ = "enc".into();
         assert_eq!(enc.algorithm(), None);
+    }
+
+    #[test]
+    fn the_thumbprint_is_rfc_7638s() {
+        // RFC 8037 Appendix A.3: the thumbprint of its Ed25519 example key.
+        let jwk = Jwk {
+            kty: "OKP".into(),
+            crv: "Ed25519".into(),
+            x: "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo".into(),
+            y: None,
+            kid: String::new(),
+            alg: "EdDSA".into(),
+            use_: "sig".into(),
+        };
+        assert_eq!(jwk.thumbprint(), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
+        assert_eq!(
+            jwk_thumbprint("OKP", "Ed25519", "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", None),
+            "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+        );
     }
 
     #[test]

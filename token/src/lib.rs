@@ -26,7 +26,7 @@ pub use claims::{
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::OAuthError;
-pub use jwk::{Jwk, JwkSet, KeyAlgorithm};
+pub use jwk::{Jwk, JwkSet, KeyAlgorithm, jwk_thumbprint};
 pub use scope::{Scope, ScopeError};
 pub use secret::Secret;
 pub use verified::{MAX_VERIFIED_TOKENS, VerifiedTokens};

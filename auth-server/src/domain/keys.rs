@@ -16,7 +16,6 @@ use aws_lc_rs::signature::{
 };
 use base64::Engine as _;
 use jsonwebtoken::Header;
-use sha2::{Digest, Sha256};
 use tollgate_token::{
     AccessTokenClaims, JWT_ACCESS_TOKEN_TYPE, Jwk, JwkSet, KeyAlgorithm, KeySet, Secret,
 };
@@ -306,7 +305,7 @@ pub fn generate(alg: KeyAlgorithm, now: i64, activate_at: i64) -> Result<StoredK
             (pkcs8.as_ref().to_vec(), jwk)
         }
     };
-    let kid = thumbprint(&public_jwk);
+    let kid = public_jwk.thumbprint();
     Ok(StoredKey {
         kid: kid.clone(),
         alg,
@@ -317,34 +316,9 @@ pub fn generate(alg: KeyAlgorithm, now: i64, activate_at: i64) -> Result<StoredK
     })
 }
 
-/// RFC 7638 §3: SHA-256 over the required members in lexicographic order.
-fn thumbprint(jwk: &Jwk) -> String {
-    let canonical = match &jwk.y {
-        Some(y) => {
-            format!(r#"{{"crv":"{}","kty":"{}","x":"{}","y":"{}"}}"#, jwk.crv, jwk.kty, jwk.x, y)
-        }
-        None => format!(r#"{{"crv":"{}","kty":"{}","x":"{}"}}"#, jwk.crv, jwk.kty, jwk.x),
-    };
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc_8037_appendix_a3_thumbprint() {
-        let jwk = Jwk {
-            kty: "OKP".into(),
-            crv: "Ed25519".into(),
-            x: "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo".into(),
-            y: None,
-            kid: String::new(),
-            alg: "EdDSA".into(),
-            use_: "sig".into(),
-        };
-        assert_eq!(thumbprint(&jwk), "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k");
-    }
 
     fn claims() -> AccessTokenClaims {
         AccessTokenClaims {
