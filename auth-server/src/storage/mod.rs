@@ -114,11 +114,15 @@ pub trait CodeStore: Send + Sync {
     /// is spent all the same (a code is single-use whatever follows). Either
     /// all of it is written or none.
     ///
-    /// Of two concurrent calls for one code at most one reaches `decide`. A
-    /// code that was already spent is [`ExchangeOutcome::Replayed`], naming
-    /// the grant it produced (if it produced one) for revocation (RFC 6749
+    /// `decide` runs before the write (a code's fields never change once it
+    /// is issued), so the signing does not hold the database's writer. Of two
+    /// concurrent calls for one code, both may decide but only one spends
+    /// the code and has its decision written; the other's is discarded and
+    /// it sees the code spent. A code that was already spent is
+    /// [`ExchangeOutcome::Replayed`] (without calling `decide`), naming the
+    /// grant it produced (if it produced one) for revocation (RFC 6749
     /// §4.1.2), and is marked replayed.
-    fn exchange_code<T: Send, E: Send>(
+    fn exchange_code<T: Send + 'static, E: Send + 'static>(
         &self,
         code_hash: &str,
         now: i64,

@@ -4,9 +4,10 @@
 //! 64-bit integers).
 
 use base64::Engine as _;
+use sqlx::AnyConnection;
 use sqlx::Row;
 use sqlx::any::AnyRow;
-use tollgate_service_kit::db::Database;
+use tollgate_service_kit::db::{Database, Decision};
 use tollgate_token::{Jwk, KeyAlgorithm, Scope, Secret};
 
 use super::{
@@ -244,44 +245,26 @@ impl CodeStore for SqlStore {
         Ok(())
     }
 
-    async fn exchange_code<T: Send, E: Send>(
+    async fn exchange_code<T: Send + 'static, E: Send + 'static>(
         &self,
         code_hash: &str,
         now: i64,
         decide: impl FnOnce(&AuthorizationCode) -> std::result::Result<(NewGrant, T), E> + Send,
     ) -> Result<ExchangeOutcome<T, E>> {
-        let mut tx = self.db.writes.begin().await?;
-        // One conditional UPDATE spends the code: the database decides which
-        // of two concurrent exchanges wins, on SQLite and PostgreSQL alike
-        // (PostgreSQL's loser waits for the row and then finds it spent).
+        // Read first. A code's fields never change once it is issued, so the
+        // checks and the signing run here, outside the write; the write then
+        // spends the code only if it is still unspent, and writes what was
+        // decided only if it spent it.
         let row = sqlx::query(
-            "UPDATE authorization_codes SET redeemed_at = $1
-             WHERE code_hash = $2 AND redeemed_at IS NULL AND expires_at > $1
-             RETURNING code_hash, client_id, subject, redirect_uri, scope, code_challenge,
-                       issued_at, expires_at, audience",
+            "SELECT code_hash, client_id, subject, redirect_uri, scope, code_challenge,
+                    issued_at, expires_at, audience, redeemed_at
+             FROM authorization_codes WHERE code_hash = $1",
         )
-        .bind(now)
         .bind(code_hash)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&self.db.reads)
         .await?;
-        let Some(row) = row else {
-            // Not redeemable: a replay of a spent code is marked (evidence
-            // until the purge) and names the grant the code produced.
-            let replayed = sqlx::query(
-                "UPDATE authorization_codes SET replayed_at = COALESCE(replayed_at, $1)
-                 WHERE code_hash = $2 AND redeemed_at IS NOT NULL
-                 RETURNING grant_id",
-            )
-            .bind(now)
-            .bind(code_hash)
-            .fetch_optional(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            return Ok(match replayed {
-                Some(row) => ExchangeOutcome::Replayed { grant_id: row.try_get("grant_id")? },
-                None => ExchangeOutcome::Invalid,
-            });
-        };
+        let Some(row) = row else { return Ok(ExchangeOutcome::Invalid) };
+        let spent = row.try_get::<Option<i64>, _>("redeemed_at")?.is_some();
         let code = AuthorizationCode {
             code_hash: row.try_get("code_hash")?,
             client_id: row.try_get("client_id")?,
@@ -293,21 +276,74 @@ impl CodeStore for SqlStore {
             expires_at: row.try_get("expires_at")?,
             audience: row.try_get("audience")?,
         };
-        let outcome = match decide(&code) {
-            // Refused: the spending alone is committed.
-            Err(refusal) => ExchangeOutcome::Refused(refusal),
-            Ok((new, answer)) => {
-                insert_grant(&mut tx, &new.grant, new.refresh.as_ref(), &new.access).await?;
-                sqlx::query("UPDATE authorization_codes SET grant_id = $1 WHERE code_hash = $2")
-                    .bind(&new.grant.grant_id)
-                    .bind(code_hash)
-                    .execute(&mut *tx)
-                    .await?;
-                ExchangeOutcome::Exchanged(answer)
-            }
-        };
-        tx.commit().await?;
-        Ok(outcome)
+        if !spent && code.expires_at <= now {
+            return Ok(ExchangeOutcome::Invalid);
+        }
+        // A spent code is not decided on: it only goes to the replay path.
+        let decided = (!spent).then(|| decide(&code));
+        let code_hash = code.code_hash;
+        self.db
+            .transaction(Box::new(move |conn| {
+                Box::pin(async move {
+                    // One conditional UPDATE spends the code: the database
+                    // decides which of two concurrent exchanges wins, on
+                    // SQLite and PostgreSQL alike (PostgreSQL's loser waits
+                    // for the row and then finds it spent).
+                    let won = match decided {
+                        None => None,
+                        Some(decided) => sqlx::query(
+                            "UPDATE authorization_codes SET redeemed_at = $1
+                             WHERE code_hash = $2 AND redeemed_at IS NULL AND expires_at > $1",
+                        )
+                        .bind(now)
+                        .bind(&code_hash)
+                        .execute(&mut *conn)
+                        .await?
+                        .rows_affected()
+                        .eq(&1)
+                        .then_some(decided),
+                    };
+                    let outcome = match won {
+                        // Refused: the spending alone is committed.
+                        Some(Err(refusal)) => ExchangeOutcome::Refused(refusal),
+                        Some(Ok((new, answer))) => {
+                            insert_grant(conn, &new.grant, new.refresh.as_ref(), &new.access)
+                                .await?;
+                            sqlx::query(
+                                "UPDATE authorization_codes SET grant_id = $1 WHERE code_hash = $2",
+                            )
+                            .bind(&new.grant.grant_id)
+                            .bind(&code_hash)
+                            .execute(&mut *conn)
+                            .await?;
+                            ExchangeOutcome::Exchanged(answer)
+                        }
+                        // Spent before (or just now, by a concurrent
+                        // exchange): the replay is marked (evidence until
+                        // the purge) and names the grant the code produced.
+                        None => {
+                            let replayed = sqlx::query(
+                                "UPDATE authorization_codes
+                                 SET replayed_at = COALESCE(replayed_at, $1)
+                                 WHERE code_hash = $2 AND redeemed_at IS NOT NULL
+                                 RETURNING grant_id",
+                            )
+                            .bind(now)
+                            .bind(&code_hash)
+                            .fetch_optional(&mut *conn)
+                            .await?;
+                            match replayed {
+                                Some(row) => {
+                                    ExchangeOutcome::Replayed { grant_id: row.try_get("grant_id")? }
+                                }
+                                None => ExchangeOutcome::Invalid,
+                            }
+                        }
+                    };
+                    Ok(Decision::Commit(outcome))
+                })
+            }))
+            .await
     }
 }
 
@@ -367,61 +403,71 @@ impl GrantStore for SqlStore {
         next: &NextRefreshToken,
         access: &IssuedAccessToken,
     ) -> Result<RotateOutcome> {
-        let mut tx = self.db.writes.begin().await?;
-        // Spend first, atomically: of two concurrent rotations one updates the row.
-        let spent = sqlx::query(
-            "UPDATE refresh_tokens SET used_at = $1
-             WHERE token_hash = $2 AND client_id = $3 AND used_at IS NULL AND expires_at > $1
-             RETURNING grant_id, scope",
-        )
-        .bind(now)
-        .bind(token_hash)
-        .bind(client_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(spent) = spent else {
-            // Not spendable: tell a reuse of this client's spent token apart.
-            let previous = sqlx::query(
-                "SELECT grant_id, used_at FROM refresh_tokens
-                 WHERE token_hash = $1 AND client_id = $2 AND used_at IS NOT NULL",
-            )
-            .bind(token_hash)
-            .bind(client_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            tx.rollback().await?;
-            return Ok(match previous {
-                Some(row) => RotateOutcome::Reused {
-                    grant_id: row.try_get("grant_id")?,
-                    used_at: row.try_get("used_at")?,
-                },
-                None => RotateOutcome::Invalid,
-            });
-        };
-        let grant_id: String = spent.try_get("grant_id")?;
-        let scope = scope_of(spent.try_get("scope")?)?;
-        if narrow_to.is_some_and(|asked| !asked.is_subset(&scope)) {
-            tx.rollback().await?;
-            return Ok(RotateOutcome::ScopeExceeded);
-        }
-        let grant = sqlx::query(
-            "SELECT grant_id, client_id, subject, scope, audience, created_at
-             FROM grants WHERE grant_id = $1 AND revoked_at IS NULL",
-        )
-        .bind(&grant_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(grant) = grant else {
-            // A revoked grant: leave everything as it was.
-            tx.rollback().await?;
-            return Ok(RotateOutcome::Invalid);
-        };
-        let grant = grant_from_row(&grant)?;
-        let owner = RefreshOwner { grant_id: &grant.grant_id, client_id, scope: &scope };
-        insert_refresh(&mut tx, owner, next, now).await?;
-        insert_access(&mut tx, &grant.grant_id, access).await?;
-        tx.commit().await?;
-        Ok(RotateOutcome::Rotated(RotatedRefresh { grant, scope }))
+        let (token_hash, client_id) = (token_hash.to_owned(), client_id.to_owned());
+        let (narrow_to, next, access) = (narrow_to.cloned(), next.clone(), access.clone());
+        self.db
+            .transaction(Box::new(move |conn| {
+                Box::pin(async move {
+                    // Spend first, atomically: of two concurrent rotations one
+                    // updates the row.
+                    let spent = sqlx::query(
+                        "UPDATE refresh_tokens SET used_at = $1
+                         WHERE token_hash = $2 AND client_id = $3 AND used_at IS NULL
+                           AND expires_at > $1
+                         RETURNING grant_id, scope",
+                    )
+                    .bind(now)
+                    .bind(&token_hash)
+                    .bind(&client_id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                    let Some(spent) = spent else {
+                        // Not spendable: tell a reuse of this client's spent
+                        // token apart.
+                        let previous = sqlx::query(
+                            "SELECT grant_id, used_at FROM refresh_tokens
+                             WHERE token_hash = $1 AND client_id = $2 AND used_at IS NOT NULL",
+                        )
+                        .bind(&token_hash)
+                        .bind(&client_id)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                        return Ok(Decision::Rollback(match previous {
+                            Some(row) => RotateOutcome::Reused {
+                                grant_id: row.try_get("grant_id")?,
+                                used_at: row.try_get("used_at")?,
+                            },
+                            None => RotateOutcome::Invalid,
+                        }));
+                    };
+                    let grant_id: String = spent.try_get("grant_id")?;
+                    let scope = scope_of(spent.try_get("scope")?)?;
+                    if narrow_to.is_some_and(|asked| !asked.is_subset(&scope)) {
+                        return Ok(Decision::Rollback(RotateOutcome::ScopeExceeded));
+                    }
+                    let grant = sqlx::query(
+                        "SELECT grant_id, client_id, subject, scope, audience, created_at
+                         FROM grants WHERE grant_id = $1 AND revoked_at IS NULL",
+                    )
+                    .bind(&grant_id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                    let Some(grant) = grant else {
+                        // A revoked grant: leave everything as it was.
+                        return Ok(Decision::Rollback(RotateOutcome::Invalid));
+                    };
+                    let grant = grant_from_row(&grant)?;
+                    let owner = RefreshOwner {
+                        grant_id: &grant.grant_id,
+                        client_id: &client_id,
+                        scope: &scope,
+                    };
+                    insert_refresh(conn, owner, &next, now).await?;
+                    insert_access(conn, &grant.grant_id, &access).await?;
+                    Ok(Decision::Commit(RotateOutcome::Rotated(RotatedRefresh { grant, scope })))
+                })
+            }))
+            .await
     }
 
     async fn refresh_token(&self, token_hash: &str) -> Result<Option<RefreshTokenRecord>> {
@@ -457,7 +503,7 @@ impl GrantStore for SqlStore {
 
 /// A new grant with its first refresh token (if any) and access token, inside `tx`.
 async fn insert_grant(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    conn: &mut AnyConnection,
     grant: &GrantRecord,
     refresh: Option<&NextRefreshToken>,
     access: &IssuedAccessToken,
@@ -472,7 +518,7 @@ async fn insert_grant(
     .bind(grant.scope.to_string())
     .bind(&grant.audience)
     .bind(grant.created_at)
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await?;
     if let Some(refresh) = refresh {
         let owner = RefreshOwner {
@@ -480,13 +526,13 @@ async fn insert_grant(
             client_id: &grant.client_id,
             scope: &grant.scope,
         };
-        insert_refresh(tx, owner, refresh, grant.created_at).await?;
+        insert_refresh(conn, owner, refresh, grant.created_at).await?;
     }
-    insert_access(tx, &grant.grant_id, access).await
+    insert_access(conn, &grant.grant_id, access).await
 }
 
 async fn insert_access(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    conn: &mut AnyConnection,
     grant_id: &str,
     access: &IssuedAccessToken,
 ) -> Result<()> {
@@ -494,7 +540,7 @@ async fn insert_access(
         .bind(&access.jti)
         .bind(grant_id)
         .bind(access.expires_at)
-        .execute(&mut **tx)
+        .execute(&mut *conn)
         .await?;
     Ok(())
 }
@@ -578,7 +624,7 @@ struct RefreshOwner<'a> {
 }
 
 async fn insert_refresh(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    conn: &mut AnyConnection,
     owner: RefreshOwner<'_>,
     refresh: &NextRefreshToken,
     issued_at: i64,
@@ -594,23 +640,19 @@ async fn insert_refresh(
     .bind(owner.scope.to_string())
     .bind(issued_at)
     .bind(refresh.expires_at)
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }
 
 /// Revokes a grant inside a transaction: the grant marked, its unexpired access
 /// tokens put on the denylist.
-async fn revoke_grant_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    grant_id: &str,
-    now: i64,
-) -> Result<bool> {
+async fn revoke_grant_in(conn: &mut AnyConnection, grant_id: &str, now: i64) -> Result<bool> {
     let revoked =
         sqlx::query("UPDATE grants SET revoked_at = $1 WHERE grant_id = $2 AND revoked_at IS NULL")
             .bind(now)
             .bind(grant_id)
-            .execute(&mut **tx)
+            .execute(&mut *conn)
             .await?
             .rows_affected()
             == 1;
@@ -624,7 +666,7 @@ async fn revoke_grant_in(
     )
     .bind(now)
     .bind(grant_id)
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await?;
     Ok(revoked)
 }
@@ -722,7 +764,7 @@ impl ConsentStore for SqlStore {
 
 /// Adds `scope` to the consent row of (`subject`, `client_id`), inside `tx`.
 async fn add_consent_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    conn: &mut AnyConnection,
     subject: &str,
     client_id: &str,
     scope: &Scope,
@@ -731,7 +773,7 @@ async fn add_consent_in(
     let before = sqlx::query("SELECT scope FROM consents WHERE subject = $1 AND client_id = $2")
         .bind(subject)
         .bind(client_id)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *conn)
         .await?;
     let scope = match before {
         Some(row) => {
@@ -749,7 +791,7 @@ async fn add_consent_in(
     .bind(client_id)
     .bind(scope.to_string())
     .bind(now)
-    .execute(&mut **tx)
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }
