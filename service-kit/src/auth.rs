@@ -13,6 +13,10 @@
 //! A token bound to a client certificate (RFC 8705 §3, `cnf.x5t#S256`) is
 //! `UNAUTHENTICATED` (`invalid_token`) unless the call's connection presented
 //! that certificate.
+//! A token bound to a DPoP key (RFC 9449, `cnf.jkt`) comes as
+//! `authorization: DPoP …` with a fresh proof in the `dpop` metadata entry
+//! (docs/dpop-grpc.md); it is `UNAUTHENTICATED` as a bearer token, and a
+//! proof that fails is `UNAUTHENTICATED` (`invalid_dpop_proof`).
 //! When the service cannot judge a token (keys not loaded, the revocation
 //! denylist not loaded or stale) the call is `UNAVAILABLE`
 //! (`temporarily_unavailable`): try later, not "invalid".
@@ -22,6 +26,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
+use tollgate_token::dpop::{ProofPolicy, ProofReplayCache, ProofRequest, verify_proof};
 use tollgate_token::{AccessTokenClaims, Clock, OAuthError, TokenError, VerifiedTokens, Verifier};
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
@@ -111,8 +116,8 @@ pub struct SubjectToken(http::HeaderValue);
 
 impl SubjectToken {
     pub fn expose(&self) -> &str {
-        // The layer made one only from a value `bearer_token` accepted.
-        bearer_token(Some(self.0.as_bytes())).unwrap_or_default()
+        // The layer made one only from a value `presented_token` accepted.
+        presented_token(self.0.as_bytes()).map(|(_, token)| token).unwrap_or_default()
     }
 }
 
@@ -135,6 +140,40 @@ impl AuthContext {
     }
 }
 
+/// The gRPC metadata entry that carries a DPoP proof (docs/dpop-grpc.md).
+pub const DPOP_METADATA: &str = "dpop";
+/// The most DPoP proofs a service remembers for replay detection. A proof is
+/// remembered through its last valid second ([`DPOP_MAX_AGE_SECS`] plus
+/// [`DPOP_LEEWAY_SECS`]); at this bound that carries about 2,000 DPoP calls a
+/// second. Beyond it a new proof is refused as `temporarily_unavailable`,
+/// never accepted unremembered. About 1.5 MiB when full.
+pub const DPOP_REPLAY_CAPACITY: usize = 32_768;
+/// How old a proof's `iat` may be at a protected service, seconds: a proof is
+/// made for one call, just before it (RFC 9449 §11.1 asks for a short window).
+pub const DPOP_MAX_AGE_SECS: i64 = 10;
+/// Clock skew tolerated on a proof's `iat`, both ways, seconds.
+pub const DPOP_LEEWAY_SECS: i64 = 5;
+
+/// DPoP at a protected service: the origin its clients call it at, and the
+/// proofs seen recently.
+#[derive(Debug)]
+struct DpopCheck {
+    /// `scheme://authority` as the clients address this service; a proof's
+    /// `htu` is this followed by the method's path. Configured, not read from
+    /// the request: a proof made for another server (another authority) must
+    /// fail here even if its sender forges `:authority`.
+    origin: String,
+    policy: ProofPolicy,
+    seen: std::sync::Mutex<ProofReplayCache>,
+}
+
+/// How a call presented its access token (RFC 6750 §2.1, RFC 9449 §7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Bearer,
+    Dpop,
+}
+
 /// Everything the layer needs; shared by all connections.
 #[derive(Debug, Clone)]
 struct Shared {
@@ -146,6 +185,8 @@ struct Shared {
     policy: ScopePolicy,
     clock: Arc<dyn Clock>,
     denylist: Denylist,
+    /// DPoP-bound tokens are refused unless this is set.
+    dpop: Option<Arc<DpopCheck>>,
     /// Tests that assert who a service admitted listen here.
     #[cfg(feature = "test-support")]
     access_log: Option<tokio::sync::broadcast::Sender<AuthContext>>,
@@ -165,11 +206,16 @@ impl Shared {
     fn authorize(
         &self,
         scope: &str,
-        authorization: Option<&http::HeaderValue>,
+        path: &str,
+        headers: &http::HeaderMap,
         client_certificate: Option<&[u8]>,
     ) -> Result<(AuthContext, SubjectToken), (OAuthError, &'static str)> {
-        let (authorization, token) = authorization
-            .and_then(|value| Some((value, bearer_token(Some(value.as_bytes()))?)))
+        let (authorization, scheme, token) = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|value| {
+                let (scheme, token) = presented_token(value.as_bytes())?;
+                Some((value, scheme, token))
+            })
             .ok_or((OAuthError::invalid_token("missing bearer token"), "missing_token"))?;
         let Some(snapshot) = self.jwks.current() else {
             return Err((
@@ -246,6 +292,7 @@ impl Shared {
                 ));
             }
         }
+        self.check_dpop(&claims, scheme, token, path, headers, now)?;
         if !claims.has_scope(scope) {
             tracing::info!(
                 subject = %claims.sub, client_id = %claims.client_id, required = scope,
@@ -258,6 +305,100 @@ impl Shared {
         }
         Ok((AuthContext::from_claims(&claims), SubjectToken(authorization.clone())))
     }
+
+    /// RFC 9449 §7.1 over gRPC (docs/dpop-grpc.md): a DPoP-bound token only
+    /// with the DPoP scheme and a fresh proof of its key for this call; an
+    /// unbound token only as a bearer token.
+    fn check_dpop(
+        &self,
+        claims: &AccessTokenClaims,
+        scheme: Scheme,
+        token: &str,
+        path: &str,
+        headers: &http::HeaderMap,
+        now: i64,
+    ) -> Result<(), (OAuthError, &'static str)> {
+        let bound = claims.cnf.as_ref().and_then(|cnf| cnf.jkt.as_deref());
+        let refuse = |err: OAuthError, reason: &'static str| {
+            tracing::info!(reason, client_id = %claims.client_id, "access token refused");
+            Err((err, reason))
+        };
+        let jkt = match (scheme, bound) {
+            (Scheme::Bearer, None) => return Ok(()),
+            // Stolen, a bound token is useless without the key: it is never
+            // accepted on its own.
+            (Scheme::Bearer, Some(_)) => {
+                return refuse(
+                    OAuthError::invalid_token(
+                        "token is bound to a DPoP key: present it with the DPoP scheme and a proof",
+                    ),
+                    "dpop_bound_as_bearer",
+                );
+            }
+            (Scheme::Dpop, None) => {
+                return refuse(
+                    OAuthError::invalid_token("token is not DPoP-bound: present it as Bearer"),
+                    "not_dpop_bound",
+                );
+            }
+            (Scheme::Dpop, Some(jkt)) => jkt,
+        };
+        let Some(dpop) = &self.dpop else {
+            return refuse(
+                OAuthError::invalid_token("this service does not accept DPoP-bound tokens"),
+                "dpop_not_configured",
+            );
+        };
+        // RFC 9449 §4.3 step 1: exactly one proof.
+        let mut proofs = headers.get_all(DPOP_METADATA).iter();
+        let proof = match (proofs.next(), proofs.next()) {
+            (Some(proof), None) => proof.to_str().unwrap_or_default(),
+            (None, _) => {
+                return refuse(OAuthError::invalid_dpop_proof("missing DPoP proof"), "no_proof");
+            }
+            (Some(_), Some(_)) => {
+                return refuse(
+                    OAuthError::invalid_dpop_proof("more than one DPoP proof"),
+                    "two_proofs",
+                );
+            }
+        };
+        let uri = format!("{}{path}", dpop.origin);
+        let request =
+            ProofRequest { method: "POST", uri: &uri, access_token: Some(token), nonce: None };
+        let proof = match verify_proof(proof, &request, &dpop.policy, now) {
+            Ok(proof) => proof,
+            Err(err) => return refuse(err.clone().into(), err.reason()),
+        };
+        if proof.jkt != jkt {
+            let err = tollgate_token::dpop::DpopError::KeyMismatch;
+            return refuse(err.clone().into(), err.reason());
+        }
+        // Remembered only once it is known to come from the token's key: a
+        // caller without a bound token cannot fill the cache.
+        let recorded =
+            dpop.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).record(&proof, now);
+        if let Err(err) = recorded {
+            return refuse(err.clone().into(), err.reason());
+        }
+        Ok(())
+    }
+}
+
+/// The access token of an `authorization` value and how it was presented:
+/// `Bearer` (RFC 6750 §2.1) or `DPoP` (RFC 9449 §7.1), case-insensitive
+/// scheme (RFC 9110 §11.1), one space, the token.
+fn presented_token(value: &[u8]) -> Option<(Scheme, &str)> {
+    let value = std::str::from_utf8(value).ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let scheme = if scheme.eq_ignore_ascii_case("bearer") {
+        Scheme::Bearer
+    } else if scheme.eq_ignore_ascii_case("dpop") {
+        Scheme::Dpop
+    } else {
+        return None;
+    };
+    (!token.is_empty() && !token.contains(' ')).then_some((scheme, token))
 }
 
 /// RFC 6750 §2.1: `Bearer` (case-insensitive scheme, RFC 9110 §11.1), one space,
@@ -291,6 +432,7 @@ impl AuthLayer {
                 policy,
                 clock,
                 denylist,
+                dpop: None,
                 #[cfg(feature = "test-support")]
                 access_log: None,
                 service: "protected-service",
@@ -304,6 +446,23 @@ impl AuthLayer {
     pub fn with_denylist(self, denylist: Denylist) -> Self {
         let mut shared = Arc::unwrap_or_clone(self.shared);
         shared.denylist = denylist;
+        Self { shared: Arc::new(shared) }
+    }
+
+    /// Accepts DPoP-bound tokens (RFC 9449) with a proof whose `htu` is
+    /// `origin` (`scheme://authority`, as clients address this service)
+    /// followed by the method's path (docs/dpop-grpc.md). Without it a
+    /// DPoP-bound token is refused.
+    pub fn with_dpop(self, origin: &str) -> Self {
+        let policy = ProofPolicy {
+            max_age_secs: DPOP_MAX_AGE_SECS,
+            leeway_secs: DPOP_LEEWAY_SECS,
+            ..ProofPolicy::default()
+        };
+        let seen = std::sync::Mutex::new(ProofReplayCache::new(DPOP_REPLAY_CAPACITY, &policy));
+        let origin = origin.trim_end_matches('/').to_owned();
+        let mut shared = Arc::unwrap_or_clone(self.shared);
+        shared.dpop = Some(Arc::new(DpopCheck { origin, policy, seen }));
         Self { shared: Arc::new(shared) }
     }
 
@@ -416,7 +575,8 @@ where
         let decision = span.in_scope(|| {
             self.shared.authorize(
                 scope,
-                req.headers().get(http::header::AUTHORIZATION),
+                req.uri().path(),
+                req.headers(),
                 certificates.as_ref().and_then(|chain| chain.first()).map(|cert| cert.as_ref()),
             )
         });

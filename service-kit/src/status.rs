@@ -23,7 +23,10 @@ pub const RETRY_AFTER_METADATA: &str = "retry-after";
 pub fn to_status(err: &OAuthError) -> Status {
     let code = match err {
         // RFC 6750 §3.1 → gRPC: no/bad token is "who are you?", not "no".
-        OAuthError::InvalidToken(_) | OAuthError::InvalidClient(_) => Code::Unauthenticated,
+        OAuthError::InvalidToken(_)
+        | OAuthError::InvalidClient(_)
+        | OAuthError::InvalidDpopProof(_)
+        | OAuthError::UseDpopNonce(_) => Code::Unauthenticated,
         OAuthError::InsufficientScope(_)
         | OAuthError::UnauthorizedClient(_)
         | OAuthError::AccessDenied(_) => Code::PermissionDenied,
@@ -49,10 +52,19 @@ pub fn to_status(err: &OAuthError) -> Status {
         // The gRPC form of HTTP's Retry-After (RFC 9110 §10.2.3), in seconds.
         metadata.insert(RETRY_AFTER_METADATA, (*retry_after_secs).into());
     }
-    if matches!(err, OAuthError::InvalidToken(_) | OAuthError::InsufficientScope(_)) {
+    let scheme = match err {
+        OAuthError::InvalidToken(_) | OAuthError::InsufficientScope(_) => Some("Bearer"),
+        // RFC 9449 §7.1: a DPoP proof's failure is a DPoP challenge.
+        OAuthError::InvalidDpopProof(_) | OAuthError::UseDpopNonce(_) => Some("DPoP"),
+        _ => None,
+    };
+    if let Some(scheme) = scheme {
         // RFC 6750 §3: quoted-string values; our descriptions hold no quotes.
-        let challenge =
-            format!("Bearer error=\"{}\", error_description=\"{}\"", err.code(), err.description());
+        let challenge = format!(
+            "{scheme} error=\"{}\", error_description=\"{}\"",
+            err.code(),
+            err.description()
+        );
         if let Ok(value) = challenge.parse() {
             metadata.insert("www-authenticate", value);
         }

@@ -39,18 +39,26 @@ pub struct AccessTokenClaims {
 }
 
 /// The `cnf` (confirmation) claim (RFC 7800 §3.1) of a certificate-bound
-/// token (RFC 8705 §3.1).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// token (RFC 8705 §3.1) or a DPoP-bound one (RFC 9449 §6.1).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Confirmation {
     /// `x5t#S256`: the base64url SHA-256 of the certificate's DER.
     #[serde(rename = "x5t#S256", default, skip_serializing_if = "Option::is_none")]
     pub x5t_s256: Option<String>,
+    /// `jkt`: the JWK SHA-256 thumbprint (RFC 7638) of the client's DPoP key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jkt: Option<String>,
 }
 
 impl Confirmation {
     /// Bound to the certificate `der`.
     pub fn certificate(der: &[u8]) -> Self {
-        Self { x5t_s256: Some(certificate_thumbprint(der)) }
+        Self { x5t_s256: Some(certificate_thumbprint(der)), jkt: None }
+    }
+
+    /// Bound to the DPoP key whose thumbprint is `jkt`.
+    pub fn dpop_key(jkt: impl Into<String>) -> Self {
+        Self { x5t_s256: None, jkt: Some(jkt.into()) }
     }
 }
 

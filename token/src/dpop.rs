@@ -338,7 +338,9 @@ fn ct_eq(a: &str, b: &str) -> bool {
 /// bound token cannot fill it.
 #[derive(Debug)]
 pub struct ProofReplayCache {
-    seen: HashMap<[u8; 32], i64>,
+    /// The first 128 bits of SHA-256(jkt, 0, jti): as unlikely to collide
+    /// by chance as a `jti` is to repeat, at half the memory per entry.
+    seen: HashMap<[u8; 16], i64>,
     capacity: usize,
     lifetime_secs: i64,
     /// No entry expires before this time: a full cache is not swept again
@@ -367,12 +369,15 @@ impl ProofReplayCache {
     /// Records `proof` as used at `now`: `Err(Replayed)` if it was seen
     /// before, `Err(ReplayCacheFull)` if there is no room to remember it.
     pub fn record(&mut self, proof: &VerifiedProof, now: i64) -> Result<(), DpopError> {
-        let key: [u8; 32] = {
+        let key: [u8; 16] = {
             let mut hasher = Sha256::new();
             hasher.update(proof.jkt.as_bytes());
             hasher.update([0]);
             hasher.update(proof.jti.as_bytes());
-            hasher.finalize().into()
+            let digest: [u8; 32] = hasher.finalize().into();
+            let mut key = [0u8; 16];
+            key.copy_from_slice(&digest[..16]);
+            key
         };
         if let Some(&expires) = self.seen.get(&key)
             && now < expires

@@ -58,6 +58,14 @@ pub enum OAuthError {
     /// RFC 6750 §3.1: the access token is valid but lacks the scope the request needs.
     #[error("insufficient_scope: {0}")]
     InsufficientScope(Cow<'static, str>),
+    /// RFC 9449 §7.1, §12.2: the DPoP proof is missing, malformed, or not
+    /// for this request, key or token.
+    #[error("invalid_dpop_proof: {0}")]
+    InvalidDpopProof(Cow<'static, str>),
+    /// RFC 9449 §8, §9: the proof must carry a nonce of the server's; the
+    /// answer carries a fresh one (`DPoP-Nonce`).
+    #[error("use_dpop_nonce: {0}")]
+    UseDpopNonce(Cow<'static, str>),
     /// RFC 6749 §4.1.2.1: the server cannot answer now (a dependency is down).
     #[error("temporarily_unavailable: {0}")]
     TemporarilyUnavailable(Cow<'static, str>),
@@ -93,6 +101,8 @@ impl OAuthError {
             Self::AccessDenied(_) => "access_denied",
             Self::InvalidToken(_) => "invalid_token",
             Self::InsufficientScope(_) => "insufficient_scope",
+            Self::InvalidDpopProof(_) => "invalid_dpop_proof",
+            Self::UseDpopNonce(_) => "use_dpop_nonce",
             Self::TemporarilyUnavailable(_) | Self::TooManyRequests { .. } => {
                 "temporarily_unavailable"
             }
@@ -117,6 +127,8 @@ impl OAuthError {
             | Self::AccessDenied(d)
             | Self::InvalidToken(d)
             | Self::InsufficientScope(d)
+            | Self::InvalidDpopProof(d)
+            | Self::UseDpopNonce(d)
             | Self::TemporarilyUnavailable(d) => d,
             Self::TooManyRequests { .. } => "too many requests; try again later",
             Self::ServerError => "the server could not complete the request",
@@ -162,6 +174,22 @@ impl OAuthError {
     }
     pub fn insufficient_scope(d: impl Into<Cow<'static, str>>) -> Self {
         Self::InsufficientScope(d.into())
+    }
+    pub fn invalid_dpop_proof(d: impl Into<Cow<'static, str>>) -> Self {
+        Self::InvalidDpopProof(d.into())
+    }
+}
+
+impl From<crate::dpop::DpopError> for OAuthError {
+    /// RFC 9449 §12.2's codes; a replay cache full of live proofs is "try
+    /// later", not the client's fault.
+    fn from(err: crate::dpop::DpopError) -> Self {
+        use crate::dpop::DpopError;
+        match err {
+            DpopError::UseNonce => Self::UseDpopNonce(err.to_string().into()),
+            DpopError::ReplayCacheFull => Self::TemporarilyUnavailable(err.to_string().into()),
+            other => Self::InvalidDpopProof(other.to_string().into()),
+        }
     }
 }
 

@@ -82,6 +82,15 @@ impl TestKey {
 
     /// The same, with its own `jti` (what the denylist lists).
     pub fn token_with_jti(&self, now: i64, jti: &str) -> String {
+        self.token_with(now, jti, None)
+    }
+
+    /// A token bound to the DPoP key whose thumbprint is `jkt` (RFC 9449 §6.1).
+    pub fn token_bound_to(&self, now: i64, jkt: &str) -> String {
+        self.token_with(now, "jti-bound", Some(tollgate_token::Confirmation::dpop_key(jkt)))
+    }
+
+    fn token_with(&self, now: i64, jti: &str, cnf: Option<tollgate_token::Confirmation>) -> String {
         let claims = AccessTokenClaims {
             iss: ISSUER.into(),
             sub: "alice".into(),
@@ -93,7 +102,7 @@ impl TestKey {
             client_id: "cli".into(),
             scope: Some("notes:read".into()),
             act: None,
-            cnf: None,
+            cnf,
         };
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
         header.typ = Some("at+jwt".into());
