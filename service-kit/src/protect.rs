@@ -56,6 +56,11 @@ pub enum ConfigError {
          OAUTH_AUTH_GRPC_URL"
     )]
     NoClientAuthentication,
+    #[error(
+        "OAUTH_DPOP_ORIGIN ({0:?}) must be an origin, http:// or https:// with a host and \
+         optional port, nothing after it: the scheme and authority clients call this service at"
+    )]
+    DpopOrigin(String),
 }
 
 /// The most clock skew a service may tolerate on `exp`: the authorization
@@ -126,6 +131,13 @@ pub struct TokenValidationConfig {
         default_value_t = DEFAULT_REVOCATION_MAX_STALENESS
     )]
     pub revocation_max_staleness_secs: u64,
+    /// The origin (`https://host:port`) clients call this service at. With
+    /// it, DPoP-bound access tokens (RFC 9449) are accepted with a proof
+    /// made for this origin and the method's path (docs/dpop-grpc.md);
+    /// without it they are refused. Behind a proxy, the origin the clients
+    /// address, not this listener's.
+    #[arg(long, env = "OAUTH_DPOP_ORIGIN")]
+    pub dpop_origin: Option<String>,
 }
 
 impl TokenValidationConfig {
@@ -145,7 +157,30 @@ impl TokenValidationConfig {
             client_secret: None,
             revocation_sync_secs: DEFAULT_REVOCATION_SYNC,
             revocation_max_staleness_secs: DEFAULT_REVOCATION_MAX_STALENESS,
+            dpop_origin: None,
         }
+    }
+
+    /// The configured DPoP origin, checked: `scheme://authority` with an
+    /// `http` or `https` scheme, a host, and no path, query or fragment.
+    pub fn dpop_origin(&self) -> Result<Option<String>, ConfigError> {
+        let Some(origin) = &self.dpop_origin else { return Ok(None) };
+        let refused = || ConfigError::DpopOrigin(origin.clone());
+        let url = url::Url::parse(origin).map_err(|_| refused())?;
+        let bare = matches!(url.scheme(), "http" | "https")
+            && url.host().is_some()
+            && url.path() == "/"
+            && url.query().is_none()
+            && url.fragment().is_none()
+            && url.username().is_empty()
+            && url.password().is_none()
+            && !origin.trim_end_matches('/').ends_with(['?', '#']);
+        if !bare {
+            return Err(refused());
+        }
+        // The origin as the URL parser spells it (lower-case scheme and host,
+        // no default port): the form a proof's htu is compared in.
+        Ok(Some(url.origin().ascii_serialization()))
     }
 
     pub fn audience_or<'a>(&'a self, default: &'a str) -> &'a str {
@@ -239,6 +274,7 @@ impl TokenGuard {
         tls: &ClientTls,
     ) -> Result<Self, GuardError> {
         let revocation = config.revocation(tls)?;
+        let dpop_origin = config.dpop_origin()?;
         let (jwks, jwks_task) = JwksCache::spawn(config.jwks(tls), clock.clone());
         let mut tasks = vec![jwks_task];
         let denylist = match revocation {
@@ -263,6 +299,10 @@ impl TokenGuard {
         )
         .with_denylist(denylist.clone())
         .with_service(service);
+        let layer = match &dpop_origin {
+            Some(origin) => layer.with_dpop(origin),
+            None => layer,
+        };
         #[cfg(feature = "test-support")]
         let (layer, access_log) = {
             let (access_log, _) = tokio::sync::broadcast::channel(256);
@@ -290,6 +330,33 @@ impl TokenGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dpop_origin_is_a_bare_origin_or_refused_at_start() {
+        let origin = |value: &str| {
+            let mut config = TokenValidationConfig::new("https://as.example");
+            config.dpop_origin = Some(value.into());
+            config.dpop_origin().map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            origin("https://Notes.Example:50051"),
+            Ok(Some("https://notes.example:50051".into()))
+        );
+        assert_eq!(origin("https://notes.example:443/"), Ok(Some("https://notes.example".into())));
+        assert_eq!(origin("http://127.0.0.1:50051"), Ok(Some("http://127.0.0.1:50051".into())));
+        for refused in [
+            "notes.example:50051",
+            "https://notes.example/api",
+            "https://notes.example?x",
+            "https://user@notes.example",
+            "grpc://notes.example",
+            "https://",
+        ] {
+            let err = origin(refused).expect_err(refused);
+            assert!(err.starts_with("OAUTH_DPOP_ORIGIN"), "{refused}: {err}");
+        }
+        assert_eq!(TokenValidationConfig::new("https://as.example").dpop_origin().unwrap(), None);
+    }
 
     #[test]
     fn a_leeway_longer_than_the_denylist_keeps_revoked_tokens_is_refused() {

@@ -101,7 +101,7 @@ impl<S> OAuthCore<S> {
             cnf: client
                 .certificate_thumbprint
                 .clone()
-                .map(|thumbprint| Confirmation { x5t_s256: Some(thumbprint) }),
+                .map(|thumbprint| Confirmation { x5t_s256: Some(thumbprint), jkt: None }),
         };
         self.signer.sign(&claims, now).map(Secret::new).map_err(|err| {
             tracing::error!(error = %err, "signing failed");
