@@ -33,7 +33,7 @@ use tower::{Layer, Service};
 
 use crate::jwks::JwksCache;
 use crate::revocation::{Denylist, Freshness};
-use crate::status::to_status;
+use crate::status::{TokenScheme, to_status, to_status_for};
 
 /// What a method requires of the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,13 +165,6 @@ struct DpopCheck {
     origin: String,
     policy: ProofPolicy,
     seen: std::sync::Mutex<ProofReplayCache>,
-}
-
-/// How a call presented its access token (RFC 6750 §2.1, RFC 9449 §7.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scheme {
-    Bearer,
-    Dpop,
 }
 
 /// Everything the layer needs; shared by all connections.
@@ -312,7 +305,7 @@ impl Shared {
     fn check_dpop(
         &self,
         claims: &AccessTokenClaims,
-        scheme: Scheme,
+        scheme: TokenScheme,
         token: &str,
         path: &str,
         headers: &http::HeaderMap,
@@ -324,10 +317,10 @@ impl Shared {
             Err((err, reason))
         };
         let jkt = match (scheme, bound) {
-            (Scheme::Bearer, None) => return Ok(()),
+            (TokenScheme::Bearer, None) => return Ok(()),
             // Stolen, a bound token is useless without the key: it is never
             // accepted on its own.
-            (Scheme::Bearer, Some(_)) => {
+            (TokenScheme::Bearer, Some(_)) => {
                 return refuse(
                     OAuthError::invalid_token(
                         "token is bound to a DPoP key: present it with the DPoP scheme and a proof",
@@ -335,13 +328,13 @@ impl Shared {
                     "dpop_bound_as_bearer",
                 );
             }
-            (Scheme::Dpop, None) => {
+            (TokenScheme::Dpop, None) => {
                 return refuse(
                     OAuthError::invalid_token("token is not DPoP-bound: present it as Bearer"),
                     "not_dpop_bound",
                 );
             }
-            (Scheme::Dpop, Some(jkt)) => jkt,
+            (TokenScheme::Dpop, Some(jkt)) => jkt,
         };
         let Some(dpop) = &self.dpop else {
             return refuse(
@@ -370,9 +363,13 @@ impl Shared {
             Ok(proof) => proof,
             Err(err) => return refuse(err.clone().into(), err.reason()),
         };
+        // RFC 9449 §7.1's example: a proof by another key is a token not
+        // usable by this caller (`invalid_token`), not a malformed proof.
         if proof.jkt != jkt {
-            let err = tollgate_token::dpop::DpopError::KeyMismatch;
-            return refuse(err.clone().into(), err.reason());
+            return refuse(
+                OAuthError::invalid_token("token is bound to another DPoP key"),
+                tollgate_token::dpop::DpopError::KeyMismatch.reason(),
+            );
         }
         // Remembered only once it is known to come from the token's key: a
         // caller without a bound token cannot fill the cache.
@@ -388,13 +385,13 @@ impl Shared {
 /// The access token of an `authorization` value and how it was presented:
 /// `Bearer` (RFC 6750 §2.1) or `DPoP` (RFC 9449 §7.1), case-insensitive
 /// scheme (RFC 9110 §11.1), one space, the token.
-fn presented_token(value: &[u8]) -> Option<(Scheme, &str)> {
+fn presented_token(value: &[u8]) -> Option<(TokenScheme, &str)> {
     let value = std::str::from_utf8(value).ok()?;
     let (scheme, token) = value.split_once(' ')?;
     let scheme = if scheme.eq_ignore_ascii_case("bearer") {
-        Scheme::Bearer
+        TokenScheme::Bearer
     } else if scheme.eq_ignore_ascii_case("dpop") {
-        Scheme::Dpop
+        TokenScheme::Dpop
     } else {
         return None;
     };
@@ -602,7 +599,13 @@ where
                 span.record("decision", "refused");
                 span.record("reason", reason);
                 tollgate_telemetry::metrics::token_validated(self.shared.service, Some(reason));
-                refuse_after_reading(req, to_status(&err).into_http())
+                // The challenge names the scheme the call used (RFC 9449 §7.1).
+                let scheme = req
+                    .headers()
+                    .get(http::header::AUTHORIZATION)
+                    .and_then(|value| presented_token(value.as_bytes()))
+                    .map_or(TokenScheme::Bearer, |(scheme, _)| scheme);
+                refuse_after_reading(req, to_status_for(&err, scheme).into_http())
             }
         }
     }

@@ -19,8 +19,27 @@ pub const OAUTH_ERROR_METADATA: &str = "oauth-error";
 /// The metadata key telling a throttled caller how many seconds to wait.
 pub const RETRY_AFTER_METADATA: &str = "retry-after";
 
+/// How a refused call presented its access token: its challenge uses the
+/// same scheme (RFC 9449 §7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenScheme {
+    Bearer,
+    Dpop,
+}
+
+/// The JWS algorithms a DPoP proof may use here, as the `algs` of a DPoP
+/// challenge (RFC 9449 §7.1).
+pub const DPOP_ALGS: &str = "EdDSA ES256";
+
 /// Maps an OAuth error to the gRPC status that means the same thing.
 pub fn to_status(err: &OAuthError) -> Status {
+    to_status_for(err, TokenScheme::Bearer)
+}
+
+/// [`to_status`] for a call that presented its token with `scheme`: a
+/// token error's challenge is in that scheme; a DPoP proof's error is always
+/// a DPoP challenge.
+pub fn to_status_for(err: &OAuthError, scheme: TokenScheme) -> Status {
     let code = match err {
         // RFC 6750 §3.1 → gRPC: no/bad token is "who are you?", not "no".
         OAuthError::InvalidToken(_)
@@ -52,19 +71,29 @@ pub fn to_status(err: &OAuthError) -> Status {
         // The gRPC form of HTTP's Retry-After (RFC 9110 §10.2.3), in seconds.
         metadata.insert(RETRY_AFTER_METADATA, (*retry_after_secs).into());
     }
-    let scheme = match err {
-        OAuthError::InvalidToken(_) | OAuthError::InsufficientScope(_) => Some("Bearer"),
-        // RFC 9449 §7.1: a DPoP proof's failure is a DPoP challenge.
-        OAuthError::InvalidDpopProof(_) | OAuthError::UseDpopNonce(_) => Some("DPoP"),
+    let scheme = match (err, scheme) {
+        (OAuthError::InvalidToken(_) | OAuthError::InsufficientScope(_), TokenScheme::Bearer) => {
+            Some(TokenScheme::Bearer)
+        }
+        // RFC 9449 §7.1: a DPoP proof's failure, or any token failure of a
+        // call made with the DPoP scheme, is a DPoP challenge.
+        (OAuthError::InvalidToken(_) | OAuthError::InsufficientScope(_), TokenScheme::Dpop)
+        | (OAuthError::InvalidDpopProof(_) | OAuthError::UseDpopNonce(_), _) => {
+            Some(TokenScheme::Dpop)
+        }
         _ => None,
     };
     if let Some(scheme) = scheme {
         // RFC 6750 §3: quoted-string values; our descriptions hold no quotes.
-        let challenge = format!(
-            "{scheme} error=\"{}\", error_description=\"{}\"",
-            err.code(),
-            err.description()
-        );
+        let (code, description) = (err.code(), err.description());
+        let challenge = match scheme {
+            TokenScheme::Bearer => {
+                format!("Bearer error=\"{code}\", error_description=\"{description}\"")
+            }
+            TokenScheme::Dpop => format!(
+                "DPoP error=\"{code}\", error_description=\"{description}\", algs=\"{DPOP_ALGS}\""
+            ),
+        };
         if let Ok(value) = challenge.parse() {
             metadata.insert("www-authenticate", value);
         }

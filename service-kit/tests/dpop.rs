@@ -179,9 +179,20 @@ async fn a_bound_token_is_admitted_once_per_proof_and_only_with_its_key() {
     // ...and with a proof by the thief's own key.
     let thief = ProofKey::new();
     let forged = thief.proof(&format!("{ORIGIN}{LIST}"), &token, now, "p5");
+    let status = service.call(LIST, &dpop, &[&forged]).await.expect_err("refused");
     assert_eq!(
-        refusal(service.call(LIST, &dpop, &[&forged]).await),
-        invalid_proof("proof key is not the key the token is bound to")
+        refusal(Err(status.clone())),
+        (
+            tonic::Code::Unauthenticated,
+            "invalid_token".into(),
+            "token is bound to another DPoP key".into()
+        )
+    );
+    // Its challenge is a DPoP one, as the call was (RFC 9449 §7.1).
+    assert_eq!(
+        status.metadata().get("www-authenticate").unwrap().to_str().unwrap(),
+        "DPoP error=\"invalid_token\", error_description=\"token is bound to another DPoP key\", \
+         algs=\"EdDSA ES256\""
     );
 }
 
@@ -267,6 +278,7 @@ async fn a_service_without_dpop_refuses_bound_tokens_and_says_so_in_its_challeng
     let status = service.call(LIST, &format!("DPoP {token}"), &[]).await.expect_err("refused");
     assert_eq!(
         status.metadata().get("www-authenticate").unwrap().to_str().unwrap(),
-        "DPoP error=\"invalid_dpop_proof\", error_description=\"missing DPoP proof\""
+        "DPoP error=\"invalid_dpop_proof\", error_description=\"missing DPoP proof\", \
+         algs=\"EdDSA ES256\""
     );
 }
