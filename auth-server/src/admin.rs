@@ -113,6 +113,7 @@ pub async fn run(command: AdminCommand, config: &Config, clock: &dyn Clock) -> a
                 jwks: vec![],
                 tls_client_auth_san_dns: None,
                 resources: vec![],
+                dpop_bound_access_tokens: false,
             };
             let client = client_from_spec(&spec, &config.default_audience)?;
             register_client(&store, &client, clock.now()).await?;

@@ -68,6 +68,9 @@ pub struct ClientSpec {
     /// RFC 8705 `tls_client_auth`: the DNS name the client's TLS certificate
     /// carries (instead of a secret). Its tokens are bound to that certificate.
     pub tls_client_auth_san_dns: Option<String>,
+    /// RFC 9449 §5.2: the client must prove a DPoP key on every token request.
+    #[serde(default)]
+    pub dpop_bound_access_tokens: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -203,6 +206,7 @@ pub fn client_from_spec(spec: &ClientSpec, default_audience: &str) -> anyhow::Re
         jwks: keys.then(|| spec.jwks.clone()),
         resources: spec.resources.clone(),
         tls_client_auth_san_dns: spec.tls_client_auth_san_dns.clone(),
+        dpop_bound_access_tokens: spec.dpop_bound_access_tokens,
     })
 }
 
@@ -363,6 +367,7 @@ mod tests {
             token_exchange_audiences: vec![],
             jwks: vec![],
             tls_client_auth_san_dns: None,
+            dpop_bound_access_tokens: false,
             resources: vec![],
         }
     }

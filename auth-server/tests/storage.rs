@@ -94,6 +94,7 @@ fn grant(id: &str) -> GrantRecord {
         scope: scope("notes:read notes:write"),
         audience: "tollgate-resource".into(),
         created_at: NOW,
+        dpop_jkt: None,
     }
 }
 

@@ -42,6 +42,7 @@ fn client(id: &str, public: bool, redirect_uris: &[&str]) -> Client {
         jwks: None,
         tls_client_auth_san_dns: None,
         resources: vec!["https://api.example/notes".into()],
+        dpop_bound_access_tokens: false,
     }
 }
 

@@ -22,6 +22,11 @@
 #![forbid(unsafe_code)]
 
 mod demo_data;
+
+/// The origin (`OAUTH_DPOP_ORIGIN`) the test stack's resource server takes
+/// DPoP proofs for.
+pub const RESOURCE_DPOP_ORIGIN: &str = "https://resource.tollgate.test";
+
 pub mod forge;
 pub mod probe;
 
@@ -218,6 +223,9 @@ impl StackBuilder {
             }
         };
         let scheme = if tls.is_some() { "https" } else { "http" };
+        // The origin DPoP clients address the resource server at: a name, as
+        // behind a proxy, not the listener's address (docs/dpop-grpc.md).
+        config.resource.tokens.dpop_origin = Some(RESOURCE_DPOP_ORIGIN.into());
         for tokens in [&mut config.resource.tokens, &mut config.notes.tokens] {
             // A rotated key reaches the protected services in a second, not
             // minutes. (Their denylists keep the production interval: a test
@@ -429,6 +437,17 @@ impl TestStack {
 
     fn scheme(&self) -> &'static str {
         if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// The URI a DPoP proof for `method` (`/package.Service/Method`) of the
+    /// resource server names (`htu`).
+    pub fn resource_htu(&self, method: &str) -> String {
+        format!("{RESOURCE_DPOP_ORIGIN}{method}")
+    }
+
+    /// The token endpoint's URI, as a DPoP proof for it names it (`htu`).
+    pub fn token_htu(&self) -> String {
+        format!("{}/token", self.issuer)
     }
 
     pub fn resource_url(&self) -> String {

@@ -128,11 +128,14 @@ pub struct Authenticated {
     /// RFC 8705 §3: the `x5t#S256` of the certificate it authenticated with
     /// (`tls_client_auth`); the access tokens it is issued are bound to it.
     pub certificate_thumbprint: Option<String>,
+    /// RFC 9449 §5: the thumbprint of the DPoP key this request proved; the
+    /// access tokens it is issued are bound to it.
+    pub dpop_jkt: Option<String>,
 }
 
 impl From<Client> for Authenticated {
     fn from(client: Client) -> Self {
-        Self { client, certificate_thumbprint: None }
+        Self { client, certificate_thumbprint: None, dpop_jkt: None }
     }
 }
 
@@ -182,7 +185,7 @@ impl<S: ClientStore> OAuthCore<S> {
                 ));
             }
             let binding = Some(certificate.thumbprint());
-            return Ok(Authenticated { client, certificate_thumbprint: binding });
+            return Ok(Authenticated { client, certificate_thumbprint: binding, dpop_jkt: None });
         }
         let client = Authenticated::from(client);
         // A client with keys authenticates with them, and only with them.

@@ -19,10 +19,34 @@ pub struct TokenResponse {
     pub scope: Scope,
     /// RFC 8693 §2.2.1, for token exchange only.
     pub issued_token_type: Option<&'static str>,
+    /// `Bearer`, or `DPoP` for a token bound to a DPoP key (RFC 9449 §5).
+    pub token_type: TokenType,
     /// Who the token is for (`sub`), and the grant it belongs to: for the audit
     /// trail and spans, never sent to the client.
     pub subject: String,
     pub grant_id: Option<String>,
+}
+
+/// The `token_type` of a token response (RFC 6749 §7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenType {
+    Bearer,
+    /// RFC 9449 §5: bound to a DPoP key, used with the `DPoP` scheme.
+    DPoP,
+}
+
+impl TokenType {
+    /// The token type an access token minted for `client` has.
+    pub fn of(client: &Authenticated) -> Self {
+        if client.dpop_jkt.is_some() { Self::DPoP } else { Self::Bearer }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bearer => "Bearer",
+            Self::DPoP => "DPoP",
+        }
+    }
 }
 
 impl<S> OAuthCore<S> {
@@ -97,11 +121,14 @@ impl<S> OAuthCore<S> {
             client_id: client.client_id.clone(),
             scope: (!scope.is_empty()).then(|| scope.to_string()),
             act,
-            // RFC 8705 §3: bound to the certificate the client authenticated with.
-            cnf: client
-                .certificate_thumbprint
-                .clone()
-                .map(|thumbprint| Confirmation { x5t_s256: Some(thumbprint), jkt: None }),
+            // RFC 8705 §3: bound to the certificate the client authenticated
+            // with; RFC 9449 §6.1: bound to the DPoP key its request proved.
+            cnf: (client.certificate_thumbprint.is_some() || client.dpop_jkt.is_some()).then(
+                || Confirmation {
+                    x5t_s256: client.certificate_thumbprint.clone(),
+                    jkt: client.dpop_jkt.clone(),
+                },
+            ),
         };
         self.signer.sign(&claims, now).map(Secret::new).map_err(|err| {
             tracing::error!(error = %err, "signing failed");

@@ -17,6 +17,7 @@
 pub mod authorize;
 pub mod client_auth;
 pub mod consent;
+pub mod dpop;
 pub mod grants;
 pub mod hashing;
 pub mod keys;
@@ -194,6 +195,8 @@ pub struct OAuthCore<S> {
     /// Every password check passes it.
     hashing: hashing::HashGate,
     throttles: throttle::Throttles,
+    /// DPoP proofs at the token endpoint (RFC 9449 §5).
+    dpop: dpop::DpopGate,
 }
 
 impl<S> OAuthCore<S> {
@@ -209,7 +212,13 @@ impl<S> OAuthCore<S> {
         let own_tokens = Verifier::new(config);
         let hashing = hashing::HashGate::new(settings.hash_limits);
         let throttles = throttle::Throttles::new(&settings.throttles, &clock);
-        Self { store, signer, clock, settings, own_tokens, hashing, throttles }
+        let dpop = dpop::DpopGate::default();
+        Self { store, signer, clock, settings, own_tokens, hashing, throttles, dpop }
+    }
+
+    /// DPoP at the token endpoint, also for the metadata.
+    pub fn dpop(&self) -> &dpop::DpopGate {
+        &self.dpop
     }
 
     /// The throttles, also for the per-address ones the HTTP pages apply.
@@ -252,7 +261,17 @@ impl<S: Store> OAuthCore<S> {
     }
 
     /// The token endpoint (RFC 6749 §3.2): authenticates the client, then runs the
-    /// grant.
+    /// grant. For a request without a DPoP proof.
+    pub async fn token(
+        &self,
+        auth: &ClientAuth,
+        grant: Grant,
+    ) -> Result<TokenResponse, OAuthError> {
+        self.token_with_proof(auth, grant, None).await
+    }
+
+    /// The token endpoint with the request's DPoP proof, if it carried one
+    /// (RFC 9449 §5): the tokens are then bound to the proof's key.
     #[tracing::instrument(
         name = "oauth.token",
         skip_all,
@@ -263,13 +282,14 @@ impl<S: Store> OAuthCore<S> {
             scope, subject, decision, reason,
         )
     )]
-    pub async fn token(
+    pub async fn token_with_proof(
         &self,
         auth: &ClientAuth,
         grant: Grant,
+        proof: Option<&dpop::PresentedProof>,
     ) -> Result<TokenResponse, OAuthError> {
         let grant_type = grant.grant_type().to_string();
-        let result = self.run_grant(auth, grant).await;
+        let result = self.run_grant(auth, grant, proof).await;
         let span = tracing::Span::current();
         match &result {
             Ok(response) => {
@@ -303,14 +323,16 @@ impl<S: Store> OAuthCore<S> {
         &self,
         auth: &ClientAuth,
         grant: Grant,
+        proof: Option<&dpop::PresentedProof>,
     ) -> Result<TokenResponse, OAuthError> {
-        let client = self.authenticate_client(auth).await?;
+        let mut client = self.authenticate_client(auth).await?;
         if !client.may_use(grant.grant_type()) {
             return Err(OAuthError::unauthorized_client(format!(
                 "client may not use the {} grant",
                 grant.grant_type()
             )));
         }
+        client.dpop_jkt = self.dpop.bound_key(&client, proof, self.clock.now())?;
         match grant {
             Grant::AuthorizationCode { code, redirect_uri, code_verifier, resource } => {
                 self.authorization_code_grant(

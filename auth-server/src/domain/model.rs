@@ -82,6 +82,9 @@ pub struct Client {
     /// RFC 8707: resource URIs the client may name with `resource`, each then
     /// the `aud` of the token.
     pub resources: Vec<String>,
+    /// RFC 9449 §5.2 (`dpop_bound_access_tokens`): every token request of
+    /// this client must carry a DPoP proof; it is never issued a bearer token.
+    pub dpop_bound_access_tokens: bool,
 }
 
 impl Client {
@@ -131,6 +134,9 @@ pub struct GrantRecord {
     pub scope: Scope,
     pub audience: String,
     pub created_at: i64,
+    /// RFC 9449 §5: the DPoP key (its RFC 7638 thumbprint) a public
+    /// client's grant is bound to; every refresh must prove it.
+    pub dpop_jkt: Option<String>,
 }
 
 /// A refresh token to store (its hash only). Its grant, client and scope are

@@ -43,6 +43,8 @@ pub async fn metadata(State(state): State<HttpState>) -> Response {
         "token_endpoint_auth_signing_alg_values_supported": ["EdDSA", "ES256"],
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": true,
+        // RFC 9449 §5.1.
+        "dpop_signing_alg_values_supported": state.core.dpop().algorithms().collect::<Vec<_>>(),
     });
     if mtls {
         // RFC 8705 §3.3. No `mtls_endpoint_aliases` (§5): the endpoints take

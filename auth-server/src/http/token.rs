@@ -11,6 +11,7 @@ use tollgate_token::{OAuthError, Secret};
 
 use super::{HttpError, HttpState, parse_pairs, unique_params};
 use crate::domain::client_auth::assertion_subject;
+use crate::domain::dpop::PresentedProof;
 use crate::domain::model::{DEVICE_CODE, JWT_BEARER_ASSERTION, TOKEN_EXCHANGE};
 use crate::domain::{ClientAuth, ExchangeRequest, Grant, PeerCertificate, TokenResponse};
 
@@ -34,8 +35,33 @@ async fn handle(
     body: &[u8],
 ) -> Result<TokenResponse, OAuthError> {
     let (auth, grant) = parse_request(headers, body)?;
-    state.core.token(&auth.presented_with(certificate), grant).await
+    let proof = dpop_proof(headers, &state.core.settings().issuer)?;
+    state.core.token_with_proof(&auth.presented_with(certificate), grant, proof.as_ref()).await
 }
+
+/// RFC 9449 §4.3 step 1: at most one `DPoP` header, with the URI it must
+/// name: the token endpoint as the metadata advertises it (RFC 9449 §4.3
+/// step 9 compares with the URI the client addressed, which behind a proxy
+/// is the issuer's, not this listener's).
+pub fn dpop_proof(headers: &HeaderMap, issuer: &str) -> Result<Option<PresentedProof>, OAuthError> {
+    let mut values = headers.get_all(DPOP).iter();
+    match (values.next(), values.next()) {
+        (None, _) => Ok(None),
+        (Some(_), Some(_)) => Err(OAuthError::invalid_dpop_proof("more than one DPoP header")),
+        (Some(value), None) => {
+            let proof = value
+                .to_str()
+                .map_err(|_| OAuthError::invalid_dpop_proof("malformed proof: not ASCII"))?;
+            Ok(Some(PresentedProof {
+                proof: proof.to_owned(),
+                uri: format!("{issuer}{}", super::paths::TOKEN),
+            }))
+        }
+    }
+}
+
+/// The request header carrying a DPoP proof (RFC 9449 §4.1).
+const DPOP: &str = "dpop";
 
 /// Everything the token endpoint reads from the wire: the client's
 /// authentication and the grant. No storage, no time: the fuzz target
@@ -176,7 +202,7 @@ fn grant(params: &std::collections::HashMap<&str, &str>) -> Result<Grant, OAuthE
 fn success(response: TokenResponse) -> Response {
     let mut body = serde_json::json!({
         "access_token": response.access_token.expose(),
-        "token_type": "Bearer",
+        "token_type": response.token_type.as_str(),
         "expires_in": response.expires_in,
         "scope": response.scope.to_string(),
     });

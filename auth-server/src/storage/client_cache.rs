@@ -80,6 +80,7 @@ mod tests {
             exchange_audiences: vec![],
             jwks: None,
             resources: vec![],
+            dpop_bound_access_tokens: false,
             tls_client_auth_san_dns: None,
         }
     }

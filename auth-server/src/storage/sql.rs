@@ -73,6 +73,7 @@ fn client_from_row(row: &AnyRow) -> Result<Client> {
             .transpose()
             .map_err(|e| StorageError::Corrupt(format!("jwks: {e}")))?,
         tls_client_auth_san_dns: row.try_get("tls_client_auth_san_dns")?,
+        dpop_bound_access_tokens: row.try_get::<i64, _>("dpop_bound_access_tokens")? != 0,
     })
 }
 
@@ -109,7 +110,8 @@ impl ClientStore for SqlStore {
         }
         let row = sqlx::query(
             "SELECT client_id, name, secret_hash, redirect_uris, grant_types, scope, audience,
-                    exchange_audiences, jwks, resources, tls_client_auth_san_dns
+                    exchange_audiences, jwks, resources, tls_client_auth_san_dns,
+                    dpop_bound_access_tokens
              FROM clients WHERE client_id = $1",
         )
         .bind(client_id)
@@ -140,15 +142,17 @@ impl ClientStore for SqlStore {
         sqlx::query(
             "INSERT INTO clients
                  (client_id, name, secret_hash, redirect_uris, grant_types, scope, audience,
-                  created_at, exchange_audiences, jwks, resources, tls_client_auth_san_dns)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                  created_at, exchange_audiences, jwks, resources, tls_client_auth_san_dns,
+                  dpop_bound_access_tokens)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
              ON CONFLICT (client_id) DO UPDATE SET
                  name = excluded.name, secret_hash = excluded.secret_hash,
                  redirect_uris = excluded.redirect_uris, grant_types = excluded.grant_types,
                  scope = excluded.scope, audience = excluded.audience,
                  exchange_audiences = excluded.exchange_audiences, jwks = excluded.jwks,
                  resources = excluded.resources,
-                 tls_client_auth_san_dns = excluded.tls_client_auth_san_dns",
+                 tls_client_auth_san_dns = excluded.tls_client_auth_san_dns,
+                 dpop_bound_access_tokens = excluded.dpop_bound_access_tokens",
         )
         .bind(&client.client_id)
         .bind(&client.name)
@@ -162,6 +166,7 @@ impl ClientStore for SqlStore {
         .bind(jwks)
         .bind(resources)
         .bind(client.tls_client_auth_san_dns.as_deref())
+        .bind(i64::from(client.dpop_bound_access_tokens))
         .execute(&self.db.writes)
         .await?;
         self.clients.forget(&client.client_id);
@@ -348,7 +353,7 @@ impl CodeStore for SqlStore {
 }
 
 /// A `grants` row (columns `grant_id, client_id, subject, scope, audience,
-/// created_at`), the one place it is mapped.
+/// created_at, dpop_jkt`), the one place it is mapped.
 fn grant_from_row(row: &AnyRow) -> Result<GrantRecord> {
     Ok(GrantRecord {
         grant_id: row.try_get("grant_id")?,
@@ -357,6 +362,7 @@ fn grant_from_row(row: &AnyRow) -> Result<GrantRecord> {
         scope: scope_of(row.try_get("scope")?)?,
         audience: row.try_get("audience")?,
         created_at: row.try_get("created_at")?,
+        dpop_jkt: row.try_get("dpop_jkt")?,
     })
 }
 
@@ -446,7 +452,8 @@ impl GrantStore for SqlStore {
                         return Ok(Decision::Rollback(RotateOutcome::ScopeExceeded));
                     }
                     let grant = sqlx::query(
-                        "SELECT grant_id, client_id, subject, scope, audience, created_at
+                        "SELECT grant_id, client_id, subject, scope, audience, created_at,
+                                dpop_jkt
                          FROM grants WHERE grant_id = $1 AND revoked_at IS NULL",
                     )
                     .bind(&grant_id)
@@ -474,7 +481,7 @@ impl GrantStore for SqlStore {
         let row = sqlx::query(
             "SELECT r.client_id AS token_client_id, r.scope AS token_scope, r.issued_at,
                     r.expires_at, r.used_at, g.grant_id, g.client_id, g.subject, g.scope,
-                    g.audience, g.created_at, g.revoked_at
+                    g.audience, g.created_at, g.dpop_jkt, g.revoked_at
              FROM refresh_tokens r JOIN grants g ON g.grant_id = r.grant_id
              WHERE r.token_hash = $1",
         )
@@ -509,8 +516,8 @@ async fn insert_grant(
     access: &IssuedAccessToken,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT INTO grants (grant_id, client_id, subject, scope, audience, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO grants (grant_id, client_id, subject, scope, audience, created_at, dpop_jkt)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(&grant.grant_id)
     .bind(&grant.client_id)
@@ -518,6 +525,7 @@ async fn insert_grant(
     .bind(grant.scope.to_string())
     .bind(&grant.audience)
     .bind(grant.created_at)
+    .bind(grant.dpop_jkt.as_deref())
     .execute(&mut *conn)
     .await?;
     if let Some(refresh) = refresh {

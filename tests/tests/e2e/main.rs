@@ -11,6 +11,7 @@ mod client_credentials;
 mod consent;
 mod delegation;
 mod device;
+mod dpop;
 mod keys;
 mod lifecycle;
 mod listener_limits;

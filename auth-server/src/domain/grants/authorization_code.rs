@@ -67,6 +67,9 @@ impl<S: CodeStore + GrantStore> OAuthCore<S> {
                 scope: stored.scope.clone(),
                 audience: stored.audience.clone(),
                 created_at: now,
+                // RFC 9449 §5: a public client's refresh tokens are bound to
+                // the DPoP key this request proved, if any.
+                dpop_jkt: client.dpop_jkt.clone().filter(|_| client.is_public()),
             };
             // Signed inside the transaction: a token that cannot be made
             // leaves no grant behind.

@@ -4,6 +4,7 @@
 //! for its short lifetime (or the client's registration being removed).
 
 use crate::domain::client_auth::Authenticated;
+use crate::domain::mint::TokenType;
 use tollgate_token::OAuthError;
 
 use super::requested_scope;
@@ -36,6 +37,7 @@ impl<S> OAuthCore<S> {
             refresh_token: None,
             scope,
             issued_token_type: None,
+            token_type: TokenType::of(client),
             subject: client.client_id.clone(),
             grant_id: None,
         })

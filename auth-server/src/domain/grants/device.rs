@@ -233,6 +233,9 @@ impl<S: DeviceStore + GrantStore> OAuthCore<S> {
             scope: code.scope,
             audience: client.audience.clone(),
             created_at: now,
+            // RFC 9449 §5, as for a code: a public client's grant is bound to
+            // the DPoP key its request proved.
+            dpop_jkt: client.dpop_jkt.clone().filter(|_| client.is_public()),
         };
         self.issue_for_new_grant(
             client,

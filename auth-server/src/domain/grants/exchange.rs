@@ -3,6 +3,7 @@
 //! as `act`, so each hop knows both who the request is for and who is calling.
 
 use crate::domain::client_auth::Authenticated;
+use crate::domain::mint::TokenType;
 use tollgate_token::{AccessTokenClaims, Actor, OAuthError, Scope, Secret};
 
 use crate::domain::model::ACCESS_TOKEN_TYPE;
@@ -133,6 +134,7 @@ impl<S: RevocationStore> OAuthCore<S> {
             refresh_token: None,
             scope,
             issued_token_type: Some(ACCESS_TOKEN_TYPE),
+            token_type: TokenType::of(client),
             subject: subject.sub,
             grant_id: None,
         })
@@ -164,6 +166,7 @@ mod tests {
             scope: Scope::parse("notes:read notes:write").expect("scope"),
             audience: RS.into(),
             created_at: fx.clock.now(),
+            dpop_jkt: None,
         };
         fx.core
             .issue_for_new_grant(&web.clone().into(), grant, None)

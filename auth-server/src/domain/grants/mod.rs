@@ -24,6 +24,7 @@ pub mod exchange;
 pub mod refresh;
 
 use crate::domain::client_auth::Authenticated;
+use crate::domain::mint::TokenType;
 use tollgate_token::{OAuthError, Scope};
 
 use super::model::{GrantRecord, IssuedAccessToken, NextRefreshToken};
@@ -64,6 +65,7 @@ impl<S> OAuthCore<S> {
             refresh_token,
             scope: grant.scope.clone(),
             issued_token_type: None,
+            token_type: TokenType::of(client),
             subject: grant.subject.clone(),
             grant_id: Some(grant.grant_id.clone()),
         };

@@ -3,6 +3,7 @@
 //! again revokes the whole grant.
 
 use crate::domain::client_auth::Authenticated;
+use crate::domain::mint::TokenType;
 use tollgate_telemetry::audit::{self, Event, Subject};
 use tollgate_token::{OAuthError, Scope, Secret};
 
@@ -41,6 +42,17 @@ impl<S: GrantStore> OAuthCore<S> {
             record.grant.created_at.saturating_add(self.settings.grant_max_lifetime_secs);
         if now >= grant_ends {
             return Err(OAuthError::invalid_grant(GRANT_ENDED));
+        }
+        // RFC 9449 §5: a public client's grant is bound to the DPoP key its
+        // first token request proved, and each refresh proves it again. Checked
+        // before the token is spent: a thief without the key does not burn the
+        // rightful client's token.
+        if let Some(bound) = &record.grant.dpop_jkt
+            && client.dpop_jkt.as_deref() != Some(bound.as_str())
+        {
+            return Err(OAuthError::invalid_dpop_proof(
+                "the refresh token is bound to a DPoP key this request did not prove",
+            ));
         }
         // RFC 8707 §2.2: a resource other than the grant's is refused before the
         // token is spent, so the client keeps it.
@@ -114,6 +126,7 @@ impl<S: GrantStore> OAuthCore<S> {
             refresh_token: Some(Secret::new(next_token)),
             scope,
             issued_token_type: None,
+            token_type: TokenType::of(client),
             subject: rotated.grant.subject,
             grant_id: Some(rotated.grant.grant_id),
         })
@@ -140,6 +153,7 @@ mod tests {
             scope: Scope::parse("notes:read notes:write").expect("scope"),
             audience: client.audience.clone(),
             created_at: fx.clock.now(),
+            dpop_jkt: None,
         };
         fx.core.issue_for_new_grant(&client.clone().into(), grant, None).await.expect("grant")
     }

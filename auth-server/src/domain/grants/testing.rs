@@ -87,6 +87,7 @@ impl Fixture {
             jwks: None,
             tls_client_auth_san_dns: None,
             resources: vec![],
+            dpop_bound_access_tokens: false,
         };
         self.core.store().upsert_client(&client, self.clock.now()).await.expect("client");
         client

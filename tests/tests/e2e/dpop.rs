@@ -1,0 +1,286 @@
+//! DPoP (RFC 9449) end to end: the token endpoint binds tokens to the key a
+//! request proves, and the resource server admits a bound token only with a
+//! fresh proof of that key for the call (docs/dpop-grpc.md). Each misuse is
+//! performed and its exact refusal asserted.
+
+use tollgate_client_app::claims::decode_unverified;
+use tollgate_e2e::TestStack;
+use tollgate_e2e::forge::DpopKey;
+use tollgate_proto::resource::v1::profile_service_client::ProfileServiceClient;
+use tollgate_proto::resource::v1::report_service_client::ReportServiceClient;
+use tollgate_proto::resource::v1::{GetProfileRequest, GetUsageReportRequest};
+use tollgate_service_kit::status::oauth_error_code;
+use tonic::Code;
+
+use crate::support::{TokenReply, obtain_code, register};
+
+const REPORT: &str = "/tollgate.resource.v1.ReportService/GetUsageReport";
+const PROFILE: &str = "/tollgate.resource.v1.ProfileService/GetProfile";
+
+/// `POST /token` with `form`, HTTP Basic when `basic` is given, and one
+/// `DPoP` header per proof.
+async fn post_token(
+    stack: &TestStack,
+    basic: Option<(&str, &str)>,
+    form: &[(&str, &str)],
+    proofs: &[&str],
+) -> TokenReply {
+    let mut request = reqwest::Client::new().post(stack.url("/token")).form(form);
+    if let Some((id, secret)) = basic {
+        request = request.basic_auth(id, Some(secret));
+    }
+    for proof in proofs {
+        request = request.header("DPoP", *proof);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.json().await.unwrap_or(serde_json::Value::Null);
+    TokenReply { status, headers, body }
+}
+
+/// A client-credentials token for the reporter, with these proofs.
+async fn reporter_token(stack: &TestStack, proofs: &[&str]) -> TokenReply {
+    let secret = stack.secrets.reporter.clone();
+    post_token(
+        stack,
+        Some(("tollgate-reporter", secret.expose())),
+        &[("grant_type", "client_credentials")],
+        proofs,
+    )
+    .await
+}
+
+/// The refusal a call got: gRPC code, RFC error code, message.
+fn refusal<T: std::fmt::Debug>(result: Result<T, tonic::Status>) -> (Code, String, String) {
+    let status = result.expect_err("refused");
+    (status.code(), oauth_error_code(&status).unwrap_or("").to_owned(), status.message().to_owned())
+}
+
+/// `GetUsageReport` with `authorization` and these `dpop` entries.
+async fn report(
+    stack: &TestStack,
+    authorization: &str,
+    proofs: &[&str],
+) -> Result<i64, tonic::Status> {
+    let channel = tollgate_e2e::channel(stack.resource_url()).await.unwrap();
+    let mut request = tonic::Request::new(GetUsageReportRequest {});
+    request.metadata_mut().insert("authorization", authorization.parse().unwrap());
+    for proof in proofs {
+        request.metadata_mut().append("dpop", proof.parse().unwrap());
+    }
+    let reply = ReportServiceClient::new(channel).get_usage_report(request).await?;
+    Ok(reply.into_inner().notes)
+}
+
+#[tokio::test]
+async fn a_dpop_bound_token_is_useless_without_a_fresh_proof_of_its_key() {
+    let stack = TestStack::start().await.unwrap();
+    let key = DpopKey::default();
+    let proof = key.proof(&stack.token_htu(), None, stack.now());
+    let reply = reporter_token(&stack, &[&proof]).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    // RFC 9449 §5: a DPoP token type, bound to the proof's key.
+    assert_eq!(reply.body["token_type"], "DPoP");
+    let token = reply.body["access_token"].as_str().unwrap().to_owned();
+    let (_, claims) = decode_unverified(&token).unwrap();
+    assert_eq!(claims["cnf"]["jkt"], key.jkt());
+
+    // The holder of the key, with a proof for this call: served.
+    let dpop = format!("DPoP {token}");
+    let call = key.proof(&stack.resource_htu(REPORT), Some(&token), stack.now());
+    assert_eq!(report(&stack, &dpop, &[&call]).await.unwrap(), 0);
+
+    // Replayed, proof and all: refused.
+    assert_eq!(
+        refusal(report(&stack, &dpop, &[&call]).await),
+        (Code::Unauthenticated, "invalid_dpop_proof".into(), "proof jti already used".into())
+    );
+    // Stolen without the key: as a bearer token...
+    assert_eq!(
+        refusal(report(&stack, &format!("Bearer {token}"), &[]).await),
+        (
+            Code::Unauthenticated,
+            "invalid_token".into(),
+            "token is bound to a DPoP key: present it with the DPoP scheme and a proof".into()
+        )
+    );
+    // ...or with no proof...
+    assert_eq!(
+        refusal(report(&stack, &dpop, &[]).await),
+        (Code::Unauthenticated, "invalid_dpop_proof".into(), "missing DPoP proof".into())
+    );
+    // ...or with a proof by the thief's own key.
+    let thief = DpopKey::default();
+    let forged = thief.proof(&stack.resource_htu(REPORT), Some(&token), stack.now());
+    assert_eq!(
+        refusal(report(&stack, &dpop, &[&forged]).await),
+        (
+            Code::Unauthenticated,
+            "invalid_token".into(),
+            "token is bound to another DPoP key".into()
+        )
+    );
+    // A proof captured from a call to another method, or to another server
+    // (here the listener's own address, which is not the origin clients use).
+    let other_method = key.proof(&stack.resource_htu(PROFILE), Some(&token), stack.now());
+    let other_server =
+        key.proof(&format!("{}{REPORT}", stack.resource_url()), Some(&token), stack.now());
+    for proof in [other_method, other_server] {
+        assert_eq!(
+            refusal(report(&stack, &dpop, &[&proof]).await),
+            (
+                Code::Unauthenticated,
+                "invalid_dpop_proof".into(),
+                "proof htu does not match the request URI".into()
+            )
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_token_endpoint_refuses_replayed_misdirected_and_doubled_proofs() {
+    let stack = TestStack::start().await.unwrap();
+    let key = DpopKey::default();
+    let proof = key.proof(&stack.token_htu(), None, stack.now());
+    assert_eq!(reporter_token(&stack, &[&proof]).await.status, 200);
+    // The same proof again.
+    let replayed = reporter_token(&stack, &[&proof]).await;
+    replayed.assert_error(400, "invalid_dpop_proof");
+    assert_eq!(replayed.body["error_description"], "proof jti already used");
+    // A proof made for another endpoint of the server.
+    let elsewhere = key.proof(&stack.url("/introspect").to_string(), None, stack.now());
+    let misdirected = reporter_token(&stack, &[&elsewhere]).await;
+    misdirected.assert_error(400, "invalid_dpop_proof");
+    assert_eq!(misdirected.body["error_description"], "proof htu does not match the request URI");
+    // Two proofs in one request (RFC 9449 §4.3 step 1).
+    let (a, b) = (
+        key.proof(&stack.token_htu(), None, stack.now()),
+        key.proof(&stack.token_htu(), None, stack.now()),
+    );
+    let doubled = reporter_token(&stack, &[&a, &b]).await;
+    doubled.assert_error(400, "invalid_dpop_proof");
+    assert_eq!(doubled.body["error_description"], "more than one DPoP header");
+    // Too old: 60 s of age and 5 s of leeway.
+    let old = key.proof(&stack.token_htu(), None, stack.now() - 66);
+    let stale = reporter_token(&stack, &[&old]).await;
+    stale.assert_error(400, "invalid_dpop_proof");
+    assert_eq!(stale.body["error_description"], "proof iat outside the accepted window");
+    // Without a proof the same client still gets a bearer token: DPoP is
+    // its choice unless it is registered as requiring it.
+    let bearer = reporter_token(&stack, &[]).await;
+    assert_eq!(bearer.body["token_type"], "Bearer");
+    let (_, claims) = decode_unverified(bearer.body["access_token"].as_str().unwrap()).unwrap();
+    assert!(claims.get("cnf").is_none(), "{claims}");
+
+    // RFC 9449 §5.1: the metadata says which algorithms a proof may use.
+    let metadata: serde_json::Value =
+        reqwest::get(stack.url("/.well-known/oauth-authorization-server"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(
+        metadata["dpop_signing_alg_values_supported"],
+        serde_json::json!(["EdDSA", "ES256"])
+    );
+}
+
+#[tokio::test]
+async fn a_client_registered_as_requiring_dpop_never_gets_a_bearer_token() {
+    let stack = TestStack::start().await.unwrap();
+    register(
+        &stack,
+        r#"
+        client_id = "dpop-only"
+        secret = "dpop-only-secret-dpop-only-secret-dpop"
+        grant_types = ["client_credentials"]
+        scopes = ["reports:read"]
+        dpop_bound_access_tokens = true
+    "#,
+    )
+    .await;
+    let basic = Some(("dpop-only", "dpop-only-secret-dpop-only-secret-dpop"));
+    let form = [("grant_type", "client_credentials")];
+    let refused = post_token(&stack, basic, &form, &[]).await;
+    refused.assert_error(400, "invalid_dpop_proof");
+    assert_eq!(
+        refused.body["error_description"],
+        "this client must send a DPoP proof with every token request"
+    );
+    let key = DpopKey::default();
+    let proof = key.proof(&stack.token_htu(), None, stack.now());
+    let issued = post_token(&stack, basic, &form, &[&proof]).await;
+    assert_eq!((issued.status.as_u16(), &issued.body["token_type"]), (200, &"DPoP".into()));
+}
+
+#[tokio::test]
+async fn a_public_clients_refresh_token_is_bound_to_its_key_and_only_its_key_refreshes_it() {
+    let stack = TestStack::start().await.unwrap();
+    let code = obtain_code(&stack, "tollgate-cli", "alice", "profile:read").await;
+    let key = DpopKey::default();
+    let proof = key.proof(&stack.token_htu(), None, stack.now());
+    let redeemed = post_token(
+        &stack,
+        None,
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", "tollgate-cli"),
+            ("code", &code.code),
+            ("redirect_uri", &code.redirect_uri),
+            ("code_verifier", &code.verifier),
+        ],
+        &[&proof],
+    )
+    .await;
+    assert_eq!((redeemed.status.as_u16(), &redeemed.body["token_type"]), (200, &"DPoP".into()));
+    let refresh_token = redeemed.body["refresh_token"].as_str().unwrap().to_owned();
+    let access_token = redeemed.body["access_token"].as_str().unwrap().to_owned();
+
+    // The owner's own data, with a proof of the key.
+    let channel = tollgate_e2e::channel(stack.resource_url()).await.unwrap();
+    let mut request = tonic::Request::new(GetProfileRequest { owner: "me".into() });
+    let call = key.proof(&stack.resource_htu(PROFILE), Some(&access_token), stack.now());
+    request.metadata_mut().insert("authorization", format!("DPoP {access_token}").parse().unwrap());
+    request.metadata_mut().insert("dpop", call.parse().unwrap());
+    ProfileServiceClient::new(channel).get_profile(request).await.expect("served");
+
+    let refresh = |proofs: Vec<String>| {
+        let stack = &stack;
+        let refresh_token = refresh_token.clone();
+        async move {
+            let proofs: Vec<&str> = proofs.iter().map(String::as_str).collect();
+            post_token(
+                stack,
+                None,
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("client_id", "tollgate-cli"),
+                    ("refresh_token", &refresh_token),
+                ],
+                &proofs,
+            )
+            .await
+        }
+    };
+    // Stolen, the refresh token is refused without the key and with another
+    // key, and it is not spent by those attempts.
+    let without = refresh(vec![]).await;
+    without.assert_error(400, "invalid_dpop_proof");
+    assert_eq!(
+        without.body["error_description"],
+        "the refresh token is bound to a DPoP key this request did not prove"
+    );
+    let thief = DpopKey::default();
+    let other = refresh(vec![thief.proof(&stack.token_htu(), None, stack.now())]).await;
+    other.assert_error(400, "invalid_dpop_proof");
+    // The rightful client, with its key: rotated, and the new access token
+    // bound to the same key.
+    let rotated = refresh(vec![key.proof(&stack.token_htu(), None, stack.now())]).await;
+    assert_eq!(rotated.status, 200, "{:?}", rotated.body);
+    assert_eq!(rotated.body["token_type"], "DPoP");
+    let (_, claims) = decode_unverified(rotated.body["access_token"].as_str().unwrap()).unwrap();
+    assert_eq!(claims["cnf"]["jkt"], key.jkt());
+}
+
