@@ -81,6 +81,11 @@ pub struct Config {
     /// Address of the gRPC listener (token service, health, reflection).
     #[arg(long, env = "AUTH_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     pub grpc_addr: SocketAddr,
+    /// The origin (`https://host:port`) clients call the gRPC listener at: a
+    /// DPoP proof sent to the token service names it and the method's path
+    /// (docs/dpop-grpc.md). Defaults to `http(s)://<bound gRPC address>`.
+    #[arg(long, env = "AUTH_GRPC_DPOP_ORIGIN")]
+    pub grpc_dpop_origin: Option<String>,
     /// The issuer identifier (RFC 8414): the public base URL of the HTTP listener.
     /// Defaults to `http://<bound HTTP address>`.
     #[arg(long, env = "AUTH_ISSUER")]
@@ -196,6 +201,7 @@ impl Config {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             issuer: None,
+            grpc_dpop_origin: None,
             data_dir: data_dir.into(),
             database_url: None,
             bootstrap: None,

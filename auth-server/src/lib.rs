@@ -41,6 +41,8 @@ pub struct Application {
     http_addr: SocketAddr,
     grpc_addr: SocketAddr,
     issuer: String,
+    /// What a DPoP proof sent to the gRPC token service names as its origin.
+    grpc_dpop_origin: String,
     core: Arc<OAuthCore<SqlStore>>,
     cookie_key: Key,
     key_check: std::time::Duration,
@@ -105,6 +107,18 @@ impl Application {
         let scheme = if http_tls.is_some() { "https" } else { "http" };
         let issuer = config.issuer.clone().unwrap_or_else(|| format!("{scheme}://{http_addr}"));
         check_issuer(&issuer)?;
+        // Configured, or the bound address; never the `:authority` a call
+        // claims (docs/dpop-grpc.md, "The origin, and proxies").
+        let grpc_scheme = if grpc_tls.is_some() { "https" } else { "http" };
+        let grpc_dpop_origin = match &config.grpc_dpop_origin {
+            Some(origin) => tollgate_service_kit::protect::dpop_origin(origin).with_context(|| {
+                format!(
+                    "AUTH_GRPC_DPOP_ORIGIN ({origin:?}) must be an origin: http:// or https://, \
+                     a host and an optional port, nothing after it"
+                )
+            })?,
+            None => format!("{grpc_scheme}://{grpc_addr}"),
+        };
         let settings = OAuthSettings {
             issuer: issuer.clone(),
             access_token_ttl_secs: config.access_token_ttl_secs,
@@ -140,6 +154,7 @@ impl Application {
             http_addr,
             grpc_addr,
             issuer,
+            grpc_dpop_origin,
             core,
             cookie_key,
             key_check: std::time::Duration::from_secs(config.key_check_secs.max(1)),
@@ -248,14 +263,20 @@ impl Application {
             .add_service(reflection.0)
             .add_service(reflection.1)
             .add_service(
-                TokenServiceServer::new(grpc::TokenGrpc::new(self.core.clone()))
-                    .max_decoding_message_size(request_bytes)
-                    .max_encoding_message_size(response_bytes),
+                TokenServiceServer::new(grpc::TokenGrpc::new(
+                    self.core.clone(),
+                    &self.grpc_dpop_origin,
+                ))
+                .max_decoding_message_size(request_bytes)
+                .max_encoding_message_size(response_bytes),
             )
             .add_service(
-                RevocationListServiceServer::new(grpc::TokenGrpc::new(self.core))
-                    .max_decoding_message_size(request_bytes)
-                    .max_encoding_message_size(response_bytes),
+                RevocationListServiceServer::new(grpc::TokenGrpc::new(
+                    self.core,
+                    &self.grpc_dpop_origin,
+                ))
+                .max_decoding_message_size(request_bytes)
+                .max_encoding_message_size(response_bytes),
             );
         let incoming = tollgate_service_kit::limits::limited_incoming(
             self.grpc_listener,

@@ -63,6 +63,23 @@ pub enum ConfigError {
     DpopOrigin(String),
 }
 
+/// `value` as a DPoP origin (docs/dpop-grpc.md): `scheme://authority` with an
+/// `http` or `https` scheme, a host, and nothing after it; in the form the
+/// URL parser spells it (lower-case scheme and host, no default port), which
+/// is how a proof's `htu` is compared. `None` if it is not one.
+pub fn dpop_origin(value: &str) -> Option<String> {
+    let url = url::Url::parse(value).ok()?;
+    let bare = matches!(url.scheme(), "http" | "https")
+        && url.host().is_some()
+        && url.path() == "/"
+        && url.query().is_none()
+        && url.fragment().is_none()
+        && url.username().is_empty()
+        && url.password().is_none()
+        && !value.trim_end_matches('/').ends_with(['?', '#']);
+    bare.then(|| url.origin().ascii_serialization())
+}
+
 /// The most clock skew a service may tolerate on `exp`: the authorization
 /// server keeps revoked tokens on the denylist this long past their `exp`
 /// (`DENYLIST_LEEWAY_SECS` there), so a revoked token never works again within
@@ -165,22 +182,7 @@ impl TokenValidationConfig {
     /// `http` or `https` scheme, a host, and no path, query or fragment.
     pub fn dpop_origin(&self) -> Result<Option<String>, ConfigError> {
         let Some(origin) = &self.dpop_origin else { return Ok(None) };
-        let refused = || ConfigError::DpopOrigin(origin.clone());
-        let url = url::Url::parse(origin).map_err(|_| refused())?;
-        let bare = matches!(url.scheme(), "http" | "https")
-            && url.host().is_some()
-            && url.path() == "/"
-            && url.query().is_none()
-            && url.fragment().is_none()
-            && url.username().is_empty()
-            && url.password().is_none()
-            && !origin.trim_end_matches('/').ends_with(['?', '#']);
-        if !bare {
-            return Err(refused());
-        }
-        // The origin as the URL parser spells it (lower-case scheme and host,
-        // no default port): the form a proof's htu is compared in.
-        Ok(Some(url.origin().ascii_serialization()))
+        dpop_origin(origin).map(Some).ok_or_else(|| ConfigError::DpopOrigin(origin.clone()))
     }
 
     pub fn audience_or<'a>(&'a self, default: &'a str) -> &'a str {

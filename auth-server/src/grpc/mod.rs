@@ -13,11 +13,13 @@ use tollgate_proto::auth::v1::{
     TokenRequest, TokenResponse,
 };
 use tollgate_proto::auth::v1::{REVOCATION_LIST_DEFAULT_PAGE_SIZE, REVOCATION_LIST_MAX_PAGE_SIZE};
+use tollgate_service_kit::auth::DPOP_METADATA;
 use tollgate_service_kit::input::check_len;
 use tollgate_service_kit::status::to_status;
 use tollgate_token::{OAuthError, Secret};
 use tonic::{Request, Response, Status};
 
+use crate::domain::dpop::PresentedProof;
 use crate::domain::lifecycle::TokenTypeHint;
 use crate::domain::{ClientAuth, ExchangeRequest, Grant, OAuthCore, PeerCertificate};
 use crate::storage::SqlStore;
@@ -25,13 +27,41 @@ use crate::storage::SqlStore;
 #[derive(Debug, Clone)]
 pub struct TokenGrpc {
     core: Arc<OAuthCore<SqlStore>>,
+    /// The URI a DPoP proof sent to `TokenService/Token` names (`htu`): the
+    /// listener's origin and the method's path (docs/dpop-grpc.md).
+    token_htu: Arc<str>,
 }
 
 impl TokenGrpc {
-    pub fn new(core: Arc<OAuthCore<SqlStore>>) -> Self {
-        Self { core }
+    /// `dpop_origin`: the origin clients call this listener at.
+    pub fn new(core: Arc<OAuthCore<SqlStore>>, dpop_origin: &str) -> Self {
+        let token_htu = format!("{dpop_origin}{TOKEN_PATH}").into();
+        Self { core, token_htu }
+    }
+
+    /// RFC 9449 §4.3 step 1 over gRPC: at most one `dpop` metadata entry.
+    fn dpop_proof<T>(&self, request: &Request<T>) -> Result<Option<PresentedProof>, Status> {
+        let mut values = request.metadata().get_all(DPOP_METADATA).iter();
+        match (values.next(), values.next()) {
+            (None, _) => Ok(None),
+            (Some(_), Some(_)) => {
+                Err(to_status(&OAuthError::invalid_dpop_proof("more than one DPoP proof")))
+            }
+            (Some(value), None) => {
+                let proof = value.to_str().map_err(|_| {
+                    to_status(&OAuthError::invalid_dpop_proof("malformed proof: not ASCII"))
+                })?;
+                Ok(Some(PresentedProof {
+                    proof: proof.to_owned(),
+                    uri: self.token_htu.to_string(),
+                }))
+            }
+        }
     }
 }
+
+/// The token method's path, which a DPoP proof's `htu` ends with.
+const TOKEN_PATH: &str = "/tollgate.auth.v1.TokenService/Token";
 
 /// The client's credentials from the message (the gRPC form of RFC 6749 §2.3),
 /// and the connection's client certificate (RFC 8705 §2) for a client that
@@ -83,6 +113,7 @@ impl TokenService for TokenGrpc {
         request: Request<TokenRequest>,
     ) -> Result<Response<TokenResponse>, Status> {
         let certificate = peer_certificate(&request);
+        let proof = self.dpop_proof(&request)?;
         let request = request.into_inner();
         let auth = client_auth(request.client, certificate)?;
         let grant = match request.grant {
@@ -114,10 +145,14 @@ impl TokenService for TokenGrpc {
             }),
             None => return Err(to_status(&OAuthError::invalid_request("grant is missing"))),
         };
-        let issued = self.core.token(&auth, grant).await.map_err(|e| to_status(&e))?;
+        let issued = self
+            .core
+            .token_with_proof(&auth, grant, proof.as_ref())
+            .await
+            .map_err(|e| to_status(&e))?;
         Ok(Response::new(TokenResponse {
             access_token: issued.access_token.into_exposed(),
-            token_type: "Bearer".into(),
+            token_type: issued.token_type.as_str().into(),
             expires_in: issued.expires_in,
             refresh_token: issued.refresh_token.map(Secret::into_exposed),
             scope: issued.scope.to_string(),

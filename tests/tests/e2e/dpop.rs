@@ -284,3 +284,62 @@ async fn a_public_clients_refresh_token_is_bound_to_its_key_and_only_its_key_ref
     assert_eq!(claims["cnf"]["jkt"], key.jkt());
 }
 
+#[tokio::test]
+async fn the_grpc_token_service_binds_tokens_to_the_key_its_dpop_metadata_proves() {
+    use tollgate_proto::auth::v1::token_request::Grant;
+    use tollgate_proto::auth::v1::token_service_client::TokenServiceClient;
+    use tollgate_proto::auth::v1::{ClientAuthentication, ClientCredentialsGrant, TokenRequest};
+
+    let stack = TestStack::start().await.unwrap();
+    let secret = stack.secrets.reporter.clone();
+    let channel = tollgate_e2e::channel(stack.auth_grpc_url()).await.unwrap();
+    let mut grpc = TokenServiceClient::new(channel);
+    let token = |proofs: &[&str]| {
+        let mut request = tonic::Request::new(TokenRequest {
+            client: Some(ClientAuthentication {
+                client_id: "tollgate-reporter".into(),
+                client_secret: Some(secret.expose().to_owned()),
+                client_assertion: None,
+            }),
+            grant: Some(Grant::ClientCredentials(ClientCredentialsGrant {
+                scope: None,
+                resource: None,
+            })),
+        });
+        for proof in proofs {
+            request.metadata_mut().append("dpop", proof.parse().unwrap());
+        }
+        request
+    };
+    // The call's URI: the listener's origin and the method's path.
+    let htu = format!("{}/tollgate.auth.v1.TokenService/Token", stack.auth_grpc_url());
+    let key = DpopKey::default();
+    let proof = key.proof(&htu, None, stack.now());
+    let issued = grpc.token(token(&[&proof])).await.expect("issued").into_inner();
+    assert_eq!(issued.token_type, "DPoP");
+    let (_, claims) = decode_unverified(&issued.access_token).unwrap();
+    assert_eq!(claims["cnf"]["jkt"], key.jkt());
+
+    assert_eq!(
+        refusal(grpc.token(token(&[&proof])).await),
+        (Code::Unauthenticated, "invalid_dpop_proof".into(), "proof jti already used".into())
+    );
+    // A proof made for the HTTP token endpoint is not one for this call.
+    let for_http = key.proof(&stack.token_htu(), None, stack.now());
+    assert_eq!(
+        refusal(grpc.token(token(&[&for_http])).await),
+        (
+            Code::Unauthenticated,
+            "invalid_dpop_proof".into(),
+            "proof htu does not match the request URI".into()
+        )
+    );
+    let (a, b) = (key.proof(&htu, None, stack.now()), key.proof(&htu, None, stack.now()));
+    assert_eq!(
+        refusal(grpc.token(token(&[&a, &b])).await),
+        (Code::Unauthenticated, "invalid_dpop_proof".into(), "more than one DPoP proof".into())
+    );
+    // Without a proof: a bearer token, as before.
+    let bearer = grpc.token(token(&[])).await.expect("issued").into_inner();
+    assert_eq!(bearer.token_type, "Bearer");
+}
