@@ -86,6 +86,12 @@ pub struct Config {
     /// (docs/dpop-grpc.md). Defaults to `http(s)://<bound gRPC address>`.
     #[arg(long, env = "AUTH_GRPC_DPOP_ORIGIN")]
     pub grpc_dpop_origin: Option<String>,
+    /// Require a server nonce in every DPoP proof at the token endpoint
+    /// (RFC 9449 §8): a proof without the current one is answered
+    /// `use_dpop_nonce` with a fresh one in `DPoP-Nonce`. Nonces change every
+    /// minute; replicas sharing AUTH_COOKIE_KEY_FILE accept each other's.
+    #[arg(long, env = "AUTH_DPOP_NONCE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub dpop_nonce: bool,
     /// The issuer identifier (RFC 8414): the public base URL of the HTTP listener.
     /// Defaults to `http://<bound HTTP address>`.
     #[arg(long, env = "AUTH_ISSUER")]
@@ -202,6 +208,7 @@ impl Config {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             issuer: None,
             grpc_dpop_origin: None,
+            dpop_nonce: false,
             data_dir: data_dir.into(),
             database_url: None,
             bootstrap: None,

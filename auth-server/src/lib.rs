@@ -30,6 +30,7 @@ use tollgate_service_kit::tls::{Listener, ServerTls, tls_incoming};
 use tollgate_token::Clock;
 
 pub use config::Config;
+use domain::dpop::NonceKey;
 use domain::keys::KeyRing;
 use domain::{OAuthCore, OAuthSettings};
 use storage::SqlStore;
@@ -119,6 +120,17 @@ impl Application {
             })?,
             None => format!("{grpc_scheme}://{grpc_addr}"),
         };
+        let cookie_key = match &config.cookie_key_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading cookie key {}", path.display()))?;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(text.trim())
+                    .context("cookie key must be base64")?;
+                Key::try_from(bytes.as_slice()).context("cookie key must be at least 64 bytes")?
+            }
+            None => Key::generate(),
+        };
         let settings = OAuthSettings {
             issuer: issuer.clone(),
             access_token_ttl_secs: config.access_token_ttl_secs,
@@ -131,19 +143,9 @@ impl Application {
             hash_limits: config.hash_limits(),
             throttles: config.limits.throttles().map_err(anyhow::Error::msg)?,
             max_pending_device_codes: config.limits.max_pending_device_codes,
+            dpop_nonces: config.dpop_nonce.then(|| NonceKey::derive(cookie_key.master())),
         };
         let core = Arc::new(OAuthCore::new(store, Arc::new(keys), clock, settings));
-        let cookie_key = match &config.cookie_key_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading cookie key {}", path.display()))?;
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(text.trim())
-                    .context("cookie key must be base64")?;
-                Key::try_from(bytes.as_slice()).context("cookie key must be at least 64 bytes")?
-            }
-            None => Key::generate(),
-        };
         tracing::info!(
             %issuer, %http_addr, %grpc_addr, tls = http_tls.is_some(),
             mutual_tls = config.tls.client_ca.is_some(), "authorization server ready"

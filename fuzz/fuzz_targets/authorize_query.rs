@@ -74,6 +74,7 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
             hash_limits: HashLimits::for_this_machine(),
             throttles: ThrottleSettings::default(),
             max_pending_device_codes: 1000,
+            dpop_nonces: None,
         };
         OAuthCore::new(store, Arc::new(keys), Arc::new(ManualClock::new(NOW)), settings)
     });

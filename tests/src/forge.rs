@@ -94,6 +94,17 @@ impl DpopKey {
     /// `access_token` when one is presented with it (RFC 9449 §4.2). Each
     /// proof gets a fresh `jti`.
     pub fn proof(&self, htu: &str, access_token: Option<&str>, iat: i64) -> String {
+        self.proof_with_nonce(htu, access_token, iat, None)
+    }
+
+    /// [`Self::proof`] carrying a server's `nonce` (RFC 9449 §8).
+    pub fn proof_with_nonce(
+        &self,
+        htu: &str,
+        access_token: Option<&str>,
+        iat: i64,
+        nonce: Option<&str>,
+    ) -> String {
         use sha2::Digest as _;
         let mut jti = [0u8; 12];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut jti)
@@ -103,6 +114,9 @@ impl DpopKey {
         });
         if let Some(token) = access_token {
             claims["ath"] = B64.encode(sha2::Sha256::digest(token.as_bytes())).into();
+        }
+        if let Some(nonce) = nonce {
+            claims["nonce"] = nonce.into();
         }
         let header = serde_json::json!({ "typ": "dpop+jwt", "alg": "EdDSA", "jwk": self.jwk() });
         sign_jwt(&header, &claims, &self.0)

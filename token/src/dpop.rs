@@ -158,6 +158,9 @@ pub struct VerifiedProof {
     pub jkt: String,
     pub jti: String,
     pub iat: i64,
+    /// The proof's `nonce`, for a server whose nonces are more than one
+    /// value at a time (a current and a previous one) to check itself.
+    pub nonce: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -290,7 +293,12 @@ pub fn verify_proof(
             return Err(DpopError::AccessTokenHashMismatch);
         }
     }
-    Ok(VerifiedProof { jkt: key.thumbprint(), jti: claims.jti, iat: claims.iat })
+    Ok(VerifiedProof {
+        jkt: key.thumbprint(),
+        jti: claims.jti,
+        iat: claims.iat,
+        nonce: claims.nonce,
+    })
 }
 
 /// RFC 9449 §4.3 step 9: `htu` and the request URI name the same resource,

@@ -71,6 +71,9 @@ pub struct OAuthSettings {
     pub hash_limits: hashing::HashLimits,
     /// How often clients, addresses and account names may ask.
     pub throttles: throttle::ThrottleSettings,
+    /// RFC 9449 §8: when set, every DPoP proof at the token endpoint must
+    /// carry a current server nonce made with this key (`AUTH_DPOP_NONCE`).
+    pub dpop_nonces: Option<dpop::NonceKey>,
     /// Device authorizations one client may have pending at once: each is a
     /// row written for an unauthenticated caller (a public client's id is all
     /// it takes).
@@ -212,7 +215,7 @@ impl<S> OAuthCore<S> {
         let own_tokens = Verifier::new(config);
         let hashing = hashing::HashGate::new(settings.hash_limits);
         let throttles = throttle::Throttles::new(&settings.throttles, &clock);
-        let dpop = dpop::DpopGate::default();
+        let dpop = dpop::DpopGate::new(settings.dpop_nonces.clone());
         Self { store, signer, clock, settings, own_tokens, hashing, throttles, dpop }
     }
 

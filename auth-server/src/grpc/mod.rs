@@ -60,6 +60,9 @@ impl TokenGrpc {
     }
 }
 
+/// The metadata entry carrying a server nonce (RFC 9449 §8.1's `DPoP-Nonce`).
+const DPOP_NONCE_METADATA: &str = "dpop-nonce";
+
 /// The token method's path, which a DPoP proof's `htu` ends with.
 const TOKEN_PATH: &str = "/tollgate.auth.v1.TokenService/Token";
 
@@ -145,19 +148,35 @@ impl TokenService for TokenGrpc {
             }),
             None => return Err(to_status(&OAuthError::invalid_request("grant is missing"))),
         };
-        let issued = self
+        // RFC 9449 §8 over gRPC: with nonces on, the answer's `dpop-nonce`
+        // metadata carries the nonce to use next, refusals included.
+        let nonce = self
             .core
-            .token_with_proof(&auth, grant, proof.as_ref())
-            .await
-            .map_err(|e| to_status(&e))?;
-        Ok(Response::new(TokenResponse {
+            .dpop()
+            .fresh_nonce(self.core.now())
+            .and_then(|nonce| tonic::metadata::MetadataValue::try_from(nonce).ok());
+        let issued = match self.core.token_with_proof(&auth, grant, proof.as_ref()).await {
+            Ok(issued) => issued,
+            Err(err) => {
+                let mut status = to_status(&err);
+                if let Some(nonce) = nonce {
+                    status.metadata_mut().insert(DPOP_NONCE_METADATA, nonce);
+                }
+                return Err(status);
+            }
+        };
+        let mut response = Response::new(TokenResponse {
             access_token: issued.access_token.into_exposed(),
             token_type: issued.token_type.as_str().into(),
             expires_in: issued.expires_in,
             refresh_token: issued.refresh_token.map(Secret::into_exposed),
             scope: issued.scope.to_string(),
             issued_token_type: issued.issued_token_type.map(str::to_owned),
-        }))
+        });
+        if let Some(nonce) = nonce {
+            response.metadata_mut().insert(DPOP_NONCE_METADATA, nonce);
+        }
+        Ok(response)
     }
 
     async fn introspect(

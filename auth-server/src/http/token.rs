@@ -22,11 +22,22 @@ pub async fn token(
     body: Bytes,
 ) -> Response {
     let certificate = certificate.map(|Extension(c)| c);
-    match handle(&state, certificate, &headers, &body).await {
+    let mut response = match handle(&state, certificate, &headers, &body).await {
         Ok(response) => success(response),
         Err(err) => HttpError(err).into_response(),
+    };
+    // RFC 9449 §8, §8.2: with nonces on, every answer (use_dpop_nonce above
+    // all) carries the nonce to use next.
+    if let Some(nonce) = state.core.dpop().fresh_nonce(state.core.now())
+        && let Ok(value) = HeaderValue::from_str(&nonce)
+    {
+        response.headers_mut().insert(DPOP_NONCE, value);
     }
+    response
 }
+
+/// The response header carrying a server nonce (RFC 9449 §8.1).
+const DPOP_NONCE: &str = "dpop-nonce";
 
 async fn handle(
     state: &HttpState,

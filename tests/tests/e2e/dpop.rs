@@ -343,3 +343,68 @@ async fn the_grpc_token_service_binds_tokens_to_the_key_its_dpop_metadata_proves
     let bearer = grpc.token(token(&[])).await.expect("issued").into_inner();
     assert_eq!(bearer.token_type, "Bearer");
 }
+
+#[tokio::test]
+async fn with_server_nonces_a_proof_needs_the_current_one_and_they_rotate() {
+    let stack =
+        TestStack::builder().tweak(|config| config.auth.dpop_nonce = true).start().await.unwrap();
+    let key = DpopKey::default();
+    let nonce_of = |reply: &TokenReply| {
+        reply.headers.get("dpop-nonce").expect("a DPoP-Nonce header").to_str().unwrap().to_owned()
+    };
+    // RFC 9449 §8.1: no nonce yet, so the server names one.
+    let first = reporter_token(&stack, &[&key.proof(&stack.token_htu(), None, stack.now())]).await;
+    first.assert_error(400, "use_dpop_nonce");
+    assert_eq!(
+        first.body["error_description"],
+        "the authorization server requires a DPoP nonce; use the one in DPoP-Nonce"
+    );
+    let nonce = nonce_of(&first);
+    let with_nonce =
+        |nonce: &str| key.proof_with_nonce(&stack.token_htu(), None, stack.now(), Some(nonce));
+    let issued = reporter_token(&stack, &[&with_nonce(&nonce)]).await;
+    assert_eq!((issued.status.as_u16(), &issued.body["token_type"]), (200, &"DPoP".into()));
+    assert_eq!(nonce_of(&issued), nonce, "the same nonce within its minute");
+    // A made-up nonce is no nonce.
+    let made_up = reporter_token(&stack, &[&with_nonce("bm90LWEtbm9uY2U")]).await;
+    made_up.assert_error(400, "use_dpop_nonce");
+
+    // A minute on, the nonce is the previous one: still taken, and the
+    // answer names the new one.
+    stack.advance(60);
+    let later = reporter_token(&stack, &[&with_nonce(&nonce)]).await;
+    assert_eq!(later.status, 200, "{:?}", later.body);
+    let next = nonce_of(&later);
+    assert_ne!(next, nonce, "rotated");
+    // Another minute on, the first nonce is refused; the one it names works.
+    stack.advance(60);
+    let stale = reporter_token(&stack, &[&with_nonce(&nonce)]).await;
+    stale.assert_error(400, "use_dpop_nonce");
+    let current = nonce_of(&stale);
+    assert_eq!(reporter_token(&stack, &[&with_nonce(&current)]).await.status, 200);
+
+    // Over gRPC the nonce travels in `dpop-nonce` metadata, refusals included.
+    use tollgate_proto::auth::v1::token_request::Grant;
+    use tollgate_proto::auth::v1::token_service_client::TokenServiceClient;
+    use tollgate_proto::auth::v1::{ClientAuthentication, ClientCredentialsGrant, TokenRequest};
+    let channel = tollgate_e2e::channel(stack.auth_grpc_url()).await.unwrap();
+    let mut request = tonic::Request::new(TokenRequest {
+        client: Some(ClientAuthentication {
+            client_id: "tollgate-reporter".into(),
+            client_secret: Some(stack.secrets.reporter.expose().to_owned()),
+            client_assertion: None,
+        }),
+        grant: Some(Grant::ClientCredentials(ClientCredentialsGrant {
+            scope: None,
+            resource: None,
+        })),
+    });
+    let htu = format!("{}/tollgate.auth.v1.TokenService/Token", stack.auth_grpc_url());
+    request.metadata_mut().insert("dpop", key.proof(&htu, None, stack.now()).parse().unwrap());
+    let status = TokenServiceClient::new(channel).token(request).await.expect_err("refused");
+    assert_eq!(
+        (status.code(), oauth_error_code(&status)),
+        (Code::Unauthenticated, Some("use_dpop_nonce"))
+    );
+    assert_eq!(status.metadata().get("dpop-nonce").unwrap().to_str().unwrap(), current);
+}

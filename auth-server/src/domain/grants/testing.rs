@@ -61,6 +61,7 @@ impl Fixture {
             hash_limits: HashLimits::for_this_machine(),
             throttles: ThrottleSettings::default(),
             max_pending_device_codes: crate::config::DEFAULT_MAX_PENDING_DEVICE_CODES,
+            dpop_nonces: None,
         };
         change(&mut settings);
         let user = User {
