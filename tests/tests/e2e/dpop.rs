@@ -149,7 +149,7 @@ async fn the_token_endpoint_refuses_replayed_misdirected_and_doubled_proofs() {
     replayed.assert_error(400, "invalid_dpop_proof");
     assert_eq!(replayed.body["error_description"], "proof jti already used");
     // A proof made for another endpoint of the server.
-    let elsewhere = key.proof(&stack.url("/introspect").to_string(), None, stack.now());
+    let elsewhere = key.proof(stack.url("/introspect").as_ref(), None, stack.now());
     let misdirected = reporter_token(&stack, &[&elsewhere]).await;
     misdirected.assert_error(400, "invalid_dpop_proof");
     assert_eq!(misdirected.body["error_description"], "proof htu does not match the request URI");
