@@ -126,6 +126,27 @@ impl Service {
     }
 }
 
+/// A DPoP-configured service and a token bound to a client's key.
+struct Bound {
+    service: Service,
+    key: ProofKey,
+    now: i64,
+    token: String,
+    /// The `authorization` value presenting the token as DPoP.
+    dpop: String,
+}
+
+impl Bound {
+    async fn new() -> Self {
+        let service = Service::start(true).await;
+        let key = ProofKey::new();
+        let now = service.now();
+        let token = service.signer.token_bound_to(now, &key.jkt());
+        let dpop = format!("DPoP {token}");
+        Self { service, key, now, token, dpop }
+    }
+}
+
 /// The refusal as the client reads it: gRPC code, RFC error code, message.
 fn refusal(result: Result<(), tonic::Status>) -> (tonic::Code, String, String) {
     let status = result.expect_err("refused");
@@ -139,11 +160,7 @@ fn invalid_proof(message: &str) -> (tonic::Code, String, String) {
 
 #[tokio::test]
 async fn a_bound_token_is_admitted_once_per_proof_and_only_with_its_key() {
-    let service = Service::start(true).await;
-    let key = ProofKey::new();
-    let now = service.now();
-    let token = service.signer.token_bound_to(now, &key.jkt());
-    let dpop = format!("DPoP {token}");
+    let Bound { service, key, now, token, dpop } = Bound::new().await;
     let proof = key.proof(&format!("{ORIGIN}{LIST}"), &token, now, "p1");
 
     // The holder of the key, with a fresh proof for this call: admitted.
@@ -198,11 +215,7 @@ async fn a_bound_token_is_admitted_once_per_proof_and_only_with_its_key() {
 
 #[tokio::test]
 async fn a_proof_is_good_for_its_call_its_service_its_token_and_a_few_seconds() {
-    let service = Service::start(true).await;
-    let key = ProofKey::new();
-    let now = service.now();
-    let token = service.signer.token_bound_to(now, &key.jkt());
-    let dpop = format!("DPoP {token}");
+    let Bound { service, key, now, token, dpop } = Bound::new().await;
 
     // Made for another method of the same service.
     let other_method = key.proof(&format!("{ORIGIN}{DELETE}"), &token, now, "m");

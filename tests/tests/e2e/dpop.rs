@@ -12,7 +12,7 @@ use tollgate_proto::resource::v1::{GetProfileRequest, GetUsageReportRequest};
 use tollgate_service_kit::status::oauth_error_code;
 use tonic::Code;
 
-use crate::support::{TokenReply, obtain_code, register};
+use crate::support::{TokenReply, metadata, obtain_code, post_form_with, redemption, register};
 
 const REPORT: &str = "/tollgate.resource.v1.ReportService/GetUsageReport";
 const PROFILE: &str = "/tollgate.resource.v1.ProfileService/GetProfile";
@@ -25,18 +25,8 @@ async fn post_token(
     form: &[(&str, &str)],
     proofs: &[&str],
 ) -> TokenReply {
-    let mut request = reqwest::Client::new().post(stack.url("/token")).form(form);
-    if let Some((id, secret)) = basic {
-        request = request.basic_auth(id, Some(secret));
-    }
-    for proof in proofs {
-        request = request.header("DPoP", *proof);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.json().await.unwrap_or(serde_json::Value::Null);
-    TokenReply { status, headers, body }
+    let headers: Vec<_> = proofs.iter().map(|proof| ("DPoP", *proof)).collect();
+    post_form_with(stack, "/token", basic, form, &headers).await
 }
 
 /// A client-credentials token for the reporter, with these proofs.
@@ -174,13 +164,7 @@ async fn the_token_endpoint_refuses_replayed_misdirected_and_doubled_proofs() {
     assert!(claims.get("cnf").is_none(), "{claims}");
 
     // RFC 9449 §5.1: the metadata says which algorithms a proof may use.
-    let metadata: serde_json::Value =
-        reqwest::get(stack.url("/.well-known/oauth-authorization-server"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let metadata = metadata(&stack).await;
     assert_eq!(
         metadata["dpop_signing_alg_values_supported"],
         serde_json::json!(["EdDSA", "ES256"])
@@ -221,19 +205,7 @@ async fn a_public_clients_refresh_token_is_bound_to_its_key_and_only_its_key_ref
     let code = obtain_code(&stack, "tollgate-cli", "alice", "profile:read").await;
     let key = DpopKey::default();
     let proof = key.proof(&stack.token_htu(), None, stack.now());
-    let redeemed = post_token(
-        &stack,
-        None,
-        &[
-            ("grant_type", "authorization_code"),
-            ("client_id", "tollgate-cli"),
-            ("code", &code.code),
-            ("redirect_uri", &code.redirect_uri),
-            ("code_verifier", &code.verifier),
-        ],
-        &[&proof],
-    )
-    .await;
+    let redeemed = post_token(&stack, None, &redemption("tollgate-cli", &code), &[&proof]).await;
     assert_eq!((redeemed.status.as_u16(), &redeemed.body["token_type"]), (200, &"DPoP".into()));
     let refresh_token = redeemed.body["refresh_token"].as_str().unwrap().to_owned();
     let access_token = redeemed.body["access_token"].as_str().unwrap().to_owned();

@@ -23,13 +23,7 @@ struct Attacker {
 
 impl Attacker {
     async fn start(stack: &TestStack) -> Self {
-        let honest: serde_json::Value =
-            reqwest::get(stack.url("/.well-known/oauth-authorization-server"))
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+        let honest = crate::support::metadata(stack).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let issuer = format!("http://{}", listener.local_addr().unwrap());
         let iss = issuer.clone();
@@ -109,13 +103,7 @@ async fn the_client_refuses_an_authorization_response_from_another_issuer() {
 #[tokio::test]
 async fn the_client_reads_a_metadata_document_up_to_its_size_limit_and_no_further() {
     let stack = TestStack::start().await.unwrap();
-    let honest: serde_json::Value =
-        reqwest::get(stack.url("/.well-known/oauth-authorization-server"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let honest = crate::support::metadata(&stack).await;
     // A server whose issuer `<base>/<len>` serves the honest document, naming
     // that issuer, padded with JSON whitespace to `len` bytes.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -115,9 +115,24 @@ pub async fn post_form(
     basic: Option<(&str, &str)>,
     form: &[(&str, &str)],
 ) -> TokenReply {
+    post_form_with(stack, path, basic, form, &[]).await
+}
+
+/// [`post_form`] with extra request `headers` (a `DPoP` proof, say; a name
+/// given twice is sent twice).
+pub async fn post_form_with(
+    stack: &TestStack,
+    path: &str,
+    basic: Option<(&str, &str)>,
+    form: &[(&str, &str)],
+    headers: &[(&str, &str)],
+) -> TokenReply {
     let mut request = reqwest::Client::new().post(stack.url(path)).form(form);
     if let Some((id, secret)) = basic {
         request = request.basic_auth(id, Some(secret));
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
     }
     let response = request.send().await.unwrap();
     let status = response.status();
@@ -126,20 +141,30 @@ pub async fn post_form(
     TokenReply { status, headers, body }
 }
 
-/// Redeems a code as the public CLI client.
+/// Redeems a code as the public client `client_id`.
 pub async fn redeem(stack: &TestStack, client_id: &str, code: &Code) -> TokenReply {
-    post_token(
-        stack,
-        None,
-        &[
-            ("grant_type", "authorization_code"),
-            ("client_id", client_id),
-            ("code", &code.code),
-            ("redirect_uri", &code.redirect_uri),
-            ("code_verifier", &code.verifier),
-        ],
-    )
-    .await
+    post_token(stack, None, &redemption(client_id, code)).await
+}
+
+/// The form that redeems `code` for the public client `client_id`.
+pub fn redemption<'a>(client_id: &'a str, code: &'a Code) -> [(&'static str, &'a str); 5] {
+    [
+        ("grant_type", "authorization_code"),
+        ("client_id", client_id),
+        ("code", &code.code),
+        ("redirect_uri", &code.redirect_uri),
+        ("code_verifier", &code.verifier),
+    ]
+}
+
+/// The authorization server's metadata document (RFC 8414).
+pub async fn metadata(stack: &TestStack) -> serde_json::Value {
+    reqwest::get(stack.url("/.well-known/oauth-authorization-server"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 /// Registers an extra client directly, as an operator would with the admin command.
