@@ -196,7 +196,15 @@ async fn a_refresh_token_rotates_once_and_only_for_its_client(store: SqlStore) {
 
     // Another client presenting it: refused, and it is not spent.
     let outcome = store
-        .rotate_refresh_token("r1", "web", NOW, None, &refresh("x", NOW + 3600), &access("rot1"))
+        .rotate_refresh_token(
+            "r1",
+            "web",
+            NOW,
+            None,
+            &refresh("x", NOW + 3600),
+            &access("rot1"),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(outcome, RotateOutcome::Invalid);
@@ -210,13 +218,22 @@ async fn a_refresh_token_rotates_once_and_only_for_its_client(store: SqlStore) {
             Some(&wider),
             &refresh("x", NOW + 3600),
             &access("rot2"),
+            None,
         )
         .await
         .unwrap();
     assert_eq!(outcome, RotateOutcome::ScopeExceeded);
 
     let outcome = store
-        .rotate_refresh_token("r1", "cli", NOW, None, &refresh("r2", NOW + 3600), &access("rot3"))
+        .rotate_refresh_token(
+            "r1",
+            "cli",
+            NOW,
+            None,
+            &refresh("r2", NOW + 3600),
+            &access("rot3"),
+            None,
+        )
         .await
         .unwrap();
     let RotateOutcome::Rotated(rotated) = outcome else {
@@ -232,7 +249,15 @@ async fn a_refresh_token_rotates_once_and_only_for_its_client(store: SqlStore) {
     assert!(next.is_active(NOW));
     // Spent: presenting it again is a reuse, reported with when it was spent.
     let outcome = store
-        .rotate_refresh_token("r1", "cli", NOW, None, &refresh("r3", NOW + 3600), &access("rot4"))
+        .rotate_refresh_token(
+            "r1",
+            "cli",
+            NOW,
+            None,
+            &refresh("r3", NOW + 3600),
+            &access("rot4"),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(outcome, RotateOutcome::Reused { grant_id: "g1".into(), used_at: NOW });
@@ -245,6 +270,7 @@ async fn a_refresh_token_rotates_once_and_only_for_its_client(store: SqlStore) {
             None,
             &refresh("r4", NOW + 7200),
             &access("rot5"),
+            None,
         )
         .await
         .unwrap();
@@ -263,7 +289,7 @@ async fn concurrent_rotations_of_one_refresh_token_yield_exactly_one_success(sto
             tokio::spawn(async move {
                 let next = refresh(&format!("next-{i}"), NOW + 3600);
                 let access = access(&format!("access-{i}"));
-                store.rotate_refresh_token("r1", "cli", NOW, None, &next, &access).await
+                store.rotate_refresh_token("r1", "cli", NOW, None, &next, &access, None).await
             })
         })
         .collect();
@@ -313,7 +339,7 @@ async fn revoking_a_grant_denies_its_unexpired_access_tokens_and_stops_its_refre
         .unwrap();
     let short = IssuedAccessToken { jti: "a2".into(), issued_at: NOW, expires_at: NOW + 5 };
     let outcome = store
-        .rotate_refresh_token("r1", "cli", NOW, None, &refresh("r2", NOW + 3600), &short)
+        .rotate_refresh_token("r1", "cli", NOW, None, &refresh("r2", NOW + 3600), &short, None)
         .await
         .unwrap();
     assert!(matches!(outcome, RotateOutcome::Rotated(_)));
@@ -336,6 +362,7 @@ async fn revoking_a_grant_denies_its_unexpired_access_tokens_and_stops_its_refre
             None,
             &refresh("r3", NOW + 3600),
             &access("a3"),
+            None,
         )
         .await
         .unwrap();

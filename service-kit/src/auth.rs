@@ -156,7 +156,6 @@ pub const DPOP_LEEWAY_SECS: i64 = 5;
 
 /// DPoP at a protected service: the origin its clients call it at, and the
 /// proofs seen recently.
-#[derive(Debug)]
 struct DpopCheck {
     /// `scheme://authority` as the clients address this service; a proof's
     /// `htu` is this followed by the method's path. Configured, not read from
@@ -165,6 +164,13 @@ struct DpopCheck {
     origin: String,
     policy: ProofPolicy,
     seen: std::sync::Mutex<ProofReplayCache>,
+}
+
+impl std::fmt::Debug for DpopCheck {
+    /// Not the proofs seen: up to [`DPOP_REPLAY_CAPACITY`] entries.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DpopCheck").field("origin", &self.origin).finish_non_exhaustive()
+    }
 }
 
 /// Everything the layer needs; shared by all connections.

@@ -246,6 +246,22 @@ async fn run_group(
     ran: &mut Vec<Ran>,
 ) -> Result<(), sqlx::Error> {
     let mut conn = writes.acquire().await?;
+    let result = run_group_on(&mut conn, group, ran).await;
+    if result.is_err() {
+        // SQLite rolls a whole transaction back by itself on some failures
+        // (a full disk, an I/O error); sqlx's count of open savepoints on
+        // this connection is then wrong, and later BEGINs would nest in a
+        // transaction nobody commits. A fresh connection starts clean.
+        conn.close_on_drop();
+    }
+    result
+}
+
+async fn run_group_on(
+    conn: &mut sqlx::pool::PoolConnection<sqlx::Any>,
+    group: impl Iterator<Item = Job>,
+    ran: &mut Vec<Ran>,
+) -> Result<(), sqlx::Error> {
     let mut tx = conn.begin().await?;
     for job in group {
         let mut savepoint = tx.begin().await?;

@@ -107,7 +107,7 @@ impl DpopError {
 }
 
 /// What the receiver knows of the request a proof must be for.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct ProofRequest<'a> {
     /// The request's method: `POST` at the token endpoint and for every gRPC
     /// call (docs/dpop-grpc.md).
@@ -120,6 +120,18 @@ pub struct ProofRequest<'a> {
     pub access_token: Option<&'a str>,
     /// The nonce the server requires in the proof, if it requires one now.
     pub nonce: Option<&'a str>,
+}
+
+impl std::fmt::Debug for ProofRequest<'_> {
+    /// Never the access token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProofRequest")
+            .field("method", &self.method)
+            .field("uri", &self.uri)
+            .field("access_token", &self.access_token.map(|_| "[redacted]"))
+            .field("nonce", &self.nonce)
+            .finish()
+    }
 }
 
 /// How old or early a proof may be, and which signature algorithms it may use.
@@ -377,6 +389,24 @@ impl ProofReplayCache {
     /// Records `proof` as used at `now`: `Err(Replayed)` if it was seen
     /// before, `Err(ReplayCacheFull)` if there is no room to remember it.
     pub fn record(&mut self, proof: &VerifiedProof, now: i64) -> Result<(), DpopError> {
+        let key = self.admit(proof, now)?;
+        // The first second at which the proof fails the iat window: until
+        // then (its last second included) a replay must be caught.
+        let expires = proof.iat.saturating_add(self.lifetime_secs).saturating_add(1).max(now);
+        self.seen.insert(key, expires);
+        self.next_expiry = self.next_expiry.min(expires);
+        Ok(())
+    }
+
+    /// What [`Self::record`] would answer, without recording: for a caller
+    /// that remembers a proof only once the request it came with has proven
+    /// more (a public client's grant credential).
+    pub fn check(&mut self, proof: &VerifiedProof, now: i64) -> Result<(), DpopError> {
+        self.admit(proof, now).map(|_| ())
+    }
+
+    /// The cache key of `proof` if it is new and there is room for it.
+    fn admit(&mut self, proof: &VerifiedProof, now: i64) -> Result<[u8; 16], DpopError> {
         let key: [u8; 16] = {
             let mut hasher = Sha256::new();
             hasher.update(proof.jkt.as_bytes());
@@ -399,12 +429,7 @@ impl ProofReplayCache {
         if self.seen.len() >= self.capacity && !self.seen.contains_key(&key) {
             return Err(DpopError::ReplayCacheFull);
         }
-        // The first second at which the proof fails the iat window: until
-        // then (its last second included) a replay must be caught.
-        let expires = proof.iat.saturating_add(self.lifetime_secs).saturating_add(1).max(now);
-        self.seen.insert(key, expires);
-        self.next_expiry = self.next_expiry.min(expires);
-        Ok(())
+        Ok(key)
     }
 }
 

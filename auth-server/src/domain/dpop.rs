@@ -26,7 +26,7 @@ pub const TOKEN_ENDPOINT_REPLAY_CAPACITY: usize = 32_768;
 
 /// A DPoP proof as a transport received it, with the URI of the endpoint it
 /// was sent to, which the proof's `htu` must name.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PresentedProof {
     pub proof: String,
     /// The endpoint as clients address it: the token endpoint advertised in
@@ -84,13 +84,33 @@ impl std::fmt::Debug for NonceKey {
     }
 }
 
+/// A key a token request proved: its thumbprint, and the proof if it is
+/// still to be remembered ([`DpopGate::settle`]).
+#[derive(Debug)]
+pub struct ProvenKey {
+    pub jkt: String,
+    unrecorded: Option<tollgate_token::dpop::VerifiedProof>,
+}
+
+impl std::fmt::Debug for PresentedProof {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PresentedProof").field("uri", &self.uri).finish_non_exhaustive()
+    }
+}
+
 /// The token endpoint's DPoP state: the proof policy, the proofs seen, and
 /// the nonce key when proofs must carry a server nonce.
-#[derive(Debug)]
 pub struct DpopGate {
     policy: ProofPolicy,
     seen: Mutex<ProofReplayCache>,
     nonces: Option<NonceKey>,
+}
+
+impl std::fmt::Debug for DpopGate {
+    /// Not the proofs seen: up to 32,768 entries.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DpopGate").field("nonces", &self.nonces.is_some()).finish_non_exhaustive()
+    }
 }
 
 impl Default for DpopGate {
@@ -119,17 +139,22 @@ impl DpopGate {
         self.policy.algorithms.iter().map(|alg| alg.as_str())
     }
 
-    /// RFC 9449 §5: the thumbprint of the key `proof` proves for this token
-    /// request of the authenticated `client`, or `None` for a bearer token.
-    /// The proof is remembered only once its client has authenticated, so
-    /// an anonymous caller cannot fill the cache under a confidential
-    /// client's name.
+    /// RFC 9449 §5: the key `proof` proves for this token request of the
+    /// authenticated `client`, or `None` for a bearer token.
+    ///
+    /// A confidential client's proof is remembered here: the client has
+    /// proven who it is. A public client proves nothing by its id alone, so
+    /// its proof is only checked against the cache here and remembered by
+    /// [`Self::settle`] once its grant has succeeded (a valid code, refresh
+    /// token or device code): nobody can fill the cache with a public
+    /// client's id and proofs of their own making. Its grant credential is
+    /// single-use, so two requests with one proof cannot both succeed.
     pub fn bound_key(
         &self,
         client: &Client,
         proof: Option<&PresentedProof>,
         now: i64,
-    ) -> Result<Option<String>, OAuthError> {
+    ) -> Result<Option<ProvenKey>, OAuthError> {
         let Some(presented) = proof else {
             if client.dpop_bound_access_tokens {
                 return Err(OAuthError::invalid_dpop_proof(
@@ -151,8 +176,21 @@ impl DpopGate {
                 "the authorization server requires a DPoP nonce; use the one in DPoP-Nonce".into(),
             ));
         }
-        self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).record(&proof, now)?;
-        Ok(Some(proof.jkt))
+        let mut seen = self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if client.is_public() {
+            seen.check(&proof, now)?;
+            Ok(Some(ProvenKey { jkt: proof.jkt.clone(), unrecorded: Some(proof) }))
+        } else {
+            seen.record(&proof, now)?;
+            Ok(Some(ProvenKey { jkt: proof.jkt, unrecorded: None }))
+        }
+    }
+
+    /// Remembers a public client's proof once its grant has succeeded.
+    pub fn settle(&self, key: &ProvenKey, now: i64) -> Result<(), OAuthError> {
+        let Some(proof) = &key.unrecorded else { return Ok(()) };
+        let mut seen = self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Ok(seen.record(proof, now)?)
     }
 }
 

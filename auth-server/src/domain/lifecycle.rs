@@ -43,11 +43,14 @@ pub struct ActiveToken {
     pub nbf: Option<i64>,
     pub aud: Vec<String>,
     pub iss: String,
-    /// `Bearer` for access tokens; absent for refresh tokens.
+    /// `Bearer`, or `DPoP` for a DPoP-bound one (RFC 9449 §6.2), for access
+    /// tokens; absent for refresh tokens.
     pub token_type: Option<&'static str>,
     pub jti: Option<String>,
     /// RFC 8705 §3.2: the certificate a bound access token is bound to.
     pub x5t_s256: Option<String>,
+    /// RFC 9449 §6.2: the DPoP key a bound access token is bound to.
+    pub jkt: Option<String>,
 }
 
 /// One page of the denylist ([`OAuthCore::revoked_access_tokens`]).
@@ -133,8 +136,16 @@ impl<S: Store> OAuthCore<S> {
                     nbf: claims.nbf,
                     aud: claims.aud.iter().map(str::to_owned).collect(),
                     iss: claims.iss.clone(),
-                    token_type: Some("Bearer"),
-                    x5t_s256: claims.cnf.and_then(|cnf| cnf.x5t_s256),
+                    // RFC 9449 §6.2: a resource server that introspects
+                    // must learn the binding, or it would take a DPoP-bound
+                    // token for a bearer one.
+                    token_type: Some(if claims.cnf.as_ref().is_some_and(|cnf| cnf.jkt.is_some()) {
+                        "DPoP"
+                    } else {
+                        "Bearer"
+                    }),
+                    x5t_s256: claims.cnf.as_ref().and_then(|cnf| cnf.x5t_s256.clone()),
+                    jkt: claims.cnf.and_then(|cnf| cnf.jkt),
                     jti: Some(claims.jti),
                 })
             }
@@ -152,6 +163,7 @@ impl<S: Store> OAuthCore<S> {
                     token_type: None,
                     jti: None,
                     x5t_s256: None,
+                    jkt: None,
                 })
             }
             None => None,

@@ -335,8 +335,10 @@ impl<S: Store> OAuthCore<S> {
                 grant.grant_type()
             )));
         }
-        client.dpop_jkt = self.dpop.bound_key(&client, proof, self.clock.now())?;
-        match grant {
+        let now = self.clock.now();
+        let proven = self.dpop.bound_key(&client, proof, now)?;
+        client.dpop_jkt = proven.as_ref().map(|key| key.jkt.clone());
+        let response = match grant {
             Grant::AuthorizationCode { code, redirect_uri, code_verifier, resource } => {
                 self.authorization_code_grant(
                     &client,
@@ -358,6 +360,10 @@ impl<S: Store> OAuthCore<S> {
             Grant::DeviceCode { device_code } => {
                 self.device_code_grant(&client, &device_code).await
             }
+        }?;
+        if let Some(proven) = &proven {
+            self.dpop.settle(proven, now)?;
         }
+        Ok(response)
     }
 }

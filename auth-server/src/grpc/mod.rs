@@ -58,6 +58,60 @@ impl TokenGrpc {
             }
         }
     }
+
+    /// `TokenService/Token` (RFC 6749 §3.2 over gRPC): the same core as
+    /// `POST /token`.
+    async fn issue(
+        &self,
+        request: Request<TokenRequest>,
+    ) -> Result<Response<TokenResponse>, Status> {
+        let certificate = peer_certificate(&request);
+        let proof = self.dpop_proof(&request)?;
+        let request = request.into_inner();
+        let auth = client_auth(request.client, certificate)?;
+        let grant = match request.grant {
+            Some(ProtoGrant::AuthorizationCode(g)) => Grant::AuthorizationCode {
+                code: Secret::new(g.code),
+                redirect_uri: Some(g.redirect_uri),
+                code_verifier: Some(Secret::new(g.code_verifier)),
+                resource: g.resource,
+            },
+            Some(ProtoGrant::ClientCredentials(g)) => {
+                Grant::ClientCredentials { scope: g.scope, resource: g.resource }
+            }
+            Some(ProtoGrant::RefreshToken(g)) => Grant::RefreshToken {
+                refresh_token: Secret::new(g.refresh_token),
+                scope: g.scope,
+                resource: g.resource,
+            },
+            Some(ProtoGrant::DeviceCode(g)) => {
+                Grant::DeviceCode { device_code: Secret::new(g.device_code) }
+            }
+            Some(ProtoGrant::TokenExchange(g)) => Grant::TokenExchange(ExchangeRequest {
+                subject_token: Secret::new(g.subject_token),
+                subject_token_type: g.subject_token_type,
+                audience: g.audience,
+                resource: g.resource,
+                scope: g.scope,
+                requested_token_type: g.requested_token_type,
+                actor_token: None,
+            }),
+            None => return Err(to_status(&OAuthError::invalid_request("grant is missing"))),
+        };
+        let issued = self
+            .core
+            .token_with_proof(&auth, grant, proof.as_ref())
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new(TokenResponse {
+            access_token: issued.access_token.into_exposed(),
+            token_type: issued.token_type.as_str().into(),
+            expires_in: issued.expires_in,
+            refresh_token: issued.refresh_token.map(Secret::into_exposed),
+            scope: issued.scope.to_string(),
+            issued_token_type: issued.issued_token_type.map(str::to_owned),
+        }))
+    }
 }
 
 /// The metadata entry carrying a server nonce (RFC 9449 §8.1's `DPoP-Nonce`).
@@ -115,68 +169,21 @@ impl TokenService for TokenGrpc {
         &self,
         request: Request<TokenRequest>,
     ) -> Result<Response<TokenResponse>, Status> {
-        let certificate = peer_certificate(&request);
-        let proof = self.dpop_proof(&request)?;
-        let request = request.into_inner();
-        let auth = client_auth(request.client, certificate)?;
-        let grant = match request.grant {
-            Some(ProtoGrant::AuthorizationCode(g)) => Grant::AuthorizationCode {
-                code: Secret::new(g.code),
-                redirect_uri: Some(g.redirect_uri),
-                code_verifier: Some(Secret::new(g.code_verifier)),
-                resource: g.resource,
-            },
-            Some(ProtoGrant::ClientCredentials(g)) => {
-                Grant::ClientCredentials { scope: g.scope, resource: g.resource }
-            }
-            Some(ProtoGrant::RefreshToken(g)) => Grant::RefreshToken {
-                refresh_token: Secret::new(g.refresh_token),
-                scope: g.scope,
-                resource: g.resource,
-            },
-            Some(ProtoGrant::DeviceCode(g)) => {
-                Grant::DeviceCode { device_code: Secret::new(g.device_code) }
-            }
-            Some(ProtoGrant::TokenExchange(g)) => Grant::TokenExchange(ExchangeRequest {
-                subject_token: Secret::new(g.subject_token),
-                subject_token_type: g.subject_token_type,
-                audience: g.audience,
-                resource: g.resource,
-                scope: g.scope,
-                requested_token_type: g.requested_token_type,
-                actor_token: None,
-            }),
-            None => return Err(to_status(&OAuthError::invalid_request("grant is missing"))),
-        };
-        // RFC 9449 §8 over gRPC: with nonces on, the answer's `dpop-nonce`
+        // RFC 9449 §8 over gRPC: with nonces on, every answer's `dpop-nonce`
         // metadata carries the nonce to use next, refusals included.
         let nonce = self
             .core
             .dpop()
             .fresh_nonce(self.core.now())
             .and_then(|nonce| tonic::metadata::MetadataValue::try_from(nonce).ok());
-        let issued = match self.core.token_with_proof(&auth, grant, proof.as_ref()).await {
-            Ok(issued) => issued,
-            Err(err) => {
-                let mut status = to_status(&err);
-                if let Some(nonce) = nonce {
-                    status.metadata_mut().insert(DPOP_NONCE_METADATA, nonce);
-                }
-                return Err(status);
-            }
-        };
-        let mut response = Response::new(TokenResponse {
-            access_token: issued.access_token.into_exposed(),
-            token_type: issued.token_type.as_str().into(),
-            expires_in: issued.expires_in,
-            refresh_token: issued.refresh_token.map(Secret::into_exposed),
-            scope: issued.scope.to_string(),
-            issued_token_type: issued.issued_token_type.map(str::to_owned),
-        });
+        let mut answer = self.issue(request).await;
         if let Some(nonce) = nonce {
-            response.metadata_mut().insert(DPOP_NONCE_METADATA, nonce);
+            match &mut answer {
+                Ok(response) => response.metadata_mut().insert(DPOP_NONCE_METADATA, nonce),
+                Err(status) => status.metadata_mut().insert(DPOP_NONCE_METADATA, nonce),
+            };
         }
-        Ok(response)
+        answer
     }
 
     async fn introspect(
@@ -204,6 +211,7 @@ impl TokenService for TokenGrpc {
                 token_type: t.token_type.map(str::to_owned),
                 jti: t.jti,
                 cnf_x5t_s256: t.x5t_s256,
+                cnf_jkt: t.jkt,
             },
         }))
     }

@@ -62,7 +62,10 @@ pub fn introspection_json(active: Option<&ActiveToken>) -> serde_json::Value {
         body["jti"] = jti.as_str().into();
     }
     if let Some(thumbprint) = &token.x5t_s256 {
-        body["cnf"] = serde_json::json!({ "x5t#S256": thumbprint });
+        body["cnf"]["x5t#S256"] = thumbprint.as_str().into();
+    }
+    if let Some(jkt) = &token.jkt {
+        body["cnf"]["jkt"] = jkt.as_str().into();
     }
     body
 }

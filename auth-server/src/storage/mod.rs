@@ -181,7 +181,9 @@ pub trait GrantStore: Send + Sync {
     /// unspent and unexpired at `now`, its grant is not revoked, and `narrow_to`
     /// (if any) lies within its scope; then stores `next` (the rotated token: the
     /// spent one's grant, client and scope, issued at `now`) and records `access`
-    /// under the grant. Otherwise nothing changes. Of two concurrent calls for one
+    /// under the grant. With `bind_key`, a grant not yet bound to a DPoP key is
+    /// bound to it (RFC 9449 §5: a public client's refresh tokens are bound
+    /// from the first request that proves a key). Otherwise nothing changes. Of two concurrent calls for one
     /// token at most one sees [`RotateOutcome::Rotated`]; a token already spent is
     /// [`RotateOutcome::Reused`].
     fn rotate_refresh_token(
@@ -192,6 +194,7 @@ pub trait GrantStore: Send + Sync {
         narrow_to: Option<&Scope>,
         next: &NextRefreshToken,
         access: &IssuedAccessToken,
+        bind_key: Option<&str>,
     ) -> impl Future<Output = Result<RotateOutcome>> + Send;
 
     /// A refresh token by hash, spent or not, with its grant.

@@ -408,8 +408,10 @@ impl GrantStore for SqlStore {
         narrow_to: Option<&Scope>,
         next: &NextRefreshToken,
         access: &IssuedAccessToken,
+        bind_key: Option<&str>,
     ) -> Result<RotateOutcome> {
         let (token_hash, client_id) = (token_hash.to_owned(), client_id.to_owned());
+        let bind_key = bind_key.map(str::to_owned);
         let (narrow_to, next, access) = (narrow_to.cloned(), next.clone(), access.clone());
         self.db
             .transaction(Box::new(move |conn| {
@@ -463,7 +465,19 @@ impl GrantStore for SqlStore {
                         // A revoked grant: leave everything as it was.
                         return Ok(Decision::Rollback(RotateOutcome::Invalid));
                     };
-                    let grant = grant_from_row(&grant)?;
+                    let mut grant = grant_from_row(&grant)?;
+                    if let Some(jkt) = bind_key
+                        && grant.dpop_jkt.is_none()
+                    {
+                        sqlx::query(
+                            "UPDATE grants SET dpop_jkt = $1 WHERE grant_id = $2 AND dpop_jkt IS NULL",
+                        )
+                        .bind(&jkt)
+                        .bind(&grant.grant_id)
+                        .execute(&mut *conn)
+                        .await?;
+                        grant.dpop_jkt = Some(jkt);
+                    }
                     let owner = RefreshOwner {
                         grant_id: &grant.grant_id,
                         client_id: &client_id,

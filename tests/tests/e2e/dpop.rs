@@ -380,3 +380,63 @@ async fn with_server_nonces_a_proof_needs_the_current_one_and_they_rotate() {
     );
     assert_eq!(status.metadata().get("dpop-nonce").unwrap().to_str().unwrap(), current);
 }
+
+#[tokio::test]
+async fn introspection_tells_a_resource_server_the_token_is_dpop_bound() {
+    let stack = TestStack::start().await.unwrap();
+    let key = DpopKey::default();
+    let issued = reporter_token(&stack, &[&key.proof(&stack.token_htu(), None, stack.now())]).await;
+    let token = issued.body["access_token"].as_str().unwrap();
+    let secret = stack.secrets.reporter.clone();
+    // RFC 9449 §6.2: a resource server that introspects learns the binding,
+    // and so does not take the token for a bearer one.
+    let answer = crate::support::post_form(
+        &stack,
+        "/introspect",
+        Some(("tollgate-reporter", secret.expose())),
+        &[("token", token)],
+    )
+    .await;
+    assert_eq!(answer.body["active"], true, "{:?}", answer.body);
+    assert_eq!(answer.body["token_type"], "DPoP");
+    assert_eq!(answer.body["cnf"]["jkt"], key.jkt());
+}
+
+#[tokio::test]
+async fn a_public_clients_grant_is_bound_by_the_first_refresh_that_proves_a_key() {
+    let stack = TestStack::start().await.unwrap();
+    let code = obtain_code(&stack, "tollgate-cli", "alice", "profile:read").await;
+    // Redeemed without DPoP: a bearer token and an unbound refresh token.
+    let redeemed = post_token(&stack, None, &redemption("tollgate-cli", &code), &[]).await;
+    assert_eq!(redeemed.body["token_type"], "Bearer");
+    let refresh = |refresh_token: String, proofs: Vec<String>| {
+        let stack = &stack;
+        async move {
+            let proofs: Vec<&str> = proofs.iter().map(String::as_str).collect();
+            let form = [
+                ("grant_type", "refresh_token"),
+                ("client_id", "tollgate-cli"),
+                ("refresh_token", refresh_token.as_str()),
+            ];
+            post_token(stack, None, &form, &proofs).await
+        }
+    };
+    let key = DpopKey::default();
+    let proof = key.proof(&stack.token_htu(), None, stack.now());
+    let first =
+        refresh(redeemed.body["refresh_token"].as_str().unwrap().to_owned(), vec![proof.clone()])
+            .await;
+    assert_eq!((first.status.as_u16(), &first.body["token_type"]), (200, &"DPoP".into()));
+    // A public client's proof is remembered once its grant succeeded: the
+    // same proof again is a replay.
+    let next = first.body["refresh_token"].as_str().unwrap().to_owned();
+    let replayed = refresh(next.clone(), vec![proof]).await;
+    replayed.assert_error(400, "invalid_dpop_proof");
+    assert_eq!(replayed.body["error_description"], "proof jti already used");
+    // From then on the grant is the key's (RFC 9449 §5): its next refresh
+    // token is useless without it.
+    let without = refresh(next.clone(), vec![]).await;
+    without.assert_error(400, "invalid_dpop_proof");
+    let with = refresh(next, vec![key.proof(&stack.token_htu(), None, stack.now())]).await;
+    assert_eq!(with.status, 200, "{:?}", with.body);
+}

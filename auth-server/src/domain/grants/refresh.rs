@@ -77,6 +77,9 @@ impl<S: GrantStore> OAuthCore<S> {
                 narrowed.as_ref(),
                 &next,
                 &access,
+                // RFC 9449 §5: a public client's grant is bound from the
+                // first request that proves a key, refreshes included.
+                client.dpop_jkt.as_deref().filter(|_| client.is_public()),
             )
             .await
             .map_err(storage_failure)?;
