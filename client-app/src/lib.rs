@@ -5,7 +5,8 @@
 //! - [`oauth`]: the grants (authorization code + PKCE, client credentials, refresh).
 //! - [`loopback`]: the native-app redirect listener (RFC 8252).
 //! - [`tokens`]: the tokens held, in an owner-only file.
-//! - [`resource`]: calling the resource server with a bearer token.
+//! - [`resource`]: calling the resource server with the access token.
+//! - [`dpop`]: the key DPoP-bound tokens are bound to, and its proofs (RFC 9449).
 //! - [`owner`]: a scripted resource owner for the demo and the tests.
 //! - [`demo`]: the whole flow, narrated.
 #![forbid(unsafe_code)]
@@ -13,6 +14,7 @@
 pub mod claims;
 pub mod demo;
 pub mod discovery;
+pub mod dpop;
 pub mod loopback;
 pub mod oauth;
 pub mod owner;

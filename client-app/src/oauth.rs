@@ -17,6 +17,7 @@ use tollgate_token::{Clock, Secret};
 
 use crate::ClientError;
 use crate::discovery::ServerMetadata;
+use crate::dpop::DpopKey;
 use crate::tokens::{Obtained, TokenSet};
 
 type Oauth2Client =
@@ -78,17 +79,90 @@ pub struct PendingAuthorization {
 
 /// The HTTP client the oauth2 crate sends through: reqwest, with the caller's
 /// trace context added to every request (W3C `traceparent`), so a whole flow is
-/// one trace at the authorization server too.
+/// one trace at the authorization server too; and, with DPoP, a proof on
+/// every token request.
 #[derive(Debug, Clone)]
-struct TracedHttp(reqwest::Client);
+struct TracedHttp {
+    http: reqwest::Client,
+    dpop: Option<Arc<DpopState>>,
+}
+
+/// DPoP at the token endpoint (RFC 9449 §5): the key, where to prove it, and
+/// the last nonce the server named (§8).
+#[derive(Debug)]
+struct DpopState {
+    key: DpopKey,
+    token_endpoint: String,
+    clock: Arc<dyn Clock>,
+    nonce: std::sync::Mutex<Option<String>>,
+}
+
+impl DpopState {
+    /// Adds a fresh proof to a POST to the token endpoint.
+    fn prove(&self, request: &mut oauth2::HttpRequest) {
+        if request.method() != oauth2::http::Method::POST
+            || request.uri().to_string() != self.token_endpoint
+        {
+            return;
+        }
+        let nonce = self.nonce.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        let proof = self.key.proof(&self.token_endpoint, None, self.clock.now(), nonce.as_deref());
+        if let Ok(value) = oauth2::http::HeaderValue::from_str(&proof) {
+            request.headers_mut().insert("dpop", value);
+        }
+    }
+
+    /// Keeps the nonce an answer names; whether it refused for want of one
+    /// (`use_dpop_nonce`), so the request is worth sending once more.
+    fn learn(&self, response: &oauth2::HttpResponse) -> bool {
+        let Some(nonce) = response.headers().get("dpop-nonce").and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        *self.nonce.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            Some(nonce.to_owned());
+        response.status() == oauth2::http::StatusCode::BAD_REQUEST
+            && serde_json::from_slice::<serde_json::Value>(response.body())
+                .is_ok_and(|body| body["error"] == "use_dpop_nonce")
+    }
+}
+
+/// A copy of `request` (method, URI, headers, body), to send again.
+fn copy(request: &oauth2::HttpRequest) -> oauth2::HttpRequest {
+    let mut again = oauth2::http::Request::new(request.body().clone());
+    *again.method_mut() = request.method().clone();
+    *again.uri_mut() = request.uri().clone();
+    *again.headers_mut() = request.headers().clone();
+    again
+}
 
 impl<'c> oauth2::AsyncHttpClient<'c> for TracedHttp {
     type Error = <reqwest::Client as oauth2::AsyncHttpClient<'c>>::Error;
-    type Future = <reqwest::Client as oauth2::AsyncHttpClient<'c>>::Future;
+    type Future = std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<oauth2::HttpResponse, Self::Error>>
+                + Send
+                + Sync
+                + 'c,
+        >,
+    >;
 
     fn call(&'c self, mut request: oauth2::HttpRequest) -> Self::Future {
         tollgate_telemetry::propagation::inject(request.headers_mut());
-        self.0.call(request)
+        Box::pin(async move {
+            let Some(dpop) = &self.dpop else { return self.http.call(request).await };
+            let unproven = copy(&request);
+            dpop.prove(&mut request);
+            let response = self.http.call(request).await?;
+            if !dpop.learn(&response) {
+                return Ok(response);
+            }
+            // RFC 9449 §8: once more, with the nonce the server named.
+            let mut again = unproven;
+            dpop.prove(&mut again);
+            let response = self.http.call(again).await?;
+            dpop.learn(&response);
+            Ok(response)
+        })
     }
 }
 
@@ -176,7 +250,21 @@ impl OAuthClient {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        Ok(Self { inner, http: TracedHttp(http), metadata, identity, clock })
+        Ok(Self { inner, http: TracedHttp { http, dpop: None }, metadata, identity, clock })
+    }
+
+    /// Binds the tokens this client obtains to `key` (RFC 9449): every token
+    /// request carries a proof of it, answering the server's nonce if it
+    /// asks for one, and the tokens it gets come back as DPoP tokens that
+    /// keep the key with them ([`TokenSet::dpop_key`]).
+    pub fn with_dpop(mut self, key: DpopKey) -> Self {
+        self.http.dpop = Some(Arc::new(DpopState {
+            key,
+            token_endpoint: self.metadata.token_endpoint.clone(),
+            clock: self.clock.clone(),
+            nonce: std::sync::Mutex::new(None),
+        }));
+        self
     }
 
     pub fn metadata(&self) -> &ServerMetadata {
@@ -352,6 +440,11 @@ impl OAuthClient {
             Some(scopes) => scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" "),
             None => previous_scope.unwrap_or_default().to_owned(),
         };
+        // RFC 9449 §5: `DPoP` when the server bound the tokens to our key.
+        let dpop = matches!(
+            response.token_type(),
+            oauth2::basic::BasicTokenType::Extension(kind) if kind.eq_ignore_ascii_case("dpop")
+        );
         TokenSet {
             access_token: Secret::new(response.access_token().secret().clone()),
             refresh_token: response.refresh_token().map(|t| Secret::new(t.secret().clone())),
@@ -361,6 +454,8 @@ impl OAuthClient {
             scope,
             obtained,
             client_id: self.identity.client_id.clone(),
+            token_type: if dpop { "DPoP" } else { "Bearer" }.into(),
+            dpop_key: self.http.dpop.as_ref().filter(|_| dpop).map(|d| d.key.stored().clone()),
         }
     }
 }

@@ -31,6 +31,21 @@ pub struct TokenSet {
     pub obtained: Obtained,
     /// The client the tokens belong to; a token file is not shared across clients.
     pub client_id: String,
+    /// `Bearer`, or `DPoP` for tokens bound to [`Self::dpop_key`] (RFC 9449).
+    #[serde(default = "bearer")]
+    pub token_type: String,
+    /// The DPoP key (PKCS#8, base64) the tokens are bound to: kept with
+    /// them, as private as they are ([`crate::dpop`]).
+    #[serde(
+        default,
+        serialize_with = "tollgate_token::secret::exposed_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub dpop_key: Option<Secret>,
+}
+
+fn bearer() -> String {
+    "Bearer".into()
 }
 
 /// Enough of a secret to tell two apart in a terminal, not enough to use it.
@@ -43,6 +58,16 @@ impl TokenSet {
     /// Whether the access token is expired, or will be within `margin` seconds.
     pub fn expires_within(&self, now: i64, margin: i64) -> bool {
         now + margin >= self.expires_at
+    }
+
+    /// The DPoP key the tokens are bound to, if they are DPoP tokens.
+    pub fn dpop_key(&self) -> Result<Option<crate::dpop::DpopKey>, ClientError> {
+        match &self.dpop_key {
+            Some(stored) if self.token_type.eq_ignore_ascii_case("DPoP") => {
+                crate::dpop::DpopKey::from_stored(stored).map(Some)
+            }
+            _ => Ok(None),
+        }
     }
 }
 
@@ -107,6 +132,8 @@ mod tests {
             scope: "notes:read".into(),
             obtained: Obtained::AuthorizationCode,
             client_id: "cli".into(),
+            token_type: "DPoP".into(),
+            dpop_key: Some(Secret::new("dpop-private-key-value")),
         }
     }
 
@@ -134,6 +161,7 @@ mod tests {
         let shown = format!("{:?}", sample());
         assert!(!shown.contains("payload.signature"), "{shown}");
         assert!(!shown.contains("refresh-secret-value"), "{shown}");
+        assert!(!shown.contains("dpop-private-key-value"), "{shown}");
     }
 
     #[test]

@@ -186,6 +186,10 @@ pub trait GrantStore: Send + Sync {
     /// from the first request that proves a key). Otherwise nothing changes. Of two concurrent calls for one
     /// token at most one sees [`RotateOutcome::Rotated`]; a token already spent is
     /// [`RotateOutcome::Reused`].
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the refresh request's parts and what to write for it, each used once"
+    )]
     fn rotate_refresh_token(
         &self,
         token_hash: &str,

@@ -400,6 +400,10 @@ impl GrantStore for SqlStore {
         Ok(live)
     }
 
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the refresh request's parts and what to write for it, each used once"
+    )]
     async fn rotate_refresh_token(
         &self,
         token_hash: &str,

@@ -273,6 +273,8 @@ async fn a_device_approval_is_listed_on_the_account_page_and_withdrawing_it_revo
         scope: "notes:read".into(),
         obtained: tollgate_client_app::tokens::Obtained::AuthorizationCode,
         client_id: "tollgate-cli".into(),
+        token_type: "Bearer".into(),
+        dpop_key: None,
     };
 
     // Alice sees the device's approval among her approvals.

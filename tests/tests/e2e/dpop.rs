@@ -440,3 +440,60 @@ async fn a_public_clients_grant_is_bound_by_the_first_refresh_that_proves_a_key(
     let with = refresh(next, vec![key.proof(&stack.token_htu(), None, stack.now())]).await;
     assert_eq!(with.status, 200, "{:?}", with.body);
 }
+
+/// The client application's own DPoP (client-app `dpop`, `OAuthClient::with_dpop`,
+/// `ResourceClient::with_dpop`): signs in, calls through to the notes store,
+/// refreshes with the key it keeps with its tokens.
+#[tokio::test]
+async fn the_client_app_signs_in_calls_and_refreshes_with_its_dpop_key() {
+    use tollgate_client_app::dpop::DpopKey as ClientKey;
+    use tollgate_client_app::loopback::LoopbackRedirect;
+    use tollgate_e2e::{RESOURCE_DPOP_ORIGIN, approve, password_of};
+
+    let stack = TestStack::start().await.unwrap();
+    let client =
+        stack.client(&stack.cli_client()).await.unwrap().with_dpop(ClientKey::generate().unwrap());
+    let loopback = LoopbackRedirect::bind().await.unwrap();
+    let scopes = vec!["profile:read".to_owned(), "notes:read".to_owned()];
+    let pending = client.authorization_url(&scopes, &loopback.redirect_uri()).unwrap();
+    let waiting = tokio::spawn(loopback.wait());
+    let mut owner = stack.owner().unwrap();
+    let back =
+        approve(&mut owner, &pending.url, "alice", password_of("alice").unwrap()).await.unwrap();
+    owner.get(&back.location().unwrap()).await.unwrap();
+    let callback = waiting.await.unwrap().unwrap();
+    let tokens = client.finish_authorization(pending, &callback).await.unwrap();
+    assert_eq!(tokens.token_type, "DPoP");
+    let key = tokens.dpop_key().unwrap().expect("the key kept with the tokens");
+    let (_, claims) = decode_unverified(tokens.access_token.expose()).unwrap();
+    assert_eq!(claims["cnf"]["jkt"], key.jkt());
+
+    // Through the resource server, and behind it to the notes store.
+    let api = stack.resource().await.unwrap().with_dpop(key, RESOURCE_DPOP_ORIGIN, stack.clock());
+    api.get_profile(tokens.access_token.expose(), "me").await.expect("profile");
+    assert!(api.list_notes(tokens.access_token.expose(), "me").await.expect("notes").is_empty());
+
+    // A refresh by the same client (the key is its own): still DPoP, same key.
+    let refreshed = client.refresh(&tokens).await.unwrap();
+    assert_eq!(refreshed.token_type, "DPoP");
+    let again = refreshed.dpop_key().unwrap().unwrap();
+    assert_eq!(again.jkt(), tokens.dpop_key().unwrap().unwrap().jkt());
+}
+
+#[tokio::test]
+async fn the_client_app_answers_a_servers_nonce_by_itself() {
+    use tollgate_client_app::dpop::DpopKey as ClientKey;
+    let stack =
+        TestStack::builder().tweak(|config| config.auth.dpop_nonce = true).start().await.unwrap();
+    let client = stack
+        .client(&stack.reporter_client())
+        .await
+        .unwrap()
+        .with_dpop(ClientKey::generate().unwrap());
+    // The first request gets use_dpop_nonce; the client retries with the
+    // nonce the server named, once, and gets its token.
+    let tokens = client.client_credentials(&[]).await.unwrap();
+    assert_eq!(tokens.token_type, "DPoP");
+    // Later requests carry the nonce it kept.
+    assert_eq!(client.client_credentials(&[]).await.unwrap().token_type, "DPoP");
+}
