@@ -12,6 +12,7 @@ use tollgate_service_kit::tls::ClientTls;
 use tollgate_token::{Clock, Secret};
 
 use crate::discovery::discover;
+use crate::dpop::DpopKey;
 use crate::loopback::LoopbackRedirect;
 use crate::oauth::{ClientIdentity, OAuthClient};
 use crate::owner::ScriptedOwner;
@@ -24,6 +25,9 @@ use crate::{ClientError, claims};
 pub struct DemoOptions {
     pub issuer: String,
     pub resource_url: String,
+    /// With it, the client binds its tokens to a DPoP key (RFC 9449) and the
+    /// resource server takes proofs for this origin (its `OAUTH_DPOP_ORIGIN`).
+    pub resource_dpop_origin: Option<String>,
     /// The client that acts for the resource owner (authorization code + PKCE).
     pub client: ClientIdentity,
     pub scopes: Vec<String>,
@@ -71,6 +75,7 @@ impl Narrator<'_> {
     }
 
     fn tokens(&mut self, tokens: &TokenSet, clock: &dyn Clock) -> Result<(), ClientError> {
+        self.say(format!("token_type    = {}", tokens.token_type))?;
         self.say(format!("access_token  = {}", redact(tokens.access_token.expose())))?;
         if let Some(refresh) = &tokens.refresh_token {
             self.say(format!("refresh_token = {}", redact(refresh.expose())))?;
@@ -119,6 +124,22 @@ pub async fn run(
         clock.clone(),
         options.tls.reqwest(),
     )?;
+    let client = match &options.resource_dpop_origin {
+        None => client,
+        Some(_) => {
+            n.step("Client makes a DPoP key: its tokens will be bound to it (RFC 9449)")?;
+            let key = DpopKey::generate()?;
+            n.say(format!("Ed25519 key, thumbprint (RFC 7638) jkt = {}", key.jkt()))?;
+            n.say("every token request and every API call carries a fresh proof, e.g.:")?;
+            let token_endpoint = client.metadata().token_endpoint.clone();
+            let proof = key.proof(&token_endpoint, None, clock.now(), None);
+            let (header, claims) = claims::decode_unverified(&proof)?;
+            n.say(format!("  DPoP proof header = {header}"))?;
+            n.say(format!("  DPoP proof claims = {claims}"))?;
+            n.say("  signed with the private key, which never leaves the client")?;
+            client.with_dpop(key)
+        }
+    };
 
     n.step("Client starts an authorization request with PKCE (RFC 6749 §4.1.1, RFC 7636)")?;
     let loopback = LoopbackRedirect::bind().await?;
@@ -186,7 +207,17 @@ pub async fn run(
     n.tokens(&tokens, clock.as_ref())?;
 
     n.step("Client calls the resource server with the access token")?;
-    let api = ResourceClient::connect(&options.resource_url, &options.tls).await?;
+    let plain = ResourceClient::connect(&options.resource_url, &options.tls).await?;
+    let api = match (tokens.dpop_key()?, &options.resource_dpop_origin) {
+        (Some(key), Some(origin)) => {
+            n.say(format!(
+                "each call: authorization: DPoP <token>, dpop: <proof for {origin}/<method>, \
+                 ath = SHA-256 of the token>"
+            ))?;
+            plain.clone().with_dpop(key, origin, clock.clone())
+        }
+        _ => plain.clone(),
+    };
     let display = format!("{} (via Tollgate demo)", options.username);
     let email = format!("{}@example.com", options.username);
     let profile = api.update_profile(tokens.access_token.expose(), "me", &display, &email).await?;
@@ -245,12 +276,12 @@ pub async fn run(
             "POST /token grant_type=client_credentials (HTTP Basic client authentication) → 200",
         )?;
         n.tokens(&token, clock.as_ref())?;
-        let report = api.usage_report(token.access_token.expose()).await?;
+        let report = plain.usage_report(token.access_token.expose()).await?;
         n.say(format!(
             "GetUsageReport [reports:read] → owners={} notes={}",
             report.owners, report.notes
         ))?;
-        match api.list_notes(token.access_token.expose(), "me").await {
+        match plain.list_notes(token.access_token.expose(), "me").await {
             Err(status) => n.say(format!(
                 "ListNotes with the machine token → refused: {}",
                 status_line(&status)

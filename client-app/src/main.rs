@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use tollgate_client_app::claims;
 use tollgate_client_app::demo::{self, DemoOptions};
 use tollgate_client_app::discovery::discover;
+use tollgate_client_app::dpop::DpopKey;
 use tollgate_client_app::loopback::LoopbackRedirect;
 use tollgate_client_app::oauth::{ClientAuthMethod, ClientIdentity, OAuthClient};
 use tollgate_client_app::resource::ResourceClient;
@@ -47,6 +48,15 @@ struct Cli {
         global = true
     )]
     token_file: PathBuf,
+    /// Bind new tokens to a DPoP key (RFC 9449), made for them and kept with
+    /// them in the token file: a copy of the tokens alone is useless.
+    /// `--dpop false` asks for bearer tokens.
+    #[arg(long, env = "CLIENT_DPOP", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    dpop: bool,
+    /// The origin the resource server takes DPoP proofs for (its
+    /// OAUTH_DPOP_ORIGIN). Default: the scheme and authority of --resource-url.
+    #[arg(long, env = "CLIENT_RESOURCE_DPOP_ORIGIN", global = true)]
+    resource_dpop_origin: Option<String>,
     #[command(flatten)]
     tls: TlsConfig,
     #[command(flatten)]
@@ -146,10 +156,44 @@ impl Cli {
         }
     }
 
+    /// A client for new tokens: bound to a new DPoP key unless `--dpop false`.
     async fn client(&self, clock: Arc<dyn Clock>) -> anyhow::Result<OAuthClient> {
+        let key = if self.dpop { Some(DpopKey::generate()?) } else { None };
+        self.client_with(clock, key).await
+    }
+
+    /// A client to renew `tokens`: with the key they are bound to, if any.
+    async fn client_for(
+        &self,
+        tokens: &TokenSet,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<OAuthClient> {
+        self.client_with(clock, tokens.dpop_key()?).await
+    }
+
+    async fn client_with(
+        &self,
+        clock: Arc<dyn Clock>,
+        key: Option<DpopKey>,
+    ) -> anyhow::Result<OAuthClient> {
         let tls = self.tls()?;
         let metadata = discover(&tls.reqwest().build()?, &self.issuer).await?;
-        Ok(OAuthClient::with_http(metadata, self.identity(), clock, tls.reqwest())?)
+        let client = OAuthClient::with_http(metadata, self.identity(), clock, tls.reqwest())?;
+        Ok(match key {
+            Some(key) => client.with_dpop(key),
+            None => client,
+        })
+    }
+
+    /// The origin the resource server's DPoP proofs name.
+    fn resource_dpop_origin(&self) -> anyhow::Result<String> {
+        match &self.resource_dpop_origin {
+            Some(origin) => Ok(origin.clone()),
+            None => Ok(url::Url::parse(&self.resource_url)
+                .context("--resource-url")?
+                .origin()
+                .ascii_serialization()),
+        }
     }
 
     /// Trust for https:// URLs (TLS_CA, else the public roots) and the client
@@ -161,7 +205,8 @@ impl Cli {
 
 fn print_tokens(tokens: &TokenSet, file: &TokenFile, clock: &dyn Clock) {
     println!(
-        "access token {} (scope: {}), expires in {}s",
+        "{} access token {} (scope: {}), expires in {}s",
+        tokens.token_type,
         redact(tokens.access_token.expose()),
         tokens.scope,
         tokens.expires_at - clock.now()
@@ -192,7 +237,7 @@ async fn fresh_tokens(
     if !tokens.expires_within(clock.now(), 30) {
         return Ok(tokens);
     }
-    let (tokens, renewed) = cli.client(clock).await?.ensure_fresh(tokens, 30).await?;
+    let (tokens, renewed) = cli.client_for(&tokens, clock).await?.ensure_fresh(tokens, 30).await?;
     if renewed {
         file.save(&tokens)?;
         eprintln!("(access token renewed)");
@@ -251,8 +296,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Refresh => {
             let tokens = file.load()?.context("no tokens stored")?;
-            let tokens =
-                cli.client(clock.clone()).await?.ensure_fresh(tokens, i64::MAX / 2).await?.0;
+            let client = cli.client_for(&tokens, clock.clone()).await?;
+            let tokens = client.ensure_fresh(tokens, i64::MAX / 2).await?.0;
             file.save(&tokens)?;
             print_tokens(&tokens, &file, clock.as_ref());
         }
@@ -267,6 +312,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let tokens = fresh_tokens(&cli, &file, clock.clone()).await?;
             let token = tokens.access_token.expose().as_str();
             let api = ResourceClient::connect(&cli.resource_url, &cli.tls()?).await?;
+            let api = match tokens.dpop_key()? {
+                Some(key) => api.with_dpop(key, &cli.resource_dpop_origin()?, clock.clone()),
+                None => api,
+            };
             let shown = match call {
                 Call::Profile { owner } => format!("{:#?}", api.get_profile(token, owner).await?),
                 Call::SetProfile { display_name, email } => {
@@ -296,6 +345,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let options = DemoOptions {
                 issuer: cli.issuer.clone(),
                 resource_url: cli.resource_url.clone(),
+                resource_dpop_origin: if cli.dpop {
+                    Some(cli.resource_dpop_origin()?)
+                } else {
+                    None
+                },
                 client: cli.identity(),
                 scopes: scope.clone(),
                 username: username.clone(),

@@ -234,6 +234,7 @@ impl StackBuilder {
             tokens.jwks_min_refetch_secs = 1;
         }
         (self.tweak)(&mut config);
+        let resource_dpop_origin = config.resource.tokens.dpop_origin.clone().unwrap_or_default();
         let StackConfig { auth, mut resource, mut notes } = config;
         let clock = self.clock.shared();
         let mut running = Running::default();
@@ -289,6 +290,7 @@ impl StackBuilder {
             clock: self.clock,
             tls,
             issuer,
+            resource_dpop_origin,
             auth_grpc,
             resource_grpc,
             notes_grpc,
@@ -385,6 +387,9 @@ pub struct TestStack {
     /// [`StackBuilder::tls`].
     pub tls: Option<StackTls>,
     pub issuer: String,
+    /// The origin the resource server takes DPoP proofs for
+    /// ([`RESOURCE_DPOP_ORIGIN`] unless a tweak chose another).
+    pub resource_dpop_origin: String,
     pub auth_grpc: SocketAddr,
     pub resource_grpc: SocketAddr,
     notes_grpc: SocketAddr,
@@ -442,7 +447,7 @@ impl TestStack {
     /// The URI a DPoP proof for `method` (`/package.Service/Method`) of the
     /// resource server names (`htu`).
     pub fn resource_htu(&self, method: &str) -> String {
-        format!("{RESOURCE_DPOP_ORIGIN}{method}")
+        format!("{}{method}", self.resource_dpop_origin)
     }
 
     /// The token endpoint's URI, as a DPoP proof for it names it (`htu`).

@@ -63,6 +63,13 @@ async fn main() -> anyhow::Result<()> {
             config.auth.grpc_addr = auth_grpc;
             config.resource.service.grpc_addr = resource_grpc;
             config.notes.service.grpc_addr = notes_grpc;
+            // DPoP proofs name the URL the client app calls (its default,
+            // or the CLIENT_RESOURCE_URL printed below with TLS).
+            config.resource.tokens.dpop_origin = Some(if tls {
+                format!("https://localhost:{}", resource_grpc.port())
+            } else {
+                format!("http://{resource_grpc}")
+            });
             if tls {
                 // The name a browser checks the certificate against, and the
                 // one a `__Host-` cookie needs (a secure origin).
@@ -88,6 +95,7 @@ async fn main() -> anyhow::Result<()> {
     let options = DemoOptions {
         issuer: stack.issuer.clone(),
         resource_url: stack.resource_url(),
+        resource_dpop_origin: Some(stack.resource_dpop_origin.clone()),
         client: stack.cli_client(),
         scopes: ["profile:read", "profile:write", "notes:read", "notes:write"]
             .map(String::from)
