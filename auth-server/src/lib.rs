@@ -118,7 +118,18 @@ impl Application {
                      a host and an optional port, nothing after it"
                 )
             })?,
-            None => format!("{grpc_scheme}://{grpc_addr}"),
+            None => {
+                if grpc_addr.ip().is_unspecified() {
+                    tracing::warn!(
+                        %grpc_addr,
+                        "AUTH_GRPC_DPOP_ORIGIN is not set and the gRPC listener has no one \
+                         address: DPoP proofs to the gRPC token service must name \
+                         {grpc_scheme}://{grpc_addr}, which no client calls; set \
+                         AUTH_GRPC_DPOP_ORIGIN to the URL clients use"
+                    );
+                }
+                format!("{grpc_scheme}://{grpc_addr}")
+            }
         };
         let cookie_key = match &config.cookie_key_file {
             Some(path) => {

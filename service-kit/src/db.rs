@@ -226,15 +226,25 @@ struct Ran {
 async fn commit_in_groups(writes: AnyPool, mut jobs: mpsc::Receiver<Job>) {
     let mut group = Vec::with_capacity(GROUP_COMMIT_MAX);
     while jobs.recv_many(&mut group, GROUP_COMMIT_MAX).await > 0 {
-        let mut ran = Vec::with_capacity(group.len());
-        let committed = run_group(&writes, group.drain(..), &mut ran).await;
-        for job in ran {
-            (job.deliver)(match &committed {
-                Ok(()) => Ok(()),
-                // One error, many callers: each is told the commit failed.
-                Err(err) => Err(sqlx::Error::Protocol(format!("the group commit failed: {err}"))),
-            });
+        // A panic outside a job (in sqlx, say) fails this group's callers
+        // (their answers are dropped), not the writer: later groups commit.
+        if AssertUnwindSafe(commit_group(&writes, &mut group)).catch_unwind().await.is_err() {
+            tracing::error!("a group commit panicked; its transactions failed");
         }
+        group.clear();
+    }
+}
+
+/// Runs `group` and answers each of its callers.
+async fn commit_group(writes: &AnyPool, group: &mut Vec<Job>) {
+    let mut ran = Vec::with_capacity(group.len());
+    let committed = run_group(writes, group.drain(..), &mut ran).await;
+    for job in ran {
+        (job.deliver)(match &committed {
+            Ok(()) => Ok(()),
+            // One error, many callers: each is told the commit failed.
+            Err(err) => Err(sqlx::Error::Protocol(format!("the group commit failed: {err}"))),
+        });
     }
 }
 

@@ -63,7 +63,9 @@ pub fn reissued(
 }
 
 /// A client's DPoP key (RFC 9449), made here independently of the services'
-/// code: it signs proofs for token requests and protected calls.
+/// code and of the client app's (`tollgate_client_app::dpop`): the tests'
+/// proofs and thumbprints do not share the code they check. It signs proofs
+/// for token requests and protected calls.
 pub struct DpopKey(Ed25519KeyPair);
 
 impl Default for DpopKey {
