@@ -353,12 +353,15 @@ impl Shared {
         let proof = match (proofs.next(), proofs.next()) {
             (Some(proof), None) => proof.to_str().unwrap_or_default(),
             (None, _) => {
-                return refuse(OAuthError::invalid_dpop_proof("missing DPoP proof"), "no_proof");
+                return refuse(
+                    OAuthError::invalid_dpop_proof("missing DPoP proof"),
+                    "dpop_no_proof",
+                );
             }
             (Some(_), Some(_)) => {
                 return refuse(
                     OAuthError::invalid_dpop_proof("more than one DPoP proof"),
-                    "two_proofs",
+                    "dpop_two_proofs",
                 );
             }
         };

@@ -84,23 +84,24 @@ impl DpopError {
         }
     }
 
-    /// A fixed label for metrics and spans.
+    /// A fixed label for metrics and spans, `dpop_…` so that it is never
+    /// mistaken for the access token's own refusal of the same name.
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::TooLarge => "too_large",
-            Self::Malformed(_) => "malformed",
-            Self::WrongType => "wrong_type",
-            Self::AlgorithmNotAllowed => "algorithm_not_allowed",
-            Self::NoKey => "no_key",
-            Self::PrivateKey => "private_key",
-            Self::BadSignature => "bad_signature",
-            Self::MethodMismatch => "htm_mismatch",
-            Self::UriMismatch => "htu_mismatch",
-            Self::IatOutOfWindow => "iat_window",
-            Self::AccessTokenHashMismatch => "ath_mismatch",
-            Self::Replayed => "replayed",
-            Self::ReplayCacheFull => "replay_cache_full",
-            Self::KeyMismatch => "key_mismatch",
+            Self::TooLarge => "dpop_too_large",
+            Self::Malformed(_) => "dpop_malformed",
+            Self::WrongType => "dpop_wrong_type",
+            Self::AlgorithmNotAllowed => "dpop_algorithm_not_allowed",
+            Self::NoKey => "dpop_no_key",
+            Self::PrivateKey => "dpop_private_key",
+            Self::BadSignature => "dpop_bad_signature",
+            Self::MethodMismatch => "dpop_htm_mismatch",
+            Self::UriMismatch => "dpop_htu_mismatch",
+            Self::IatOutOfWindow => "dpop_iat_window",
+            Self::AccessTokenHashMismatch => "dpop_ath_mismatch",
+            Self::Replayed => "dpop_replayed",
+            Self::ReplayCacheFull => "dpop_replay_cache_full",
+            Self::KeyMismatch => "dpop_key_mismatch",
             Self::UseNonce => "use_dpop_nonce",
         }
     }
