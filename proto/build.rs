@@ -7,6 +7,7 @@ const PROTOS: &[&str] = &[
     "tollgate/auth/v1/token.proto",
     "tollgate/resource/v1/resource.proto",
     "tollgate/notes/v1/notes.proto",
+    "tollgate/ledger/v1/ledger.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -31,6 +31,12 @@ impl From<SigningAlg> for KeyAlgorithm {
 
 pub const DEFAULT_AUDIENCE: &str = "tollgate-resource";
 pub const DEFAULT_ACCESS_TOKEN_TTL: i64 = 300;
+/// The trust domain's name unless `AUTH_TXN_TRUST_DOMAIN` says otherwise: one
+/// deployment's workloads share it with its authorization server.
+pub const DEFAULT_TXN_TRUST_DOMAIN: &str = "tollgate.internal";
+/// A Txn-Token lives a minute: long enough for one call chain, short enough
+/// that a copy taken from a hop is soon useless (the draft's "minutes or less").
+pub const DEFAULT_TXN_TOKEN_TTL: i64 = 60;
 pub const DEFAULT_REFRESH_TOKEN_TTL: i64 = 30 * 24 * 3600;
 /// However often it is refreshed, a grant ends 90 days after the owner
 /// approved it, and they sign in again (RFC 9700 §4.14.2).
@@ -114,6 +120,15 @@ pub struct Config {
     /// Access-token lifetime, seconds.
     #[arg(long, env = "AUTH_ACCESS_TOKEN_TTL", default_value_t = DEFAULT_ACCESS_TOKEN_TTL)]
     pub access_token_ttl_secs: i64,
+    /// The trust domain this server is the Txn-Token Service of
+    /// (draft-ietf-oauth-transaction-tokens): the `aud` of every Txn-Token,
+    /// and the `audience` a workload names to ask for one.
+    #[arg(long, env = "AUTH_TXN_TRUST_DOMAIN", default_value = DEFAULT_TXN_TRUST_DOMAIN)]
+    pub txn_trust_domain: String,
+    /// Txn-Token lifetime, seconds (1 to 300): one call chain's worth. Never
+    /// beyond the token it was obtained with.
+    #[arg(long, env = "AUTH_TXN_TOKEN_TTL", default_value_t = DEFAULT_TXN_TOKEN_TTL)]
+    pub txn_token_ttl_secs: i64,
     /// Refresh-token lifetime, seconds.
     #[arg(long, env = "AUTH_REFRESH_TOKEN_TTL", default_value_t = DEFAULT_REFRESH_TOKEN_TTL)]
     pub refresh_token_ttl_secs: i64,
@@ -215,6 +230,8 @@ impl Config {
             signing_alg: SigningAlg::EdDsa,
             default_audience: DEFAULT_AUDIENCE.into(),
             access_token_ttl_secs: DEFAULT_ACCESS_TOKEN_TTL,
+            txn_trust_domain: DEFAULT_TXN_TRUST_DOMAIN.into(),
+            txn_token_ttl_secs: DEFAULT_TXN_TOKEN_TTL,
             refresh_token_ttl_secs: DEFAULT_REFRESH_TOKEN_TTL,
             grant_max_lifetime_secs: DEFAULT_GRANT_MAX_LIFETIME,
             code_ttl_secs: DEFAULT_CODE_TTL,

@@ -142,9 +142,18 @@ impl Application {
             }
             None => Key::generate(),
         };
+        anyhow::ensure!(
+            (1..=tollgate_token::txn::MAX_TXN_TOKEN_LIFETIME_SECS)
+                .contains(&config.txn_token_ttl_secs),
+            "AUTH_TXN_TOKEN_TTL must be 1 to {} seconds",
+            tollgate_token::txn::MAX_TXN_TOKEN_LIFETIME_SECS
+        );
+        anyhow::ensure!(!config.txn_trust_domain.is_empty(), "AUTH_TXN_TRUST_DOMAIN is empty");
         let settings = OAuthSettings {
             issuer: issuer.clone(),
             access_token_ttl_secs: config.access_token_ttl_secs,
+            txn_trust_domain: config.txn_trust_domain.clone(),
+            txn_token_ttl_secs: config.txn_token_ttl_secs,
             refresh_token_ttl_secs: config.refresh_token_ttl_secs,
             grant_max_lifetime_secs: config.grant_max_lifetime_secs,
             code_ttl_secs: config.code_ttl_secs,

@@ -331,6 +331,8 @@ async fn exchange_hop(
             resource: None,
             scope: Some("notes:read".into()),
             requested_token_type: None,
+            request_context: None,
+            request_details: None,
         })),
     };
     let mut auth = TokenServiceClient::new(

@@ -65,6 +65,8 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
         let settings = OAuthSettings {
             issuer: ISSUER.into(),
             access_token_ttl_secs: 300,
+            txn_trust_domain: "tollgate.internal".into(),
+            txn_token_ttl_secs: 60,
             refresh_token_ttl_secs: 86_400,
             grant_max_lifetime_secs: 7 * 86_400,
             code_ttl_secs: 60,

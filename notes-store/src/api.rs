@@ -19,8 +19,10 @@ use tollgate_token::{Clock, OAuthError};
 use tonic::{Request, Response, Status};
 
 use crate::Config;
+use crate::ledger::Ledger;
 use crate::storage::NoteStorage;
 use tollgate_service_kit::status::storage_unavailable as storage_failure;
+use tollgate_service_kit::tls::ClientTls;
 
 const MAX_TITLE: usize = 200;
 const MAX_BODY: usize = 10_000;
@@ -30,6 +32,7 @@ pub struct Api {
     storage: NoteStorage,
     clock: Arc<dyn Clock>,
     trusted_actors: Arc<Vec<String>>,
+    ledger: Option<Ledger>,
 }
 
 /// The notes store as the shared scaffolding builds and serves it.
@@ -41,7 +44,23 @@ impl ProtectedService for Api {
         let storage = config.open_database(NoteStorage::connect).await?;
         let trusted_actors = config.settings.trusted_actors.clone();
         tracing::info!(?trusted_actors, "services trusted to act for users");
-        Ok(Self { storage, clock, trusted_actors: Arc::new(trusted_actors) })
+        let ledger = match &config.settings.ledger_url {
+            None => None,
+            Some(url) => {
+                let credentials = config.tokens.credentials().ok_or_else(|| {
+                    anyhow::anyhow!("LEDGER_URL needs this service's OAUTH_CLIENT_ID")
+                })?;
+                let tls = ClientTls::from_config(&config.service.tls)?;
+                Some(Ledger::new(
+                    url,
+                    &config.tokens.auth_grpc_url,
+                    credentials,
+                    clock.clone(),
+                    &tls,
+                )?)
+            }
+        };
+        Ok(Self { storage, clock, trusted_actors: Arc::new(trusted_actors), ledger })
     }
 
     fn routes(self, router: ProtectedRouter, limits: &GrpcLimits) -> ProtectedRouter {
@@ -77,6 +96,28 @@ impl Api {
     }
 }
 
+impl Api {
+    /// Records a change in the ledger when the call is part of a transaction
+    /// (the second hop, with the same Txn-Token). The note is written either
+    /// way: a ledger that cannot be reached is logged, not the caller's
+    /// failure.
+    async fn record<T>(&self, request: &Request<T>, action: &str, note_id: &str) {
+        let (Some(ledger), Some(txn_token)) = (&self.ledger, auth::txn_token(request)) else {
+            return;
+        };
+        if let Err(status) = ledger.record(txn_token, action, note_id).await {
+            let txn = auth::caller(request)
+                .ok()
+                .and_then(|caller| caller.transaction.as_ref())
+                .map(|t| t.txn.as_str());
+            tracing::error!(
+                code = ?status.code(), message = status.message(), txn,
+                "the ledger did not record a change"
+            );
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl NoteStore for Api {
     async fn list_notes(
@@ -102,6 +143,7 @@ impl NoteStore for Api {
             .create(&caller.subject, title, body, actor, self.clock.now())
             .await
             .map_err(storage_failure)?;
+        self.record(&request, "create", &note.id).await;
         Ok(Response::new(note))
     }
 
@@ -116,6 +158,7 @@ impl NoteStore for Api {
             .await
             .map_err(storage_failure)?
         {
+            self.record(&request, "delete", &request.get_ref().id).await;
             Ok(Response::new(DeleteNoteResponse {}))
         } else {
             Err(Status::not_found("no such note"))

@@ -27,10 +27,15 @@ pub struct Settings {
     /// A service (client id) allowed to act for users here (RFC 8693 `act.sub`).
     #[arg(long = "trusted-actor", env = "TRUSTED_ACTORS", value_delimiter = ',', default_value = DEFAULT_TRUSTED_ACTOR)]
     pub trusted_actors: Vec<String>,
+    /// The ledger (an internal service): with it, each change made within a
+    /// transaction (a call carrying a Txn-Token) is recorded there, the
+    /// Txn-Token passed on unmodified. Needs OAUTH_CLIENT_ID (and its secret).
+    #[arg(long, env = "LEDGER_URL")]
+    pub ledger_url: Option<String>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { trusted_actors: vec![DEFAULT_TRUSTED_ACTOR.into()] }
+        Self { trusted_actors: vec![DEFAULT_TRUSTED_ACTOR.into()], ledger_url: None }
     }
 }

@@ -46,6 +46,14 @@ pub mod notes {
     }
 }
 
+/// The ledger's gRPC API: an internal service two hops behind the resource
+/// server, reached only with a Transaction Token.
+pub mod ledger {
+    pub mod v1 {
+        tonic::include_proto!("tollgate.ledger.v1");
+    }
+}
+
 /// The encoded `FileDescriptorSet` of every proto here, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/tollgate_descriptor.bin"));

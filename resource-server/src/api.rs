@@ -61,7 +61,7 @@ impl ProtectedService for Api {
             &config.settings.notes_store_url,
             &config.tokens.auth_grpc_url,
             config.tokens.credentials(),
-            config.settings.notes_store_audience.clone(),
+            &config.settings,
             clock.clone(),
             &ClientTls::from_config(&config.service.tls)?,
         )?;
@@ -181,6 +181,7 @@ impl Api {
         request: &Request<T>,
         owner: &str,
         scope: &str,
+        rpc: &str,
         message: M,
     ) -> Result<(NoteStoreClient<TracedChannel>, Request<M>), Status> {
         owner_of(request, owner)?;
@@ -190,7 +191,7 @@ impl Api {
         if caller.expires_at <= self.clock.now() {
             return Err(to_status(&OAuthError::invalid_token("token has expired")));
         }
-        self.notes.for_caller(caller, auth::subject_token(request)?, scope, message).await
+        self.notes.for_caller(caller, auth::subject_token(request)?, scope, rpc, message).await
     }
 }
 
@@ -201,7 +202,13 @@ impl NotesService for Api {
         request: Request<ListNotesRequest>,
     ) -> Result<Response<ListNotesResponse>, Status> {
         let (mut store, call) = self
-            .notes_store(&request, &request.get_ref().owner, NOTES_READ, store::ListNotesRequest {})
+            .notes_store(
+                &request,
+                &request.get_ref().owner,
+                NOTES_READ,
+                "ListNotes",
+                store::ListNotesRequest {},
+            )
             .await?;
         let notes = store.list_notes(call).await.map_err(from_downstream)?.into_inner().notes;
         Ok(Response::new(ListNotesResponse { notes: notes.into_iter().map(from_store).collect() }))
@@ -216,7 +223,8 @@ impl NotesService for Api {
         check_len("title", title, MAX_TITLE)?;
         check_len("body", body, MAX_BODY)?;
         let message = store::CreateNoteRequest { title: title.clone(), body: body.clone() };
-        let (mut store, call) = self.notes_store(&request, owner, NOTES_WRITE, message).await?;
+        let (mut store, call) =
+            self.notes_store(&request, owner, NOTES_WRITE, "CreateNote", message).await?;
         Ok(Response::new(from_store(
             store.create_note(call).await.map_err(from_downstream)?.into_inner(),
         )))
@@ -228,7 +236,8 @@ impl NotesService for Api {
     ) -> Result<Response<DeleteNoteResponse>, Status> {
         let DeleteNoteRequest { owner, id } = request.get_ref();
         let message = store::DeleteNoteRequest { id: id.clone() };
-        let (mut store, call) = self.notes_store(&request, owner, NOTES_WRITE, message).await?;
+        let (mut store, call) =
+            self.notes_store(&request, owner, NOTES_WRITE, "DeleteNote", message).await?;
         store.delete_note(call).await.map_err(from_downstream)?;
         Ok(Response::new(DeleteNoteResponse {}))
     }

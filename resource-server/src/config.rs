@@ -29,6 +29,28 @@ pub struct Settings {
     /// The notes store's audience: what user tokens are exchanged for.
     #[arg(long, env = "NOTES_STORE_AUDIENCE", default_value = DEFAULT_NOTES_STORE_AUDIENCE)]
     pub notes_store_audience: String,
+    /// How a user's call is carried to the notes store: `exchange` (a token
+    /// per hop, RFC 8693) or `txn-token` (one Transaction Token for the whole
+    /// call chain). docs/transaction-tokens.md says when to use which.
+    #[arg(long, env = "NOTES_STORE_DELEGATION", value_enum, default_value = "exchange")]
+    pub delegation: Delegation,
+    /// The trust domain Txn-Tokens are asked for (the authorization server's
+    /// AUTH_TXN_TRUST_DOMAIN). Used with `--delegation txn-token`.
+    #[arg(long, env = "TXN_TRUST_DOMAIN", default_value = DEFAULT_TXN_TRUST_DOMAIN)]
+    pub txn_trust_domain: String,
+}
+
+/// The trust domain's default name, as the authorization server's.
+pub const DEFAULT_TXN_TRUST_DOMAIN: &str = "tollgate.internal";
+
+/// How the resource server acts for a user at the notes store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Delegation {
+    /// Token exchange (RFC 8693): a token for the notes store, with `act`.
+    Exchange,
+    /// A Transaction Token (draft-ietf-oauth-transaction-tokens) beside this
+    /// server's own token.
+    TxnToken,
 }
 
 impl Default for Settings {
@@ -36,6 +58,8 @@ impl Default for Settings {
         Self {
             notes_store_url: DEFAULT_NOTES_STORE_URL.into(),
             notes_store_audience: DEFAULT_NOTES_STORE_AUDIENCE.into(),
+            delegation: Delegation::Exchange,
+            txn_trust_domain: DEFAULT_TXN_TRUST_DOMAIN.into(),
         }
     }
 }

@@ -1,11 +1,20 @@
-//! Calling the notes store on a user's behalf (RFC 8693).
+//! Calling the notes store on a user's behalf, in one of two ways
+//! ([`Delegation`]; docs/transaction-tokens.md compares them).
 //!
-//! The user's token was issued for this resource server; the notes store accepts
-//! only tokens for itself. So before each call the user's token is exchanged at
-//! the authorization server for one whose `aud` is the notes store, whose scope
-//! is just what the call needs, and whose `act` names this server. Exchanged
-//! tokens are cached until shortly before they expire, keyed by the user token's
-//! `jti` and the scope, so a burst of calls costs one exchange.
+//! **Token exchange** (RFC 8693). The user's token was issued for this
+//! resource server; the notes store accepts only tokens for itself. So before
+//! each call the user's token is exchanged at the authorization server for one
+//! whose `aud` is the notes store, whose scope is just what the call needs, and
+//! whose `act` names this server. Exchanged tokens are cached until shortly
+//! before they expire, keyed by the user token's `jti` and the scope, so a
+//! burst of calls costs one exchange.
+//!
+//! **Transaction Tokens** (draft-ietf-oauth-transaction-tokens). For each
+//! incoming user call this server, the edge of the trust domain, asks the
+//! authorization server for one Txn-Token (the user as `sub`, the call's scope,
+//! a new `txn`) and sends it in `txn-token` beside its own access token for the
+//! notes store, which authenticates this server. Every workload behind passes
+//! the same Txn-Token on; none exchanges anything.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,6 +36,8 @@ pub type TracedChannel = Propagating<Channel>;
 use tonic::{Request, Status};
 
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+use crate::config::Delegation;
+use tollgate_token::txn::{TXN_TOKEN_METADATA, TXN_TOKEN_TYPE};
 /// An exchanged token is not reused in its last seconds.
 const REUSE_MARGIN_SECS: i64 = 10;
 
@@ -84,6 +95,8 @@ pub struct NotesBackend {
     tls: ClientTls,
     credentials: Option<(String, Option<Secret>)>,
     audience: String,
+    delegation: Delegation,
+    trust_domain: String,
     clock: Arc<dyn Clock>,
 }
 
@@ -94,7 +107,7 @@ impl NotesBackend {
         notes_url: &str,
         auth_grpc_url: &str,
         credentials: Option<(String, Option<Secret>)>,
-        audience: String,
+        settings: &crate::config::Settings,
         clock: Arc<dyn Clock>,
         tls: &ClientTls,
     ) -> anyhow::Result<Self> {
@@ -105,21 +118,27 @@ impl NotesBackend {
             auth_grpc_url: auth_grpc_url.to_owned(),
             tls: tls.clone(),
             credentials,
-            audience,
+            audience: settings.notes_store_audience.clone(),
+            delegation: settings.delegation,
+            trust_domain: settings.txn_trust_domain.clone(),
             clock,
         })
     }
 
     /// A client for the notes store and the request metadata to call it with,
-    /// acting for `caller` with `scope` only.
+    /// acting for `caller` with `scope` only, for the user's call `rpc`.
     pub async fn for_caller<T>(
         &self,
         caller: &AuthContext,
         subject: &SubjectToken,
         scope: &str,
+        rpc: &str,
         message: T,
     ) -> Result<(NoteStoreClient<TracedChannel>, Request<T>), Status> {
         let channels = self.channels()?;
+        if self.delegation == Delegation::TxnToken {
+            return self.in_transaction(&channels, subject, scope, rpc, message).await;
+        }
         let token = self
             .token(&channels, caller.token_id.clone(), scope, || {
                 Grant::TokenExchange(TokenExchangeGrant {
@@ -129,10 +148,54 @@ impl NotesBackend {
                     resource: None,
                     scope: Some(scope.to_owned()),
                     requested_token_type: None,
+                    request_context: None,
+                    request_details: None,
                 })
             })
             .await?;
         Ok((channels.notes.clone(), bearer(message, token.expose())?))
+    }
+
+    /// The Txn-Token way: this server's own token (cached like any other)
+    /// authenticates it; a new Txn-Token, never cached, carries the user's
+    /// call. One per incoming call: the draft binds a Txn-Token to one
+    /// transaction.
+    async fn in_transaction<T>(
+        &self,
+        channels: &Channels,
+        subject: &SubjectToken,
+        scope: &str,
+        rpc: &str,
+        message: T,
+    ) -> Result<(NoteStoreClient<TracedChannel>, Request<T>), Status> {
+        let own = self
+            .token(channels, String::new(), "", || {
+                Grant::ClientCredentials(ClientCredentialsGrant { scope: None, resource: None })
+            })
+            .await?;
+        let txn_token = self
+            .issue(
+                channels,
+                Grant::TokenExchange(TokenExchangeGrant {
+                    subject_token: subject.expose().to_owned(),
+                    subject_token_type: ACCESS_TOKEN_TYPE.into(),
+                    audience: Some(self.trust_domain.clone()),
+                    resource: None,
+                    scope: Some(scope.to_owned()),
+                    requested_token_type: Some(TXN_TOKEN_TYPE.into()),
+                    request_context: None,
+                    // What the user asked for, fixed for the whole chain (`tctx`).
+                    request_details: Some(format!(r#"{{"rpc":"{rpc}"}}"#)),
+                }),
+            )
+            .await?;
+        let mut request = bearer(message, own.expose())?;
+        let value = txn_token
+            .access_token
+            .parse()
+            .map_err(|_| Status::internal("a Txn-Token is not a header value"))?;
+        request.metadata_mut().insert(TXN_TOKEN_METADATA, value);
+        Ok((channels.notes.clone(), request))
     }
 
     /// A client for the notes store with this server's own token (client
@@ -187,6 +250,21 @@ impl NotesBackend {
         if let Some(token) = channels.lock().get(&key, now) {
             return Ok(token);
         }
+        let issued = self.issue(channels, grant()).await?;
+        let token = Secret::new(issued.access_token);
+        channels.lock().insert(key, token.clone(), now + issued.expires_in, now);
+        Ok(token)
+    }
+}
+
+impl NotesBackend {
+    /// Asks the authorization server for a token with this server's
+    /// credentials.
+    async fn issue(
+        &self,
+        channels: &Channels,
+        grant: Grant,
+    ) -> Result<tollgate_proto::auth::v1::TokenResponse, Status> {
         let Some((client_id, secret)) = &self.credentials else {
             return Err(Status::unavailable("the notes store is not configured here"));
         };
@@ -196,7 +274,7 @@ impl NotesBackend {
                 client_secret: secret.as_ref().map(|s| s.expose().clone()),
                 client_assertion: None,
             }),
-            grant: Some(grant()),
+            grant: Some(grant),
         };
         let mut tokens = channels.tokens.clone();
         let issued = tokens.token(request).await.map_err(|status| {
@@ -207,10 +285,7 @@ impl NotesBackend {
                 Status::permission_denied("the notes store cannot be reached for this caller")
             }
         })?;
-        let issued = issued.into_inner();
-        let token = Secret::new(issued.access_token);
-        channels.lock().insert(key, token.clone(), now + issued.expires_in, now);
-        Ok(token)
+        Ok(issued.into_inner())
     }
 }
 

@@ -17,6 +17,13 @@
 //! `authorization: DPoP …` with a fresh proof in the `dpop` metadata entry
 //! (docs/dpop-grpc.md); it is `UNAUTHENTICATED` as a bearer token, and a
 //! proof that fails is `UNAUTHENTICATED` (`invalid_dpop_proof`).
+//! A call may carry a Transaction Token (draft-ietf-oauth-transaction-tokens)
+//! in the `txn-token` metadata entry, beside the calling workload's own
+//! access token in `authorization`: then the method's scope is checked
+//! against the Txn-Token's, and the caller is the transaction's subject, with
+//! the workload as the actor (docs/transaction-tokens.md). A bad Txn-Token is
+//! `UNAUTHENTICATED` (`invalid_token`); one requested by a workload this
+//! service does not accept is `PERMISSION_DENIED`.
 //! When the service cannot judge a token (keys not loaded, the revocation
 //! denylist not loaded or stale) the call is `UNAVAILABLE`
 //! (`temporarily_unavailable`): try later, not "invalid".
@@ -27,6 +34,7 @@ use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
 use tollgate_token::dpop::{ProofPolicy, ProofReplayCache, ProofRequest, verify_proof};
+use tollgate_token::txn::{TXN_TOKEN_METADATA, TxnTokenError, TxnTokenPolicy, verify_txn_token};
 use tollgate_token::{AccessTokenClaims, Clock, OAuthError, TokenError, VerifiedTokens, Verifier};
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tower::{Layer, Service};
@@ -100,9 +108,53 @@ pub struct AuthContext {
     pub scopes: Vec<String>,
     pub token_id: String,
     pub expires_at: i64,
-    /// The service acting for `subject` (RFC 8693 `act.sub`), when the token was
-    /// obtained by token exchange.
+    /// The service acting for `subject`: RFC 8693 `act.sub` when the token was
+    /// obtained by token exchange; the calling workload when the call carries
+    /// a Txn-Token.
     pub actor: Option<String>,
+    /// The transaction the call belongs to, when it carries a Txn-Token.
+    pub transaction: Option<Transaction>,
+}
+
+/// What a verified Txn-Token says about the call's transaction, beside the
+/// subject and scope in [`AuthContext`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transaction {
+    /// The transaction's identifier (`txn`): the same on every hop.
+    pub txn: String,
+    /// Every workload that requested the Txn-Token or one it replaced, the
+    /// edge of the trust domain first.
+    pub requesters: Vec<String>,
+    /// The immutable details of the transaction (`tctx`), as JSON.
+    pub details: Option<String>,
+}
+
+/// The verified Txn-Token itself, for a workload that calls another inside
+/// the trust domain: it passes the token on unmodified (the draft's
+/// "Txn-Token Validation"). `Debug` never shows it.
+#[derive(Clone)]
+pub struct TxnToken(http::HeaderValue);
+
+impl TxnToken {
+    /// The value to send on in the `txn-token` metadata entry.
+    pub fn header_value(&self) -> &http::HeaderValue {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for TxnToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TxnToken([redacted])")
+    }
+}
+
+/// Txn-Tokens at a protected service: what they must be, and who may have
+/// requested them.
+#[derive(Debug, Clone)]
+pub struct TxnCheck {
+    pub policy: TxnTokenPolicy,
+    /// Every requester in a Txn-Token's chain must be one of these.
+    pub requesters: Vec<String>,
 }
 
 /// The verified bearer token itself, for the few services that exchange it for
@@ -136,6 +188,7 @@ impl AuthContext {
             token_id: claims.jti.clone(),
             expires_at: claims.exp,
             actor: claims.act.as_ref().map(|act| act.sub.clone()),
+            transaction: None,
         }
     }
 }
@@ -186,6 +239,8 @@ struct Shared {
     denylist: Denylist,
     /// DPoP-bound tokens are refused unless this is set.
     dpop: Option<Arc<DpopCheck>>,
+    /// Txn-Tokens are refused unless this is set.
+    txn: Option<Arc<TxnCheck>>,
     /// Tests that assert who a service admitted listen here.
     #[cfg(feature = "test-support")]
     access_log: Option<tokio::sync::broadcast::Sender<AuthContext>>,
@@ -208,7 +263,7 @@ impl Shared {
         path: &str,
         headers: &http::HeaderMap,
         client_certificate: Option<&[u8]>,
-    ) -> Result<(AuthContext, SubjectToken), (OAuthError, &'static str)> {
+    ) -> Result<(AuthContext, SubjectToken, Option<TxnToken>), (OAuthError, &'static str)> {
         let (authorization, scheme, token) = headers
             .get(http::header::AUTHORIZATION)
             .and_then(|value| {
@@ -292,6 +347,23 @@ impl Shared {
             }
         }
         self.check_dpop(&claims, scheme, token, path, headers, now)?;
+        let mut txn_tokens = headers.get_all(TXN_TOKEN_METADATA).iter();
+        if let Some(txn_token) = txn_tokens.next() {
+            // The draft's "Txn-Token" header: "exactly one Txn-Token".
+            if txn_tokens.next().is_some() {
+                tracing::info!(reason = "txn_two_tokens", "Txn-Token refused");
+                return Err((
+                    OAuthError::invalid_token("more than one Txn-Token"),
+                    "txn_two_tokens",
+                ));
+            }
+            let context = self.admit_transaction(&claims, txn_token, scope, &snapshot.keys, now)?;
+            return Ok((
+                context,
+                SubjectToken(authorization.clone()),
+                Some(TxnToken(txn_token.clone())),
+            ));
+        }
         if !claims.has_scope(scope) {
             tracing::info!(
                 subject = %claims.sub, client_id = %claims.client_id, required = scope,
@@ -302,7 +374,83 @@ impl Shared {
                 "insufficient_scope",
             ));
         }
-        Ok((AuthContext::from_claims(&claims), SubjectToken(authorization.clone())))
+        Ok((AuthContext::from_claims(&claims), SubjectToken(authorization.clone()), None))
+    }
+
+    /// A call inside the trust domain: `claims` (already verified) authenticate
+    /// the calling workload, and the Txn-Token says for whom and for what.
+    /// The method's scope is the transaction's to grant, not the workload's.
+    fn admit_transaction(
+        &self,
+        claims: &AccessTokenClaims,
+        value: &http::HeaderValue,
+        scope: &str,
+        keys: &tollgate_token::KeySet,
+        now: i64,
+    ) -> Result<AuthContext, (OAuthError, &'static str)> {
+        let refuse = |err: OAuthError, reason: &'static str| {
+            tracing::info!(reason, client_id = %claims.client_id, "Txn-Token refused");
+            Err((err, reason))
+        };
+        let Some(check) = &self.txn else {
+            return refuse(
+                OAuthError::invalid_token("this service does not accept Txn-Tokens"),
+                "txn_not_accepted",
+            );
+        };
+        // A Txn-Token authenticates nobody (the draft: "not authentication
+        // credentials"): the workload presents its own token, one for itself
+        // (RFC 9068 §2.2: `sub` is the client), never a user's.
+        if claims.sub != claims.client_id || claims.act.is_some() {
+            return refuse(
+                OAuthError::invalid_token(
+                    "a Txn-Token comes with the calling workload's own access token, not a user's",
+                ),
+                "txn_not_workload_token",
+            );
+        }
+        let verified =
+            match verify_txn_token(keys, value.to_str().unwrap_or_default(), &check.policy, now) {
+                Ok(verified) => verified,
+                Err(err) => {
+                    if matches!(err, TxnTokenError::UnknownKey(_)) {
+                        self.jwks.request_refetch();
+                    }
+                    return refuse(err.clone().into(), err.reason());
+                }
+            };
+        let requesters = verified.requesters();
+        if requesters.iter().any(|requester| !check.requesters.contains(requester)) {
+            tracing::warn!(
+                txn = %verified.txn, client_id = %claims.client_id,
+                "Txn-Token requested by a workload this service does not accept"
+            );
+            return Err((
+                OAuthError::AccessDenied(
+                    "the Txn-Token was requested by a workload this service does not accept".into(),
+                ),
+                "txn_untrusted_requester",
+            ));
+        }
+        if !verified.has_scope(scope) {
+            return refuse(
+                OAuthError::insufficient_scope(format!("the transaction does not include {scope}")),
+                "insufficient_scope",
+            );
+        }
+        Ok(AuthContext {
+            scopes: verified.scopes().map(str::to_owned).collect(),
+            subject: verified.sub,
+            client_id: claims.client_id.clone(),
+            token_id: claims.jti.clone(),
+            expires_at: claims.exp.min(verified.exp),
+            actor: Some(claims.client_id.clone()),
+            transaction: Some(Transaction {
+                txn: verified.txn,
+                requesters,
+                details: verified.tctx.map(|tctx| serde_json::Value::Object(tctx).to_string()),
+            }),
+        })
     }
 
     /// RFC 9449 §7.1 over gRPC (docs/dpop-grpc.md): a DPoP-bound token only
@@ -439,6 +587,7 @@ impl AuthLayer {
                 clock,
                 denylist,
                 dpop: None,
+                txn: None,
                 #[cfg(feature = "test-support")]
                 access_log: None,
                 service: "protected-service",
@@ -469,6 +618,15 @@ impl AuthLayer {
         let origin = origin.trim_end_matches('/').to_owned();
         let mut shared = Arc::unwrap_or_clone(self.shared);
         shared.dpop = Some(Arc::new(DpopCheck { origin, policy, seen }));
+        Self { shared: Arc::new(shared) }
+    }
+
+    /// Accepts calls carrying a Txn-Token of `check`'s trust domain, requested
+    /// by `check`'s workloads (docs/transaction-tokens.md). Without it a call
+    /// with a `txn-token` entry is refused.
+    pub fn with_txn_tokens(self, check: TxnCheck) -> Self {
+        let mut shared = Arc::unwrap_or_clone(self.shared);
+        shared.txn = Some(Arc::new(check));
         Self { shared: Arc::new(shared) }
     }
 
@@ -569,6 +727,7 @@ where
                 subject = tracing::field::Empty,
                 client_id = tracing::field::Empty,
                 scope = tracing::field::Empty,
+                txn = tracing::field::Empty,
             )
         } else {
             tracing::Span::none()
@@ -587,11 +746,26 @@ where
             )
         });
         match decision {
-            Ok((context, token)) => {
+            Ok((context, token, txn_token)) => {
                 span.record("decision", "allowed");
                 span.record("subject", context.subject.as_str());
                 span.record("client_id", context.client_id.as_str());
                 span.record("scope", tracing::field::display(Scopes(&context.scopes)));
+                if let Some(transaction) = &context.transaction {
+                    span.record("txn", transaction.txn.as_str());
+                    // One line per hop with the same `txn`: the transaction
+                    // can be followed across services (never the token).
+                    tollgate_telemetry::audit::record(
+                        tollgate_telemetry::audit::Event::TxnTokenAccepted,
+                        tollgate_telemetry::audit::Subject {
+                            subject: Some(&context.subject),
+                            client_id: Some(&context.client_id),
+                            scope: Some(scope),
+                            txn: Some(&transaction.txn),
+                            ..Default::default()
+                        },
+                    );
+                }
                 tollgate_telemetry::metrics::token_validated(self.shared.service, None);
                 // Only tests listen: no clone per call when nobody does.
                 #[cfg(feature = "test-support")]
@@ -602,6 +776,9 @@ where
                 }
                 req.extensions_mut().insert(context);
                 req.extensions_mut().insert(token);
+                if let Some(txn_token) = txn_token {
+                    req.extensions_mut().insert(txn_token);
+                }
                 self.forward(req)
             }
             Err((err, reason)) => {
@@ -718,6 +895,12 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Result<&AuthContext, tonic::Sta
 /// refused like [`caller`] if the layer did not run.
 pub fn subject_token<T>(request: &tonic::Request<T>) -> Result<&SubjectToken, tonic::Status> {
     from_layer(request)
+}
+
+/// The call's Txn-Token, if it carried one, to pass on unmodified to the
+/// workloads this one calls.
+pub fn txn_token<T>(request: &tonic::Request<T>) -> Option<&TxnToken> {
+    request.extensions().get::<TxnToken>()
 }
 
 fn from_layer<X: Send + Sync + 'static, T>(

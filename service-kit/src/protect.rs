@@ -10,11 +10,12 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tollgate_token::{Clock, Verifier, VerifierConfig};
 
-use crate::auth::{AuthLayer, ScopePolicy};
+use crate::auth::{AuthLayer, ScopePolicy, TxnCheck};
 use crate::jwks::{JwksCache, JwksConfig};
 use crate::revocation::{Denylist, RevocationConfig};
 use crate::tls::ClientTls;
 use tollgate_token::Secret;
+use tollgate_token::TxnTokenPolicy;
 
 pub const DEFAULT_ISSUER: &str = "http://127.0.0.1:8080";
 pub const DEFAULT_AUTH_GRPC_URL: &str = "http://127.0.0.1:50051";
@@ -61,6 +62,11 @@ pub enum ConfigError {
          optional port, nothing after it: the scheme and authority clients call this service at"
     )]
     DpopOrigin(String),
+    #[error(
+        "OAUTH_TXN_TRUST_DOMAIN needs OAUTH_TXN_REQUESTERS: the workloads whose Txn-Tokens \
+         this service accepts"
+    )]
+    NoTxnRequesters,
 }
 
 /// `value` as a DPoP origin (docs/dpop-grpc.md): `scheme://authority` with an
@@ -155,6 +161,17 @@ pub struct TokenValidationConfig {
     /// address, not this listener's.
     #[arg(long, env = "OAUTH_DPOP_ORIGIN")]
     pub dpop_origin: Option<String>,
+    /// The trust domain (the authorization server's AUTH_TXN_TRUST_DOMAIN).
+    /// With it, calls may carry a Transaction Token in the `txn-token`
+    /// metadata entry beside the calling workload's own access token
+    /// (docs/transaction-tokens.md); without it such calls are refused.
+    #[arg(long, env = "OAUTH_TXN_TRUST_DOMAIN")]
+    pub txn_trust_domain: Option<String>,
+    /// The workloads (client ids) whose Txn-Tokens this service accepts:
+    /// every workload that requested the token, or one it replaced, must be
+    /// one of these.
+    #[arg(long, env = "OAUTH_TXN_REQUESTERS", value_delimiter = ',')]
+    pub txn_requesters: Vec<String>,
 }
 
 impl TokenValidationConfig {
@@ -175,7 +192,22 @@ impl TokenValidationConfig {
             revocation_sync_secs: DEFAULT_REVOCATION_SYNC,
             revocation_max_staleness_secs: DEFAULT_REVOCATION_MAX_STALENESS,
             dpop_origin: None,
+            txn_trust_domain: None,
+            txn_requesters: Vec::new(),
         }
+    }
+
+    /// What Txn-Tokens this service accepts, if any.
+    pub fn txn_tokens(&self) -> Result<Option<TxnCheck>, ConfigError> {
+        let Some(domain) = &self.txn_trust_domain else { return Ok(None) };
+        let requesters: Vec<String> =
+            self.txn_requesters.iter().filter(|r| !r.is_empty()).cloned().collect();
+        if requesters.is_empty() {
+            return Err(ConfigError::NoTxnRequesters);
+        }
+        let mut policy = TxnTokenPolicy::new(domain.clone(), self.issuer.clone());
+        policy.leeway_secs = self.leeway_secs;
+        Ok(Some(TxnCheck { policy, requesters }))
     }
 
     /// The configured DPoP origin, checked: `scheme://authority` with an
@@ -277,6 +309,7 @@ impl TokenGuard {
     ) -> Result<Self, GuardError> {
         let revocation = config.revocation(tls)?;
         let dpop_origin = config.dpop_origin()?;
+        let txn_tokens = config.txn_tokens()?;
         let (jwks, jwks_task) = JwksCache::spawn(config.jwks(tls), clock.clone());
         let mut tasks = vec![jwks_task];
         let denylist = match revocation {
@@ -303,6 +336,10 @@ impl TokenGuard {
         .with_service(service);
         let layer = match &dpop_origin {
             Some(origin) => layer.with_dpop(origin),
+            None => layer,
+        };
+        let layer = match txn_tokens {
+            Some(txn) => layer.with_txn_tokens(txn),
             None => layer,
         };
         #[cfg(feature = "test-support")]

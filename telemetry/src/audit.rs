@@ -20,6 +20,10 @@ pub enum Event {
     GrantRevoked,
     RefreshReuseDetected,
     CodeReplayDetected,
+    /// The authorization server issued a Transaction Token.
+    TxnTokenIssued,
+    /// A workload admitted a call on a Transaction Token.
+    TxnTokenAccepted,
 }
 
 impl Event {
@@ -35,6 +39,8 @@ impl Event {
             Self::GrantRevoked => "grant.revoked",
             Self::RefreshReuseDetected => "refresh_token.reuse_detected",
             Self::CodeReplayDetected => "authorization_code.replay_detected",
+            Self::TxnTokenIssued => "txn_token.issued",
+            Self::TxnTokenAccepted => "txn_token.accepted",
         }
     }
 }
@@ -52,23 +58,26 @@ pub struct Subject<'a> {
     pub scope: Option<&'a str>,
     /// Why, for refusals and revocations.
     pub reason: Option<&'a str>,
+    /// The transaction (a Txn-Token's `txn`): the same in every service the
+    /// call chain crossed, so one search finds them all.
+    pub txn: Option<&'a str>,
 }
 
 /// Emits one audit event. Security alarms (reuse, replay) are warnings; the
 /// rest are information.
 pub fn record(event: Event, about: Subject<'_>) {
-    let Subject { subject, username, client_id, grant_id, grant_type, scope, reason } = about;
+    let Subject { subject, username, client_id, grant_id, grant_type, scope, reason, txn } = about;
     match event {
         Event::RefreshReuseDetected | Event::CodeReplayDetected => tracing::warn!(
             target: "audit",
             event = event.name(),
-            subject, username, client_id, grant_id, grant_type, scope, reason,
+            subject, username, client_id, grant_id, grant_type, scope, reason, txn,
             "{}", event.name()
         ),
         _ => tracing::info!(
             target: "audit",
             event = event.name(),
-            subject, username, client_id, grant_id, grant_type, scope, reason,
+            subject, username, client_id, grant_id, grant_type, scope, reason, txn,
             "{}", event.name()
         ),
     }

@@ -25,6 +25,12 @@ pub const NOTES_STORE_CLIENT: &str = "tollgate-notes-store";
 pub const AUTH_SERVER_DNS: &str = "auth-server";
 pub const RESOURCE_SERVER_DNS: &str = "resource-server";
 pub const NOTES_STORE_DNS: &str = "notes-store";
+pub const LEDGER_DNS: &str = "ledger";
+/// The trust domain of the stack's Transaction Tokens (the authorization
+/// server's default).
+pub const TRUST_DOMAIN: &str = "tollgate.internal";
+/// The ledger's audience (the notes store's tokens for it).
+pub const LEDGER_AUDIENCE: &str = "tollgate-ledger";
 
 /// The confidential clients' secrets for one run.
 #[derive(Debug, Clone)]
@@ -119,7 +125,8 @@ scopes = ["notes:read"]
 
 # The resource server itself: a confidential client whose id is the audience
 # of the tokens it accepts. It exchanges those tokens for tokens to the notes
-# store (RFC 8693), and counts notes with its own token.
+# store (RFC 8693) or for Transaction Tokens of the trust domain, and counts
+# notes with its own token.
 [[clients]]
 client_id = "{RESOURCE_SERVER_CLIENT}"
 name = "Tollgate resource server"
@@ -127,15 +134,18 @@ name = "Tollgate resource server"
 grant_types = ["client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"]
 scopes = ["notes:count", "notes:read", "notes:write"]
 audience = "{NOTES_STORE_CLIENT}"
-token_exchange_audiences = ["{NOTES_STORE_CLIENT}"]
+token_exchange_audiences = ["{NOTES_STORE_CLIENT}", "{TRUST_DOMAIN}"]
 
-# The notes store: identified only to fetch the revocation denylist.
+# The notes store: fetches the revocation denylist, calls the ledger with its
+# own token, and may replace a Txn-Token (never widening it).
 [[clients]]
 client_id = "{NOTES_STORE_CLIENT}"
 name = "Tollgate notes store"
 {notes_store}
-grant_types = []
-scopes = []
+grant_types = ["client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"]
+scopes = ["notes:read", "notes:write"]
+audience = "{LEDGER_AUDIENCE}"
+token_exchange_audiences = ["{TRUST_DOMAIN}"]
 
 {users}"#,
         web = secrets.web.expose(),

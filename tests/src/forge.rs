@@ -62,6 +62,29 @@ pub fn reissued(
     Ok(issuer.signer().sign(&claims, issuer.now())?)
 }
 
+/// [`reissued`] for a Transaction Token: its claims changed by `edit` and
+/// signed again as a Txn-Token with `issuer`'s own active key.
+pub fn reissued_txn(
+    issuer: &OAuthCore<SqlStore>,
+    token: &str,
+    edit: impl FnOnce(&mut tollgate_token::TxnTokenClaims),
+) -> anyhow::Result<String> {
+    let claims = token.split('.').nth(1).context("not a JWT")?;
+    let mut claims: tollgate_token::TxnTokenClaims = serde_json::from_slice(&B64.decode(claims)?)?;
+    edit(&mut claims);
+    Ok(issuer.signer().sign_txn_token(&claims, issuer.now())?)
+}
+
+/// `token` with its header and claims unchanged (the server's `kid`
+/// included) and a signature by a key of the attacker's.
+pub fn with_forged_signature(token: &str) -> String {
+    let mut parts = token.split('.');
+    let (header, claims) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let signing_input = format!("{header}.{claims}");
+    let signature = new_ed25519_key().sign(signing_input.as_bytes());
+    format!("{signing_input}.{}", B64.encode(signature.as_ref()))
+}
+
 /// A client's DPoP key (RFC 9449), made here independently of the services'
 /// code and of the client app's (`tollgate_client_app::dpop`): the tests'
 /// proofs and thumbprints do not share the code they check. It signs proofs

@@ -57,7 +57,8 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 pub use demo_data::{
-    AUTH_SERVER_DNS, DemoSecrets, NOTES_STORE_DNS, PASSWORDS, RESOURCE_SERVER_DNS, bootstrap_toml,
+    AUTH_SERVER_DNS, DemoSecrets, LEDGER_AUDIENCE, LEDGER_DNS, NOTES_STORE_CLIENT, NOTES_STORE_DNS,
+    PASSWORDS, RESOURCE_SERVER_CLIENT, RESOURCE_SERVER_DNS, TRUST_DOMAIN, bootstrap_toml,
 };
 
 /// How long any wait of the harness lasts before it fails with a message: far
@@ -72,6 +73,7 @@ pub struct StackConfig {
     pub auth: tollgate_auth_server::Config,
     pub resource: tollgate_resource_server::Config,
     pub notes: tollgate_notes_store::Config,
+    pub ledger: tollgate_ledger::Config,
 }
 
 /// The time every service of a stack reads.
@@ -209,7 +211,16 @@ impl StackBuilder {
             auth: tollgate_auth_server::Config::local(dir.path().join("auth")),
             resource: tollgate_resource_server::Config::local(dir.path().join("resource"), ""),
             notes: tollgate_notes_store::Config::local(dir.path().join("notes"), ""),
+            ledger: tollgate_ledger::Config::local(dir.path().join("ledger"), ""),
         };
+        // Transaction Tokens: the notes store accepts them from the resource
+        // server (the edge of the trust domain); the ledger from the resource
+        // server and the notes store (which may replace one), and only them.
+        config.notes.tokens.txn_trust_domain = Some(demo_data::TRUST_DOMAIN.into());
+        config.notes.tokens.txn_requesters = vec![demo_data::RESOURCE_SERVER_CLIENT.into()];
+        config.ledger.tokens.txn_trust_domain = Some(demo_data::TRUST_DOMAIN.into());
+        config.ledger.tokens.txn_requesters =
+            vec![demo_data::RESOURCE_SERVER_CLIENT.into(), demo_data::NOTES_STORE_CLIENT.into()];
         config.auth.bootstrap = Some(bootstrap);
         let tls = match self.tls {
             None => None,
@@ -218,6 +229,7 @@ impl StackBuilder {
                 let internal = mutual == Mutual::Internal;
                 config.auth.tls = tls.service(demo_data::AUTH_SERVER_DNS, internal)?;
                 config.notes.service.tls = tls.service(demo_data::NOTES_STORE_DNS, internal)?;
+                config.ledger.service.tls = tls.service(demo_data::LEDGER_DNS, internal)?;
                 config.resource.service.tls = tls.service(demo_data::RESOURCE_SERVER_DNS, false)?;
                 Some(tls)
             }
@@ -226,7 +238,9 @@ impl StackBuilder {
         // The origin DPoP clients address the resource server at: a name, as
         // behind a proxy, not the listener's address (docs/dpop-grpc.md).
         config.resource.tokens.dpop_origin = Some(RESOURCE_DPOP_ORIGIN.into());
-        for tokens in [&mut config.resource.tokens, &mut config.notes.tokens] {
+        for tokens in
+            [&mut config.resource.tokens, &mut config.notes.tokens, &mut config.ledger.tokens]
+        {
             // A rotated key reaches the protected services in a second, not
             // minutes. (Their denylists keep the production interval: a test
             // that needs a revocation in force syncs them on cue.)
@@ -235,7 +249,7 @@ impl StackBuilder {
         }
         (self.tweak)(&mut config);
         let resource_dpop_origin = config.resource.tokens.dpop_origin.clone().unwrap_or_default();
-        let StackConfig { auth, mut resource, mut notes } = config;
+        let StackConfig { auth, mut resource, mut notes, mut ledger } = config;
         let clock = self.clock.shared();
         let mut running = Running::default();
 
@@ -248,7 +262,22 @@ impl StackBuilder {
         running
             .spawn_service("authorization server", auth_grpc, |stop| auth.run_until_stopped(stop));
 
-        // The notes store, identified at the authorization server for the denylist.
+        // The ledger, two hops in: it needs only the keys (no credentials, so
+        // no denylist: it never sees an access token a user could revoke).
+        if ledger.tokens.issuer.is_empty() {
+            ledger.tokens.issuer = issuer.clone();
+        }
+        let ledger = tollgate_ledger::Application::build(ledger, clock.clone())
+            .await
+            .context("starting the ledger")?;
+        let ledger_grpc = ledger.grpc_addr();
+        #[cfg(feature = "test-support")]
+        let ledger_guard = Inside::of(ledger.guard());
+        running.spawn_service("ledger", ledger_grpc, |stop| ledger.run_until_stopped(stop));
+
+        // The notes store, identified at the authorization server for the
+        // denylist and its own token for the ledger.
+        notes.settings.ledger_url = Some(format!("{scheme}://{ledger_grpc}"));
         identify(
             &mut notes.tokens,
             &issuer,
@@ -294,12 +323,15 @@ impl StackBuilder {
             auth_grpc,
             resource_grpc,
             notes_grpc,
+            ledger_grpc,
             secrets,
             auth_core,
             #[cfg(feature = "test-support")]
             resource_guard,
             #[cfg(feature = "test-support")]
             notes_guard,
+            #[cfg(feature = "test-support")]
+            ledger_guard,
             running,
             _dir: dir,
         })
@@ -393,6 +425,7 @@ pub struct TestStack {
     pub auth_grpc: SocketAddr,
     pub resource_grpc: SocketAddr,
     notes_grpc: SocketAddr,
+    pub ledger_grpc: SocketAddr,
     pub secrets: DemoSecrets,
     /// The authorization server's protocol core (keys, storage) for tests that
     /// act as its operator.
@@ -401,6 +434,8 @@ pub struct TestStack {
     resource_guard: Inside,
     #[cfg(feature = "test-support")]
     notes_guard: Inside,
+    #[cfg(feature = "test-support")]
+    ledger_guard: Inside,
     running: Running,
     _dir: TempDir,
 }
@@ -466,6 +501,10 @@ impl TestStack {
 
     pub fn notes_url(&self) -> String {
         format!("{}://{}", self.scheme(), self.notes_grpc)
+    }
+
+    pub fn ledger_url(&self) -> String {
+        format!("{}://{}", self.scheme(), self.ledger_grpc)
     }
 
     pub fn auth_grpc_url(&self) -> String {
@@ -661,6 +700,13 @@ impl TestStack {
         &self,
     ) -> tokio::sync::broadcast::Receiver<tollgate_service_kit::auth::AuthContext> {
         self.notes_guard.access_log.subscribe()
+    }
+
+    /// Who the ledger admits from now on, call by call.
+    pub fn ledger_access(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<tollgate_service_kit::auth::AuthContext> {
+        self.ledger_guard.access_log.subscribe()
     }
 }
 

@@ -18,6 +18,7 @@ mod jwk;
 mod jws;
 mod scope;
 pub mod secret;
+pub mod txn;
 mod verified;
 mod verifier;
 
@@ -29,5 +30,6 @@ pub use error::OAuthError;
 pub use jwk::{Jwk, JwkSet, KeyAlgorithm, jwk_thumbprint};
 pub use scope::{Scope, ScopeError};
 pub use secret::Secret;
+pub use txn::{TXN_TOKEN_METADATA, TXN_TOKEN_TYPE, TxnTokenClaims, TxnTokenError, TxnTokenPolicy};
 pub use verified::{MAX_VERIFIED_TOKENS, VerifiedTokens};
 pub use verifier::{KeySet, TokenError, Verifier, VerifierConfig};

@@ -401,6 +401,18 @@ pub(crate) mod tests {
         jsonwebtoken::encode(&header, claims, &key.encoding).unwrap()
     }
 
+    /// `claims` signed by `key` under a JWS header of type `typ`.
+    pub(crate) fn sign_with_typ<T: serde::Serialize>(
+        key: &TestKey,
+        claims: &T,
+        typ: &str,
+    ) -> String {
+        let mut header = Header::new(key.alg.to_jsonwebtoken());
+        header.typ = Some(typ.into());
+        header.kid = Some(key.kid.into());
+        jsonwebtoken::encode(&header, claims, &key.encoding).unwrap()
+    }
+
     pub(crate) fn keyset(keys: &[&TestKey]) -> KeySet {
         KeySet::from_jwks(&JwkSet { keys: keys.iter().map(|k| k.jwk.clone()).collect() })
     }

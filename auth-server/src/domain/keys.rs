@@ -63,6 +63,9 @@ struct SigningKey {
     pair: KeyPairOf,
     /// `base64url(header) + "."`: `alg`, `typ: at+jwt` (RFC 9068 §2.1), `kid`.
     header_prefix: String,
+    /// The same for Txn-Tokens: `typ: txntoken+jwt`
+    /// (draft-ietf-oauth-transaction-tokens §"JWT Header").
+    txn_header_prefix: String,
 }
 
 enum KeyPairOf {
@@ -81,23 +84,34 @@ impl SigningKey {
                 EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8).map_err(bad)?,
             ),
         };
-        let mut header = Header::new(alg.to_jsonwebtoken());
-        header.typ = Some(JWT_ACCESS_TOKEN_TYPE.into());
-        header.kid = Some(kid.to_owned());
-        let json = serde_json::to_vec(&header).map_err(|_| KeyError::BadKey(kid.to_owned()))?;
-        let header_prefix =
-            format!("{}.", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json));
-        Ok(Self { pair, header_prefix })
+        let prefix = |typ: &str| {
+            let mut header = Header::new(alg.to_jsonwebtoken());
+            header.typ = Some(typ.into());
+            header.kid = Some(kid.to_owned());
+            let json = serde_json::to_vec(&header).map_err(|_| KeyError::BadKey(kid.to_owned()))?;
+            Ok::<_, KeyError>(format!(
+                "{}.",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+            ))
+        };
+        Ok(Self {
+            pair,
+            header_prefix: prefix(JWT_ACCESS_TOKEN_TYPE)?,
+            txn_header_prefix: prefix(tollgate_token::txn::TXN_TOKEN_JWT_TYPE)?,
+        })
     }
 
-    /// A compact JWS (RFC 7515 §7.1) of `claims`.
-    fn sign(&self, claims: &AccessTokenClaims) -> Result<String, jsonwebtoken::errors::Error> {
+    /// A compact JWS (RFC 7515 §7.1) of `claims` under the header `prefix`.
+    fn sign<T: serde::Serialize>(
+        &self,
+        prefix: &str,
+        claims: &T,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
         let b64 = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let payload = serde_json::to_vec(claims)?;
         // Header, base64 of the payload (4/3 of it), '.', base64 of a 64-byte signature.
-        let mut token =
-            String::with_capacity(self.header_prefix.len() + payload.len() * 4 / 3 + 4 + 1 + 86);
-        token.push_str(&self.header_prefix);
+        let mut token = String::with_capacity(prefix.len() + payload.len() * 4 / 3 + 4 + 1 + 86);
+        token.push_str(prefix);
         b64.encode_string(payload, &mut token);
         let signature = match &self.pair {
             KeyPairOf::Ed25519(pair) => pair.sign(token.as_bytes()),
@@ -228,7 +242,21 @@ impl KeyRing {
         let key = ring.active(now).ok_or_else(|| {
             jsonwebtoken::errors::Error::from(jsonwebtoken::errors::ErrorKind::InvalidKeyFormat)
         })?;
-        key.signing.sign(claims)
+        key.signing.sign(&key.signing.header_prefix, claims)
+    }
+
+    /// Signs a Txn-Token with the same active key: the trust domain's
+    /// workloads verify it with the JWKS they already hold.
+    pub fn sign_txn_token(
+        &self,
+        claims: &tollgate_token::TxnTokenClaims,
+        now: i64,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let ring = self.current();
+        let key = ring.active(now).ok_or_else(|| {
+            jsonwebtoken::errors::Error::from(jsonwebtoken::errors::ErrorKind::InvalidKeyFormat)
+        })?;
+        key.signing.sign(&key.signing.txn_header_prefix, claims)
     }
 
     /// The keys verifiers need at `now`: the active one, any successor waiting to
@@ -341,7 +369,7 @@ mod tests {
     fn assert_signs_verifiably(alg: KeyAlgorithm, kid: &str, pkcs8: &[u8], public: &Jwk) {
         use tollgate_token::{Verifier, VerifierConfig};
         let signing = SigningKey::parse(alg, kid, pkcs8).unwrap();
-        let token = signing.sign(&claims()).unwrap();
+        let token = signing.sign(&signing.header_prefix, &claims()).unwrap();
         let keys =
             KeySet::from_jwks(&JwkSet { keys: vec![Jwk { kid: kid.into(), ..public.clone() }] });
         let verifier = Verifier::new(VerifierConfig::new("https://as.example", "api"));

@@ -33,6 +33,9 @@ pub enum TokenType {
     Bearer,
     /// RFC 9449 §5: bound to a DPoP key, used with the `DPoP` scheme.
     DPoP,
+    /// RFC 8693 §2.2.1 `N_A`: not an access token at all (a Txn-Token,
+    /// draft-ietf-oauth-transaction-tokens §"Txn-Token Response").
+    NotApplicable,
 }
 
 impl TokenType {
@@ -45,6 +48,7 @@ impl TokenType {
         match self {
             Self::Bearer => "Bearer",
             Self::DPoP => "DPoP",
+            Self::NotApplicable => "N_A",
         }
     }
 }

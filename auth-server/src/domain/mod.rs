@@ -50,6 +50,10 @@ pub struct OAuthSettings {
     /// The issuer identifier (RFC 8414 §2), byte-for-byte the `iss` of every token.
     pub issuer: String,
     pub access_token_ttl_secs: i64,
+    /// The trust domain of the Txn-Tokens this server issues (their `aud`).
+    pub txn_trust_domain: String,
+    /// Txn-Token lifetime; never beyond the token it was obtained with.
+    pub txn_token_ttl_secs: i64,
     /// Idle lifetime: each refresh token expires this long after it is issued.
     pub refresh_token_ttl_secs: i64,
     /// Absolute lifetime: no refresh token outlives its grant's creation by
@@ -114,6 +118,8 @@ const KNOWN_PARAMETERS: &[&str] = &[
     "password",
     "redirect_uri",
     "refresh_token",
+    "request_context",
+    "request_details",
     "requested_token_type",
     "resource",
     "response_type",

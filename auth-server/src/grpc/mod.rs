@@ -95,6 +95,8 @@ impl TokenGrpc {
                 scope: g.scope,
                 requested_token_type: g.requested_token_type,
                 actor_token: None,
+                request_context: g.request_context,
+                request_details: g.request_details,
             }),
             None => return Err(to_status(&OAuthError::invalid_request("grant is missing"))),
         };

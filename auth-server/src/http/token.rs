@@ -203,6 +203,8 @@ fn grant(params: &std::collections::HashMap<&str, &str>) -> Result<Grant, OAuthE
             scope: owned("scope"),
             requested_token_type: owned("requested_token_type"),
             actor_token: owned("actor_token").map(Secret::new),
+            request_context: owned("request_context"),
+            request_details: owned("request_details"),
         })),
         // RFC 9700 §2.4: the resource owner password grant is not offered.
         Some(_) => Err(OAuthError::UnsupportedGrantType("grant_type is not supported".into())),

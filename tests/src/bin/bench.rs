@@ -189,6 +189,7 @@ async fn resource_in_process(
             token_id: "bench".into(),
             expires_at: i64::MAX,
             actor: None,
+            transaction: None,
         })
     } else {
         app
@@ -1349,6 +1350,8 @@ async fn single_calls(stack: &Stack, access: &str, calls: usize) -> anyhow::Resu
             resource: None,
             scope: Some("notes:read notes:write".into()),
             requested_token_type: None,
+            request_context: None,
+            request_details: None,
         })),
     };
     let (as_alice, _) = grpc_token(&tokens, exchange).await?;

@@ -25,3 +25,4 @@ mod standard_client;
 mod support;
 mod throttling;
 mod tls;
+mod transaction_tokens;

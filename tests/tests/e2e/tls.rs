@@ -151,6 +151,8 @@ async fn exchange_as(
             resource: None,
             scope: Some("notes:read".into()),
             requested_token_type: None,
+            request_context: None,
+            request_details: None,
         })),
     };
     Ok(TokenServiceClient::new(channel).token(request).await?.into_inner())

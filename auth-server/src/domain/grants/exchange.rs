@@ -9,6 +9,7 @@ use tollgate_token::{AccessTokenClaims, Actor, OAuthError, Scope, Secret};
 use crate::domain::model::ACCESS_TOKEN_TYPE;
 use crate::domain::{OAuthCore, TokenResponse, storage_failure};
 use crate::storage::RevocationStore;
+use tollgate_token::TXN_TOKEN_TYPE;
 
 /// The parameters of an exchange request (RFC 8693 §2.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +23,10 @@ pub struct ExchangeRequest {
     pub scope: Option<String>,
     pub requested_token_type: Option<String>,
     pub actor_token: Option<Secret>,
+    /// For a Txn-Token only (draft-ietf-oauth-transaction-tokens §"Txn-Token
+    /// Request"): JSON objects, the request's environment and its details.
+    pub request_context: Option<String>,
+    pub request_details: Option<String>,
 }
 
 impl<S: RevocationStore> OAuthCore<S> {
@@ -46,6 +51,14 @@ impl<S: RevocationStore> OAuthCore<S> {
         // RFC 8693 §2.2.2: what the server will not do is invalid_request.
         if request.actor_token.is_some() {
             return Err(OAuthError::invalid_request("actor_token is not supported"));
+        }
+        if request.requested_token_type.as_deref() == Some(TXN_TOKEN_TYPE) {
+            return self.txn_token_grant(client, request).await;
+        }
+        if request.request_context.is_some() || request.request_details.is_some() {
+            return Err(OAuthError::invalid_request(
+                "request_context and request_details are for Txn-Token requests only",
+            ));
         }
         if request.subject_token_type != ACCESS_TOKEN_TYPE {
             return Err(OAuthError::invalid_request(format!(
@@ -184,6 +197,8 @@ mod tests {
             scope: scope.map(str::to_owned),
             requested_token_type: None,
             actor_token: None,
+            request_context: None,
+            request_details: None,
         })
     }
 

@@ -22,6 +22,7 @@ pub mod client_credentials;
 pub mod device;
 pub mod exchange;
 pub mod refresh;
+mod txn_token;
 
 use crate::domain::client_auth::Authenticated;
 use crate::domain::mint::TokenType;
