@@ -1,5 +1,5 @@
 # One image for every Tollgate service; the service is chosen by the command
-# (auth-server, resource-server, notes-store, client-app). See docs/deployment.md.
+# (auth-server, resource-server, notes-store, ledger, client-app). See docs/deployment.md.
 #
 #   docker build -t tollgate:dev .
 #
@@ -25,11 +25,11 @@ COPY --from=planner /src/recipe.json recipe.json
 RUN cargo chef cook --release --locked --recipe-path recipe.json
 COPY . .
 RUN cargo build --release --locked \
-        --bin auth-server --bin resource-server --bin notes-store \
+        --bin auth-server --bin resource-server --bin notes-store --bin ledger \
         --bin client-app --bin grpc-health \
     && mkdir /out \
     && cp target/release/auth-server target/release/resource-server \
-          target/release/notes-store target/release/client-app \
+          target/release/notes-store target/release/ledger target/release/client-app \
           target/release/grpc-health /out/ \
     && strip /out/*
 

@@ -83,7 +83,7 @@ if ! have_image "$postgres_image"; then
 fi
 
 # The Tollgate image: the Dockerfile's runtime stage over host-built binaries.
-binaries=(auth-server resource-server notes-store client-app grpc-health)
+binaries=(auth-server resource-server notes-store ledger client-app grpc-health)
 if [ "$profile" = release ]; then
     echo "--- cargo build --release"
     cargo build --release --locked $(printf -- '--bin %s ' "${binaries[@]}")

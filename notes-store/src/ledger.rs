@@ -29,12 +29,41 @@ const REUSE_MARGIN_SECS: i64 = 10;
 /// The ledger, and the notes store's credentials to call it with.
 #[derive(Debug, Clone)]
 pub struct Ledger {
-    ledger: LedgerClient<Propagating<Channel>>,
-    tokens: TokenServiceClient<Propagating<Channel>>,
+    ledger_url: String,
+    auth_grpc_url: String,
+    tls: ClientTls,
     credentials: (String, Option<Secret>),
     clock: Arc<dyn Clock>,
+    connected: Arc<Mutex<Connected>>,
+}
+
+/// The connections to the ledger and the authorization server, and the
+/// token obtained over them, made with one generation of this service's TLS
+/// files. Under mutual TLS the token is bound to that generation's
+/// certificate (RFC 8705), which the ledger checks against the connection's:
+/// once the certificate changes, all three are made again.
+#[derive(Debug, Clone)]
+struct Connected {
+    ledger: LedgerClient<Propagating<Channel>>,
+    tokens: TokenServiceClient<Propagating<Channel>>,
+    generation: u64,
     /// This service's own token for the ledger, and when it expires.
-    own: Arc<Mutex<Option<(Secret, i64)>>>,
+    own: Option<(Secret, i64)>,
+}
+
+impl Connected {
+    fn new(ledger_url: &str, auth_grpc_url: &str, tls: &ClientTls) -> anyhow::Result<Self> {
+        let generation = tls.generation();
+        let channel = |url: &str| -> anyhow::Result<Propagating<Channel>> {
+            Ok(traced(GrpcTarget::new(url, tls)?.connect_lazy()))
+        };
+        Ok(Self {
+            ledger: LedgerClient::new(channel(ledger_url)?),
+            tokens: TokenServiceClient::new(channel(auth_grpc_url)?),
+            generation,
+            own: None,
+        })
+    }
 }
 
 impl Ledger {
@@ -45,15 +74,14 @@ impl Ledger {
         clock: Arc<dyn Clock>,
         tls: &ClientTls,
     ) -> anyhow::Result<Self> {
-        let channel = |url: &str| -> anyhow::Result<Propagating<Channel>> {
-            Ok(traced(GrpcTarget::new(url, tls)?.connect_lazy()))
-        };
+        let connected = Connected::new(ledger_url, auth_grpc_url, tls)?;
         Ok(Self {
-            ledger: LedgerClient::new(channel(ledger_url)?),
-            tokens: TokenServiceClient::new(channel(auth_grpc_url)?),
+            ledger_url: ledger_url.to_owned(),
+            auth_grpc_url: auth_grpc_url.to_owned(),
+            tls: tls.clone(),
             credentials,
             clock,
-            own: Arc::new(Mutex::new(None)),
+            connected: Arc::new(Mutex::new(connected)),
         })
     }
 
@@ -64,7 +92,7 @@ impl Ledger {
         action: &str,
         note_id: &str,
     ) -> Result<Entry, Status> {
-        let own = self.own_token().await?;
+        let (connected, own) = self.own_token().await?;
         let mut request =
             tonic::Request::new(RecordRequest { action: action.into(), note_id: note_id.into() });
         let bearer = format!("Bearer {}", own.expose())
@@ -80,15 +108,33 @@ impl Ledger {
                 .and_then(|value| value.parse().ok())
                 .ok_or_else(|| Status::internal("a Txn-Token is not a header value"))?,
         );
-        Ok(self.ledger.clone().record(request).await?.into_inner())
+        Ok(connected.ledger.clone().record(request).await?.into_inner())
     }
 
-    async fn own_token(&self) -> Result<Secret, Status> {
+    /// The connections of the current certificate, made again if it changed.
+    fn connected(&self) -> Result<Connected, Status> {
+        let mut connected = self.lock();
+        if connected.generation != self.tls.generation() {
+            *connected = Connected::new(&self.ledger_url, &self.auth_grpc_url, &self.tls).map_err(
+                |err| {
+                    tracing::error!(error = %err, "cannot connect to the ledger");
+                    Status::unavailable("the ledger cannot be reached")
+                },
+            )?;
+            tracing::info!("TLS certificate changed: new connections to the ledger");
+        }
+        Ok(connected.clone())
+    }
+
+    /// This service's own token for the ledger, cached until its last
+    /// seconds, and the connections it was obtained over.
+    async fn own_token(&self) -> Result<(Connected, Secret), Status> {
         let now = self.clock.now();
-        if let Some((token, expires_at)) = self.lock().as_ref()
+        let connected = self.connected()?;
+        if let Some((token, expires_at)) = &connected.own
             && now + REUSE_MARGIN_SECS < *expires_at
         {
-            return Ok(token.clone());
+            return Ok((connected.clone(), token.clone()));
         }
         let (client_id, secret) = &self.credentials;
         let request = TokenRequest {
@@ -102,17 +148,22 @@ impl Ledger {
                 resource: None,
             })),
         };
-        let issued = self.tokens.clone().token(request).await.map_err(|status| {
+        let issued = connected.tokens.clone().token(request).await.map_err(|status| {
             tracing::warn!(code = ?status.code(), message = status.message(), "token for the ledger refused");
             Status::unavailable("the ledger cannot be reached")
         })?;
         let issued = issued.into_inner();
         let token = Secret::new(issued.access_token);
-        *self.lock() = Some((token.clone(), now + issued.expires_in));
-        Ok(token)
+        let mut current = self.lock();
+        // Kept only if the connections it was obtained over are still the
+        // current ones.
+        if current.generation == connected.generation {
+            current.own = Some((token.clone(), now + issued.expires_in));
+        }
+        Ok((connected, token))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Secret, i64)>> {
-        self.own.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connected> {
+        self.connected.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
