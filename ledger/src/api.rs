@@ -1,7 +1,7 @@
 //! The handlers. The auth layer has checked the calling workload's token and
-//! the Txn-Token (trust domain, lifetime, requesters) and the method's scope
-//! against the transaction's; here the rule is that every call is part of a
-//! transaction, made by a workload this ledger trusts.
+//! the Txn-Token (trust domain, lifetime, requesters, the calling workload)
+//! and the method's scope against the transaction's; here the rule is that
+//! every call is part of a transaction.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -44,28 +44,15 @@ pub const SPEC: ServiceSpec = ServiceSpec {
     method_scopes: METHOD_SCOPES,
 };
 
-/// The workload trusted by default to record here.
-pub const DEFAULT_TRUSTED_CALLER: &str = "tollgate-notes-store";
-
-/// The ledger's own settings.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Settings {
-    /// A workload (client id) allowed to call the ledger within a transaction.
-    #[arg(long = "trusted-caller", env = "LEDGER_TRUSTED_CALLERS", value_delimiter = ',', default_value = DEFAULT_TRUSTED_CALLER)]
-    pub trusted_callers: Vec<String>,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self { trusted_callers: vec![DEFAULT_TRUSTED_CALLER.into()] }
-    }
-}
+/// The ledger has no settings of its own: who may call it with which
+/// Txn-Tokens is the auth layer's (`OAUTH_TXN_CALLERS`, `OAUTH_TXN_REQUESTERS`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Settings {}
 
 #[derive(Debug, Clone)]
 pub struct Api {
     entries: Arc<Mutex<VecDeque<Entry>>>,
     clock: Arc<dyn Clock>,
-    trusted_callers: Arc<Vec<String>>,
 }
 
 impl ProtectedService for Api {
@@ -75,16 +62,18 @@ impl ProtectedService for Api {
     async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         anyhow::ensure!(
             config.tokens.txn_trust_domain.is_some(),
-            "the ledger is reached only with Txn-Tokens: set OAUTH_TXN_TRUST_DOMAIN and \
-             OAUTH_TXN_REQUESTERS"
+            "the ledger is reached only with Txn-Tokens: set OAUTH_TXN_TRUST_DOMAIN, \
+             OAUTH_TXN_REQUESTERS and OAUTH_TXN_CALLERS"
         );
-        let trusted_callers = config.settings.trusted_callers.clone();
-        tracing::info!(?trusted_callers, "workloads trusted to record");
-        Ok(Self {
-            entries: Arc::new(Mutex::new(VecDeque::new())),
-            clock,
-            trusted_callers: Arc::new(trusted_callers),
-        })
+        // Its callers authenticate with access tokens: it must learn which
+        // are revoked (the denylist needs its own credentials).
+        anyhow::ensure!(
+            config.tokens.credentials().is_some(),
+            "the ledger needs OAUTH_CLIENT_ID (and its secret or certificate) for the \
+             revocation denylist"
+        );
+        tracing::info!(callers = ?config.tokens.txn_callers, "workloads that may record");
+        Ok(Self { entries: Arc::new(Mutex::new(VecDeque::new())), clock })
     }
 
     fn routes(self, router: ProtectedRouter, limits: &GrpcLimits) -> ProtectedRouter {
@@ -97,8 +86,8 @@ impl ProtectedService for Api {
 }
 
 impl Api {
-    /// The caller and its transaction: only a call carrying a Txn-Token, from
-    /// a workload this ledger trusts.
+    /// The caller and its transaction: only a call carrying a Txn-Token (the
+    /// auth layer admitted it from one of `OAUTH_TXN_CALLERS`).
     fn in_transaction<'a, T>(
         &self,
         request: &'a Request<T>,
@@ -109,12 +98,6 @@ impl Api {
                 "the ledger is reached only within a transaction (a Txn-Token)".into(),
             )));
         };
-        if !self.trusted_callers.iter().any(|trusted| *trusted == caller.client_id) {
-            tracing::warn!(client_id = %caller.client_id, txn = %transaction.txn, "untrusted workload refused");
-            return Err(to_status(&OAuthError::AccessDenied(
-                "the ledger does not trust the calling workload".into(),
-            )));
-        }
         Ok((caller, transaction))
     }
 
@@ -170,6 +153,18 @@ impl Ledger for Api {
 
 #[cfg(test)]
 mod tests {
+    /// Every argument has its own name and the defaults parse.
+    #[test]
+    fn the_command_line_is_well_formed_and_parses() {
+        use clap::FromArgMatches as _;
+        crate::Config::command().debug_assert();
+        let matches = crate::Config::command()
+            .mut_args(|arg| arg.env(None))
+            .try_get_matches_from(["ledger"])
+            .unwrap();
+        crate::Config::from_arg_matches(&matches).unwrap();
+    }
+
     /// The table matches the proto: every RPC has a line, none is stale.
     #[test]
     fn the_scope_table_matches_the_contract() {

@@ -24,6 +24,10 @@ use crate::storage::NoteStorage;
 use tollgate_service_kit::status::storage_unavailable as storage_failure;
 use tollgate_service_kit::tls::ClientTls;
 
+/// How long a change waits for the ledger to record it, then goes on
+/// without (the note is written either way).
+pub const LEDGER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 const MAX_TITLE: usize = 200;
 const MAX_BODY: usize = 10_000;
 
@@ -99,13 +103,17 @@ impl Api {
 impl Api {
     /// Records a change in the ledger when the call is part of a transaction
     /// (the second hop, with the same Txn-Token). The note is written either
-    /// way: a ledger that cannot be reached is logged, not the caller's
-    /// failure.
+    /// way: a ledger that cannot be reached, or takes longer than
+    /// [`LEDGER_TIMEOUT`], is logged, not the caller's failure.
     async fn record<T>(&self, request: &Request<T>, action: &str, note_id: &str) {
         let (Some(ledger), Some(txn_token)) = (&self.ledger, auth::txn_token(request)) else {
             return;
         };
-        if let Err(status) = ledger.record(txn_token, action, note_id).await {
+        let recorded =
+            tokio::time::timeout(LEDGER_TIMEOUT, ledger.record(txn_token, action, note_id))
+                .await
+                .unwrap_or_else(|_| Err(Status::deadline_exceeded("the ledger did not answer")));
+        if let Err(status) = recorded {
             let txn = auth::caller(request)
                 .ok()
                 .and_then(|caller| caller.transaction.as_ref())

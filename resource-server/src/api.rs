@@ -191,7 +191,9 @@ impl Api {
         if caller.expires_at <= self.clock.now() {
             return Err(to_status(&OAuthError::invalid_token("token has expired")));
         }
-        self.notes.for_caller(caller, auth::subject_token(request)?, scope, rpc, message).await
+        let subject = auth::subject_token(request)?;
+        let incoming = auth::txn_token(request);
+        self.notes.for_caller(caller, subject, incoming, scope, rpc, message).await
     }
 }
 

@@ -36,8 +36,10 @@ pub struct Settings {
     pub delegation: Delegation,
     /// The trust domain Txn-Tokens are asked for (the authorization server's
     /// AUTH_TXN_TRUST_DOMAIN). Used with `--delegation txn-token`.
-    #[arg(long, env = "TXN_TRUST_DOMAIN", default_value = DEFAULT_TXN_TRUST_DOMAIN)]
-    pub txn_trust_domain: String,
+    /// (Not `OAUTH_TXN_TRUST_DOMAIN`: that one makes a service accept
+    /// Txn-Tokens from its callers; this server is the edge that asks.)
+    #[arg(long, env = "DELEGATION_TRUST_DOMAIN", default_value = DEFAULT_TXN_TRUST_DOMAIN)]
+    pub delegation_trust_domain: String,
 }
 
 /// The trust domain's default name, as the authorization server's.
@@ -59,7 +61,27 @@ impl Default for Settings {
             notes_store_url: DEFAULT_NOTES_STORE_URL.into(),
             notes_store_audience: DEFAULT_NOTES_STORE_AUDIENCE.into(),
             delegation: Delegation::Exchange,
-            txn_trust_domain: DEFAULT_TXN_TRUST_DOMAIN.into(),
+            delegation_trust_domain: DEFAULT_TXN_TRUST_DOMAIN.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::FromArgMatches as _;
+
+    /// Every argument has its own name and the command line parses: two
+    /// flattened settings under one name would make the binary fail at start.
+    #[test]
+    fn the_command_line_is_well_formed_and_parses() {
+        super::Config::command().debug_assert();
+        let matches = super::Config::command()
+            .mut_args(|arg| arg.env(None))
+            .try_get_matches_from(["resource-server", "--delegation", "txn-token"])
+            .unwrap();
+        let config = super::Config::from_arg_matches(&matches).unwrap();
+        assert_eq!(config.settings.delegation, super::Delegation::TxnToken);
+        assert_eq!(config.settings.delegation_trust_domain, super::DEFAULT_TXN_TRUST_DOMAIN);
+        assert_eq!(config.tokens.txn_trust_domain, None, "it accepts no Txn-Tokens itself");
     }
 }

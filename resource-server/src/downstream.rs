@@ -25,7 +25,7 @@ use tollgate_proto::auth::v1::{
     ClientAuthentication, ClientCredentialsGrant, TokenExchangeGrant, TokenRequest,
 };
 use tollgate_proto::notes::v1::note_store_client::NoteStoreClient;
-use tollgate_service_kit::auth::{AuthContext, SubjectToken};
+use tollgate_service_kit::auth::{AuthContext, SubjectToken, TxnToken};
 use tollgate_service_kit::telemetry::propagation::{Propagating, traced};
 use tollgate_service_kit::tls::{ClientTls, GrpcTarget};
 use tollgate_token::{Clock, Secret};
@@ -120,22 +120,29 @@ impl NotesBackend {
             credentials,
             audience: settings.notes_store_audience.clone(),
             delegation: settings.delegation,
-            trust_domain: settings.txn_trust_domain.clone(),
+            trust_domain: settings.delegation_trust_domain.clone(),
             clock,
         })
     }
 
     /// A client for the notes store and the request metadata to call it with,
-    /// acting for `caller` with `scope` only, for the user's call `rpc`.
+    /// acting for `caller` with `scope` only, for the user's call `rpc`. A
+    /// call that arrived with a Txn-Token (`incoming`) is already part of a
+    /// transaction: that token goes on unmodified.
     pub async fn for_caller<T>(
         &self,
         caller: &AuthContext,
         subject: &SubjectToken,
+        incoming: Option<&TxnToken>,
         scope: &str,
         rpc: &str,
         message: T,
     ) -> Result<(NoteStoreClient<TracedChannel>, Request<T>), Status> {
         let channels = self.channels()?;
+        if let Some(incoming) = incoming {
+            let value = incoming.header_value().to_str().unwrap_or_default().to_owned();
+            return self.with_txn_token(&channels, value, message).await;
+        }
         if self.delegation == Delegation::TxnToken {
             return self.in_transaction(&channels, subject, scope, rpc, message).await;
         }
@@ -168,11 +175,6 @@ impl NotesBackend {
         rpc: &str,
         message: T,
     ) -> Result<(NoteStoreClient<TracedChannel>, Request<T>), Status> {
-        let own = self
-            .token(channels, String::new(), "", || {
-                Grant::ClientCredentials(ClientCredentialsGrant { scope: None, resource: None })
-            })
-            .await?;
         let txn_token = self
             .issue(
                 channels,
@@ -189,11 +191,25 @@ impl NotesBackend {
                 }),
             )
             .await?;
+        self.with_txn_token(channels, txn_token.access_token, message).await
+    }
+
+    /// `message` for the notes store with this server's own token and
+    /// `txn_token`.
+    async fn with_txn_token<T>(
+        &self,
+        channels: &Channels,
+        txn_token: String,
+        message: T,
+    ) -> Result<(NoteStoreClient<TracedChannel>, Request<T>), Status> {
+        let own = self
+            .token(channels, String::new(), "", || {
+                Grant::ClientCredentials(ClientCredentialsGrant { scope: None, resource: None })
+            })
+            .await?;
         let mut request = bearer(message, own.expose())?;
-        let value = txn_token
-            .access_token
-            .parse()
-            .map_err(|_| Status::internal("a Txn-Token is not a header value"))?;
+        let value =
+            txn_token.parse().map_err(|_| Status::internal("a Txn-Token is not a header value"))?;
         request.metadata_mut().insert(TXN_TOKEN_METADATA, value);
         Ok((channels.notes.clone(), request))
     }

@@ -155,6 +155,9 @@ pub struct TxnCheck {
     pub policy: TxnTokenPolicy,
     /// Every requester in a Txn-Token's chain must be one of these.
     pub requesters: Vec<String>,
+    /// The workloads that may present a Txn-Token here (the client id of the
+    /// access token beside it).
+    pub callers: Vec<String>,
 }
 
 /// The verified bearer token itself, for the few services that exchange it for
@@ -409,12 +412,33 @@ impl Shared {
                 "txn_not_workload_token",
             );
         }
+        if !check.callers.contains(&claims.client_id) {
+            tracing::warn!(client_id = %claims.client_id, "Txn-Token from a workload not accepted as a caller");
+            return Err((
+                OAuthError::AccessDenied(
+                    "this service does not take Txn-Tokens from the calling workload".into(),
+                ),
+                "txn_untrusted_caller",
+            ));
+        }
         let verified =
             match verify_txn_token(keys, value.to_str().unwrap_or_default(), &check.policy, now) {
                 Ok(verified) => verified,
                 Err(err) => {
                     if matches!(err, TxnTokenError::UnknownKey(_)) {
                         self.jwks.request_refetch();
+                        // As for an access token: keys this old may be missing
+                        // a new one, so "try later", not "invalid".
+                        if let Some(snapshot) = self.jwks.current()
+                            && self.jwks.is_stale(&snapshot, now)
+                        {
+                            return refuse(
+                                OAuthError::TemporarilyUnavailable(
+                                    "signing keys are stale; try again later".into(),
+                                ),
+                                "keys_stale",
+                            );
+                        }
                     }
                     return refuse(err.clone().into(), err.reason());
                 }

@@ -63,10 +63,10 @@ pub enum ConfigError {
     )]
     DpopOrigin(String),
     #[error(
-        "OAUTH_TXN_TRUST_DOMAIN needs OAUTH_TXN_REQUESTERS: the workloads whose Txn-Tokens \
-         this service accepts"
+        "OAUTH_TXN_TRUST_DOMAIN needs OAUTH_TXN_REQUESTERS and OAUTH_TXN_CALLERS: the \
+         workloads whose Txn-Tokens this service accepts, and those that may present them"
     )]
-    NoTxnRequesters,
+    NoTxnWorkloads,
 }
 
 /// `value` as a DPoP origin (docs/dpop-grpc.md): `scheme://authority` with an
@@ -172,6 +172,10 @@ pub struct TokenValidationConfig {
     /// one of these.
     #[arg(long, env = "OAUTH_TXN_REQUESTERS", value_delimiter = ',')]
     pub txn_requesters: Vec<String>,
+    /// The workloads (client ids) that may call this service with a
+    /// Txn-Token: the client id of the access token beside it.
+    #[arg(long, env = "OAUTH_TXN_CALLERS", value_delimiter = ',')]
+    pub txn_callers: Vec<String>,
 }
 
 impl TokenValidationConfig {
@@ -194,20 +198,23 @@ impl TokenValidationConfig {
             dpop_origin: None,
             txn_trust_domain: None,
             txn_requesters: Vec::new(),
+            txn_callers: Vec::new(),
         }
     }
 
     /// What Txn-Tokens this service accepts, if any.
     pub fn txn_tokens(&self) -> Result<Option<TxnCheck>, ConfigError> {
         let Some(domain) = &self.txn_trust_domain else { return Ok(None) };
-        let requesters: Vec<String> =
-            self.txn_requesters.iter().filter(|r| !r.is_empty()).cloned().collect();
-        if requesters.is_empty() {
-            return Err(ConfigError::NoTxnRequesters);
+        let named = |list: &[String]| -> Vec<String> {
+            list.iter().filter(|r| !r.is_empty()).cloned().collect()
+        };
+        let (requesters, callers) = (named(&self.txn_requesters), named(&self.txn_callers));
+        if requesters.is_empty() || callers.is_empty() {
+            return Err(ConfigError::NoTxnWorkloads);
         }
         let mut policy = TxnTokenPolicy::new(domain.clone(), self.issuer.clone());
         policy.leeway_secs = self.leeway_secs;
-        Ok(Some(TxnCheck { policy, requesters }))
+        Ok(Some(TxnCheck { policy, requesters, callers }))
     }
 
     /// The configured DPoP origin, checked: `scheme://authority` with an

@@ -21,6 +21,8 @@ pub const BACKUP_CLIENT: &str = "backup-job";
 pub const RESOURCE_SERVER_CLIENT: &str = "tollgate-resource";
 /// The notes store's identity at the authorization server (for the denylist).
 pub const NOTES_STORE_CLIENT: &str = "tollgate-notes-store";
+/// The ledger's identity at the authorization server (for the denylist).
+pub const LEDGER_CLIENT: &str = "tollgate-ledger";
 /// The DNS names of the services' certificates in a TLS stack.
 pub const AUTH_SERVER_DNS: &str = "auth-server";
 pub const RESOURCE_SERVER_DNS: &str = "resource-server";
@@ -41,6 +43,7 @@ pub struct DemoSecrets {
     pub backup: Secret,
     pub resource_server: Secret,
     pub notes_store: Secret,
+    pub ledger: Secret,
 }
 
 impl DemoSecrets {
@@ -52,6 +55,7 @@ impl DemoSecrets {
             backup: Secret::new(random_secret()),
             resource_server: Secret::new(random_secret()),
             notes_store: Secret::new(random_secret()),
+            ledger: Secret::new(random_secret()),
         }
     }
 }
@@ -147,6 +151,14 @@ scopes = ["notes:read", "notes:write"]
 audience = "{LEDGER_AUDIENCE}"
 token_exchange_audiences = ["{TRUST_DOMAIN}"]
 
+# The ledger: identified only to fetch the revocation denylist.
+[[clients]]
+client_id = "{LEDGER_CLIENT}"
+name = "Tollgate ledger"
+{ledger}
+grant_types = []
+scopes = []
+
 {users}"#,
         web = secrets.web.expose(),
         reporter = secrets.reporter.expose(),
@@ -154,6 +166,7 @@ token_exchange_audiences = ["{TRUST_DOMAIN}"]
         backup = secrets.backup.expose(),
         resource_server = credential(&secrets.resource_server, RESOURCE_SERVER_DNS),
         notes_store = credential(&secrets.notes_store, NOTES_STORE_DNS),
+        ledger = credential(&secrets.ledger, LEDGER_DNS),
     )
 }
 

@@ -57,8 +57,9 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 pub use demo_data::{
-    AUTH_SERVER_DNS, DemoSecrets, LEDGER_AUDIENCE, LEDGER_DNS, NOTES_STORE_CLIENT, NOTES_STORE_DNS,
-    PASSWORDS, RESOURCE_SERVER_CLIENT, RESOURCE_SERVER_DNS, TRUST_DOMAIN, bootstrap_toml,
+    AUTH_SERVER_DNS, DemoSecrets, LEDGER_AUDIENCE, LEDGER_CLIENT, LEDGER_DNS, NOTES_STORE_CLIENT,
+    NOTES_STORE_DNS, PASSWORDS, RESOURCE_SERVER_CLIENT, RESOURCE_SERVER_DNS, TRUST_DOMAIN,
+    bootstrap_toml,
 };
 
 /// How long any wait of the harness lasts before it fails with a message: far
@@ -218,6 +219,8 @@ impl StackBuilder {
         // server and the notes store (which may replace one), and only them.
         config.notes.tokens.txn_trust_domain = Some(demo_data::TRUST_DOMAIN.into());
         config.notes.tokens.txn_requesters = vec![demo_data::RESOURCE_SERVER_CLIENT.into()];
+        config.notes.tokens.txn_callers = vec![demo_data::RESOURCE_SERVER_CLIENT.into()];
+        config.ledger.tokens.txn_callers = vec![demo_data::NOTES_STORE_CLIENT.into()];
         config.ledger.tokens.txn_trust_domain = Some(demo_data::TRUST_DOMAIN.into());
         config.ledger.tokens.txn_requesters =
             vec![demo_data::RESOURCE_SERVER_CLIENT.into(), demo_data::NOTES_STORE_CLIENT.into()];
@@ -262,11 +265,14 @@ impl StackBuilder {
         running
             .spawn_service("authorization server", auth_grpc, |stop| auth.run_until_stopped(stop));
 
-        // The ledger, two hops in: it needs only the keys (no credentials, so
-        // no denylist: it never sees an access token a user could revoke).
-        if ledger.tokens.issuer.is_empty() {
-            ledger.tokens.issuer = issuer.clone();
-        }
+        // The ledger, two hops in, identified for the denylist.
+        identify(
+            &mut ledger.tokens,
+            &issuer,
+            &format!("{scheme}://{auth_grpc}"),
+            demo_data::LEDGER_CLIENT,
+            (!mutual_tls).then_some(&secrets.ledger),
+        );
         let ledger = tollgate_ledger::Application::build(ledger, clock.clone())
             .await
             .context("starting the ledger")?;

@@ -16,7 +16,7 @@ use tollgate_service_kit::auth::AuthContext;
 use tollgate_service_kit::status::oauth_error_code;
 use tonic::Code;
 
-use crate::support::{TokenReply, post_token};
+use crate::support::{TokenReply, post_token, register};
 
 const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -215,11 +215,23 @@ async fn the_txn_token_service_issues_and_replaces_without_widening() {
     txn_token(&stack, NOTES_STORE_CLIENT, replacement_token, TXN_TOKEN, "notes:write")
         .await
         .assert_error(400, "invalid_scope");
-    // A client that is no workload of the trust domain gets none.
-    let reporter = stack.secrets.reporter.clone();
-    post_token(
+    // A client registered for token exchange, but not to the trust domain,
+    // gets none.
+    let gateway = register(
         &stack,
-        Some(("tollgate-reporter", reporter.expose())),
+        r#"
+client_id = "gateway"
+name = "A gateway outside the trust domain"
+secret = "gateway-secret-4b9f2c7e1d8a6f3b5c0e9a7d2f1b8c4e"
+grant_types = ["urn:ietf:params:oauth:grant-type:token-exchange"]
+scopes = ["notes:read"]
+token_exchange_audiences = ["tollgate-notes-store"]
+"#,
+    )
+    .await;
+    let refused = post_token(
+        &stack,
+        Some(("gateway", gateway.client_secret.as_ref().unwrap().expose())),
         &[
             ("grant_type", EXCHANGE),
             ("requested_token_type", TXN_TOKEN),
@@ -229,13 +241,14 @@ async fn the_txn_token_service_issues_and_replaces_without_widening() {
             ("subject_token_type", ACCESS_TOKEN),
         ],
     )
-    .await
-    .assert_error(400, "unauthorized_client");
+    .await;
+    refused.assert_error(400, "unauthorized_client");
+    assert_eq!(refused.body["error_description"], "this client may not obtain Txn-Tokens");
     // An expired one is never replaced.
     stack.advance(61);
-    txn_token(&stack, NOTES_STORE_CLIENT, first, TXN_TOKEN, "notes:read")
-        .await
-        .assert_error(400, "invalid_request");
+    let expired = txn_token(&stack, NOTES_STORE_CLIENT, first, TXN_TOKEN, "notes:read").await;
+    expired.assert_error(400, "invalid_request");
+    assert_eq!(expired.body["error_description"], "subject_token is invalid or expired");
 }
 
 #[tokio::test]
@@ -333,12 +346,38 @@ async fn txn_tokens_that_must_not_pass_are_refused_with_the_exact_error() {
         ],
     )
     .await;
-    let exchanged = exchanged.body["access_token"].as_str().unwrap();
+    let exchanged = exchanged.body["access_token"].as_str().unwrap().to_owned();
+    // A user's token for the notes store (no `act`, `sub` not its client), and
+    // the resource server's own token with an `act`: validly signed, each
+    // fails one half of "a workload's own token".
+    let users_for_notes = forge::reissued(&stack.auth_core, user, |claims| {
+        claims.aud = tollgate_token::Audience::One(NOTES_STORE_CLIENT.into());
+    })
+    .unwrap();
+    let acting = forge::reissued(&stack.auth_core, &workload, |claims| {
+        claims.act = Some(tollgate_token::Actor { sub: "someone".into(), act: None });
+    })
+    .unwrap();
+    for not_a_workloads in [&exchanged, &users_for_notes, &acting] {
+        assert_refused(
+            list_notes(&stack, not_a_workloads, &[&txn]).await,
+            Code::Unauthenticated,
+            "invalid_token",
+            "a Txn-Token comes with the calling workload's own access token, not a user's",
+        );
+    }
+    // A workload's own token, but not one the notes store takes Txn-Tokens
+    // from.
+    let other_workload = forge::reissued(&stack.auth_core, &workload, |claims| {
+        claims.sub = "tollgate-backup".into();
+        claims.client_id = "tollgate-backup".into();
+    })
+    .unwrap();
     assert_refused(
-        list_notes(&stack, exchanged, &[&txn]).await,
-        Code::Unauthenticated,
-        "invalid_token",
-        "a Txn-Token comes with the calling workload's own access token, not a user's",
+        list_notes(&stack, &other_workload, &[&txn]).await,
+        Code::PermissionDenied,
+        "access_denied",
+        "this service does not take Txn-Tokens from the calling workload",
     );
     // The ledger is reached only within a transaction.
     let channel = tollgate_e2e::channel(stack.ledger_url()).await.unwrap();

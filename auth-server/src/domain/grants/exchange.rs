@@ -77,6 +77,14 @@ impl<S: RevocationStore> OAuthCore<S> {
             (Some(t), _) | (None, Some(t)) => t.clone(),
             (None, None) => return Err(OAuthError::invalid_request("audience is required")),
         };
+        // The trust domain is where Txn-Tokens are valid, not a service an
+        // access token could be for.
+        if target == self.settings.txn_trust_domain {
+            return Err(OAuthError::invalid_target(
+                "the trust domain takes Txn-Tokens: ask with requested_token_type \
+                 urn:ietf:params:oauth:token-type:txn_token",
+            ));
+        }
         if !client.exchange_audiences.contains(&target) {
             return Err(OAuthError::invalid_target(
                 "this client may not obtain tokens for this audience",
@@ -286,6 +294,25 @@ mod tests {
         assert_eq!(
             err.map_err(|e| (e.code(), e.description().to_owned())).expect_err("refused"),
             ("unauthorized_client", "a public client cannot exchange tokens".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn the_trust_domain_is_no_audience_for_an_access_token() {
+        use crate::storage::ClientStore as _;
+        let fx = Fixture::new().await;
+        let user = users_token(&fx).await;
+        let mut rs = fx.client(RS, Some("s3cret"), &[TokenExchange]).await;
+        rs.exchange_audiences.push("tollgate.internal".into());
+        fx.core.store().upsert_client(&rs, fx.clock.now()).await.expect("registered");
+        assert_eq!(
+            refused(&fx, RS, exchange(&user, "tollgate.internal", None)).await,
+            (
+                "invalid_target",
+                "the trust domain takes Txn-Tokens: ask with requested_token_type \
+                 urn:ietf:params:oauth:token-type:txn_token"
+                    .into()
+            )
         );
     }
 

@@ -43,8 +43,9 @@ impl<S: RevocationStore> OAuthCore<S> {
     /// - `audience` is the trust domain and `scope` is given and within what
     ///   the subject token grants (the draft's MUST) and what the workload is
     ///   registered for;
-    /// - the subject token is an access token presented to this workload (its
-    ///   `aud` names it), valid and not revoked; or a Txn-Token of this trust
+    /// - the subject token is a user's own access token presented to this
+    ///   workload (its `aud` names it; no `act`; not a client's own), valid
+    ///   and not revoked; or a Txn-Token of this trust
     ///   domain, not expired, for a replacement. Never a refresh token.
     /// - the Txn-Token lives [`crate::config::DEFAULT_TXN_TOKEN_TTL`] (or
     ///   `AUTH_TXN_TOKEN_TTL`), never past its subject token.
@@ -199,6 +200,21 @@ impl<S: RevocationStore> OAuthCore<S> {
         if !token.aud.contains(&client.client_id) {
             return Err(OAuthError::invalid_request(
                 "subject_token was not issued for this client",
+            ));
+        }
+        // A transaction starts from a user's own token at the edge. Not from
+        // one a service obtained for the user (it would drop that service
+        // from the chain), and not from a client's own (RFC 9068 §2.2: it
+        // acts for nobody, and a workload receives its callers' on every call).
+        if token.act.is_some() {
+            return Err(OAuthError::invalid_request(
+                "subject_token was obtained by token exchange: a transaction starts from the \
+                 user's own token",
+            ));
+        }
+        if token.sub == token.client_id {
+            return Err(OAuthError::invalid_request(
+                "subject_token is a client's own token: it acts for no user",
             ));
         }
         // The draft: a scope that cannot be determined is refused, never
@@ -449,6 +465,55 @@ mod tests {
                 .await
                 .err(),
             Some(("invalid_request", "a refresh token cannot be exchanged for a Txn-Token".into()))
+        );
+        // A token a service obtained for the user, or a client's own.
+        let exchanged = fx
+            .core
+            .token(
+                &auth(RS, Some("s3cret")),
+                Grant::TokenExchange(ExchangeRequest {
+                    requested_token_type: None,
+                    audience: Some(NOTES.into()),
+                    ..request(&user, ACCESS_TOKEN_TYPE, Some("notes:read"))
+                }),
+            )
+            .await
+            .expect("exchanged")
+            .access_token;
+        assert_eq!(
+            issue(&fx, NOTES, request(&exchanged, ACCESS_TOKEN_TYPE, Some("notes:read"))).await.err(),
+            Some((
+                "invalid_request",
+                "subject_token was obtained by token exchange: a transaction starts from the user's own token"
+                    .into()
+            ))
+        );
+        let mut rs = fx
+            .client(
+                RS,
+                Some("s3cret"),
+                &[TokenExchange, crate::domain::model::GrantType::ClientCredentials],
+            )
+            .await;
+        rs.exchange_audiences.push(DOMAIN.into());
+        fx.core.store().upsert_client(&rs, fx.clock.now()).await.expect("registered");
+        // Its own token: `aud` tollgate-resource (its registered audience), so
+        // presented to itself.
+        let own = fx
+            .core
+            .token(
+                &auth(RS, Some("s3cret")),
+                Grant::ClientCredentials { scope: None, resource: None },
+            )
+            .await
+            .expect("its own token")
+            .access_token;
+        assert_eq!(
+            issue(&fx, RS, request(&own, ACCESS_TOKEN_TYPE, Some("notes:read"))).await.err(),
+            Some((
+                "invalid_request",
+                "subject_token is a client's own token: it acts for no user".into()
+            ))
         );
         let mut bad_context = request(&user, ACCESS_TOKEN_TYPE, Some("notes:read"));
         bad_context.request_context = Some("[1,2]".into());
