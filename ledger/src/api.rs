@@ -156,13 +156,7 @@ mod tests {
     /// Every argument has its own name and the defaults parse.
     #[test]
     fn the_command_line_is_well_formed_and_parses() {
-        use clap::FromArgMatches as _;
-        crate::Config::command().debug_assert();
-        let matches = crate::Config::command()
-            .mut_args(|arg| arg.env(None))
-            .try_get_matches_from(["ledger"])
-            .unwrap();
-        crate::Config::from_arg_matches(&matches).unwrap();
+        tollgate_service_kit::testing::parse_command_line::<super::Api>(&["ledger"]);
     }
 
     /// The table matches the proto: every RPC has a line, none is stale.

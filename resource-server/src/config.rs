@@ -68,18 +68,15 @@ impl Default for Settings {
 
 #[cfg(test)]
 mod tests {
-    use clap::FromArgMatches as _;
-
     /// Every argument has its own name and the command line parses: two
     /// flattened settings under one name would make the binary fail at start.
     #[test]
     fn the_command_line_is_well_formed_and_parses() {
-        super::Config::command().debug_assert();
-        let matches = super::Config::command()
-            .mut_args(|arg| arg.env(None))
-            .try_get_matches_from(["resource-server", "--delegation", "txn-token"])
-            .unwrap();
-        let config = super::Config::from_arg_matches(&matches).unwrap();
+        let config = tollgate_service_kit::testing::parse_command_line::<crate::api::Api>(&[
+            "resource-server",
+            "--delegation",
+            "txn-token",
+        ]);
         assert_eq!(config.settings.delegation, super::Delegation::TxnToken);
         assert_eq!(config.settings.delegation_trust_domain, super::DEFAULT_TXN_TRUST_DOMAIN);
         assert_eq!(config.tokens.txn_trust_domain, None, "it accepts no Txn-Tokens itself");

@@ -4,6 +4,26 @@
 
 use std::collections::HashMap;
 
+/// Checks `S`'s command line: every argument has a name of its own (clap's
+/// debug assertions: two flattened settings under one name would make the
+/// binary refuse to start) and `args` parse with the environment left out.
+/// Returns what they parse to.
+#[allow(
+    clippy::unwrap_used,
+    reason = "test support: a command line that does not parse fails the test here"
+)]
+pub fn parse_command_line<S: crate::scaffold::ProtectedService>(
+    args: &[&str],
+) -> crate::scaffold::Config<S> {
+    use clap::FromArgMatches as _;
+    crate::scaffold::Config::<S>::command().debug_assert();
+    let matches = crate::scaffold::Config::<S>::command()
+        .mut_args(|arg| arg.env(None))
+        .try_get_matches_from(args)
+        .unwrap();
+    crate::scaffold::Config::<S>::from_arg_matches(&matches).unwrap()
+}
+
 /// Checks a service's scope table against its gRPC contract, and panics with
 /// every problem found:
 ///

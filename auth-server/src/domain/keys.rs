@@ -238,11 +238,20 @@ impl KeyRing {
         claims: &AccessTokenClaims,
         now: i64,
     ) -> Result<String, jsonwebtoken::errors::Error> {
+        self.with_active_key(now, |key| key.sign(&key.header_prefix, claims))
+    }
+
+    /// `sign` with the key active at `now`.
+    fn with_active_key(
+        &self,
+        now: i64,
+        sign: impl FnOnce(&SigningKey) -> Result<String, jsonwebtoken::errors::Error>,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
         let ring = self.current();
         let key = ring.active(now).ok_or_else(|| {
             jsonwebtoken::errors::Error::from(jsonwebtoken::errors::ErrorKind::InvalidKeyFormat)
         })?;
-        key.signing.sign(&key.signing.header_prefix, claims)
+        sign(&key.signing)
     }
 
     /// Signs a Txn-Token with the same active key: the trust domain's
@@ -252,11 +261,7 @@ impl KeyRing {
         claims: &tollgate_token::TxnTokenClaims,
         now: i64,
     ) -> Result<String, jsonwebtoken::errors::Error> {
-        let ring = self.current();
-        let key = ring.active(now).ok_or_else(|| {
-            jsonwebtoken::errors::Error::from(jsonwebtoken::errors::ErrorKind::InvalidKeyFormat)
-        })?;
-        key.signing.sign(&key.signing.txn_header_prefix, claims)
+        self.with_active_key(now, |key| key.sign(&key.txn_header_prefix, claims))
     }
 
     /// The keys verifiers need at `now`: the active one, any successor waiting to

@@ -169,8 +169,7 @@ mod tests {
     use super::*;
     use crate::domain::Grant;
     use crate::domain::grants::testing::{Fixture, SUBJECT, auth};
-    use crate::domain::model::GrantRecord;
-    use crate::domain::model::GrantType::{AuthorizationCode, TokenExchange};
+    use crate::domain::model::GrantType::TokenExchange;
 
     const NOTES: &str = "tollgate-notes-store";
     const RS: &str = "tollgate-resource";
@@ -178,22 +177,8 @@ mod tests {
     /// A user's token for the resource server (`aud` = its client id), and the
     /// resource server registered for exchange to the notes store.
     async fn users_token(fx: &Fixture) -> Secret {
-        let web = fx.client("web", Some("s3cret"), &[AuthorizationCode]).await;
         fx.client(RS, Some("s3cret"), &[TokenExchange]).await;
-        let grant = GrantRecord {
-            grant_id: "grant-1".into(),
-            client_id: "web".into(),
-            subject: SUBJECT.into(),
-            scope: Scope::parse("notes:read notes:write").expect("scope"),
-            audience: RS.into(),
-            created_at: fx.clock.now(),
-            dpop_jkt: None,
-        };
-        fx.core
-            .issue_for_new_grant(&web.clone().into(), grant, None)
-            .await
-            .expect("grant")
-            .access_token
+        fx.users_token_for(RS).await
     }
 
     fn exchange(subject_token: &Secret, audience: &str, scope: Option<&str>) -> Grant {

@@ -96,6 +96,22 @@ impl Fixture {
         client
     }
 
+    /// A token of `SUBJECT`'s for `audience` (`notes:read notes:write`),
+    /// through the confidential client "web" (registered here).
+    pub async fn users_token_for(&self, audience: &str) -> tollgate_token::Secret {
+        let web = self.client("web", Some("s3cret"), &[GrantType::AuthorizationCode]).await;
+        let grant = crate::domain::model::GrantRecord {
+            grant_id: "grant-1".into(),
+            client_id: "web".into(),
+            subject: SUBJECT.into(),
+            scope: Scope::parse("notes:read notes:write").expect("scope"),
+            audience: audience.into(),
+            created_at: self.clock.now(),
+            dpop_jkt: None,
+        };
+        self.core.issue_for_new_grant(&web.into(), grant, None).await.expect("grant").access_token
+    }
+
     pub fn advance(&self, secs: i64) {
         self.clock.advance(secs);
     }

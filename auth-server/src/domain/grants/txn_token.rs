@@ -280,13 +280,12 @@ fn new_transaction_id() -> String {
 #[cfg(test)]
 mod tests {
     use tollgate_token::txn::{TXN_TOKEN_JWT_TYPE, TxnTokenPolicy, verify_txn_token};
-    use tollgate_token::{Clock as _, Scope, Secret};
+    use tollgate_token::{Clock as _, Secret};
 
     use super::*;
     use crate::domain::Grant;
     use crate::domain::grants::testing::{Fixture, SUBJECT, auth};
-    use crate::domain::model::GrantRecord;
-    use crate::domain::model::GrantType::{AuthorizationCode, TokenExchange};
+    use crate::domain::model::GrantType::TokenExchange;
     use crate::storage::ClientStore as _;
 
     const RS: &str = "tollgate-resource";
@@ -296,26 +295,12 @@ mod tests {
     /// A user's token for the resource server; the resource server and the
     /// notes store registered as the trust domain's workloads.
     async fn users_token(fx: &Fixture) -> Secret {
-        let web = fx.client("web", Some("s3cret"), &[AuthorizationCode]).await;
         for workload in [RS, NOTES] {
             let mut client = fx.client(workload, Some("s3cret"), &[TokenExchange]).await;
             client.exchange_audiences.push(DOMAIN.into());
             fx.core.store().upsert_client(&client, fx.clock.now()).await.expect("registered");
         }
-        let grant = GrantRecord {
-            grant_id: "grant-1".into(),
-            client_id: "web".into(),
-            subject: SUBJECT.into(),
-            scope: Scope::parse("notes:read notes:write").expect("scope"),
-            audience: RS.into(),
-            created_at: fx.clock.now(),
-            dpop_jkt: None,
-        };
-        fx.core
-            .issue_for_new_grant(&web.clone().into(), grant, None)
-            .await
-            .expect("grant")
-            .access_token
+        fx.users_token_for(RS).await
     }
 
     fn request(subject: &Secret, subject_type: &str, scope: Option<&str>) -> ExchangeRequest {
