@@ -1,6 +1,7 @@
 //! `cargo run --bin quickstart`: the whole platform on one machine, with nothing
-//! but the Rust toolchain. Starts the authorization server, the resource server
-//! and the notes store behind it on SQLite with the demo clients and users, runs
+//! but the Rust toolchain. Starts the authorization server, the resource server,
+//! the notes store behind it and the ledger behind that (reached with
+//! Transaction Tokens) on SQLite with the demo clients and users, runs
 //! the client's full flow (narrated), and exits 0 if every step went as the
 //! protocol says.
 //!
@@ -85,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
     println!("  authorization server  {} (gRPC {})", stack.issuer, stack.auth_grpc);
     println!("  resource server       {} (gRPC)", stack.resource_url());
     println!("  notes store           {} (gRPC, internal)", stack.notes_url());
+    println!("  ledger                {} (gRPC, internal, Txn-Tokens only)", stack.ledger_url());
     if let Some(tls) = &stack.tls {
         println!(
             "  TLS on every listener; mutual TLS to the internal ones. CA: {}",
