@@ -399,3 +399,56 @@ async fn txn_tokens_that_must_not_pass_are_refused_with_the_exact_error() {
         "Txn-Token has expired",
     );
 }
+
+#[tokio::test]
+async fn a_call_that_arrives_within_a_transaction_goes_on_with_the_same_txn_token() {
+    // The resource server configured to accept Txn-Tokens too, presented by
+    // the backup job (a workload with its own token for the resource server).
+    let stack = TestStack::builder()
+        .tweak(|config| {
+            config.resource.settings.delegation = Delegation::TxnToken;
+            config.resource.tokens.txn_trust_domain = Some(TRUST_DOMAIN.into());
+            config.resource.tokens.txn_requesters = vec![RESOURCE_SERVER_CLIENT.into()];
+            config.resource.tokens.txn_callers = vec!["tollgate-backup".into()];
+        })
+        .start()
+        .await
+        .unwrap();
+    let mut at_notes = stack.notes_access();
+    let tokens = stack.sign_in(&stack.cli_client(), "alice", &ALL).await.unwrap();
+    let reply = txn_token(
+        &stack,
+        RESOURCE_SERVER_CLIENT,
+        tokens.access_token.expose(),
+        ACCESS_TOKEN,
+        "notes:read",
+    )
+    .await;
+    let txn = reply.body["access_token"].as_str().unwrap().to_owned();
+    let (_, claims) = decode_unverified(&txn).unwrap();
+    let backup = stack.secrets.backup.clone();
+    let own = post_token(
+        &stack,
+        Some(("tollgate-backup", backup.expose())),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    let own = own.body["access_token"].as_str().unwrap().to_owned();
+
+    let channel = tollgate_e2e::channel(stack.resource_url()).await.unwrap();
+    let mut request =
+        bearer(tollgate_proto::resource::v1::ListNotesRequest { owner: "me".into() }, &own)
+            .unwrap();
+    request.metadata_mut().insert("txn-token", txn.parse().unwrap());
+    let listed =
+        tollgate_proto::resource::v1::notes_service_client::NotesServiceClient::new(channel)
+            .list_notes(request)
+            .await
+            .unwrap();
+    assert!(listed.into_inner().notes.is_empty());
+    // The notes store saw alice in the same transaction: the resource server
+    // passed the token on rather than starting another.
+    let seen = seen(&mut at_notes).await;
+    assert_eq!(seen.subject, "alice");
+    assert_eq!(seen.transaction.expect("a transaction").txn, claims["txn"].as_str().unwrap());
+}
