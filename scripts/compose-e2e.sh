@@ -57,6 +57,23 @@ echo "--- client-app: the full flow, run once inside the stack"
 docker-compose run --rm --no-deps client-app | tee target/compose-demo.log
 grep -q "Done: every step followed the protocol" target/compose-demo.log
 
+echo "--- the demo's note changes crossed both internal hops in one transaction"
+# The ledger recorded them, and the transaction it names is the one the
+# authorization server issued a Txn-Token for and the notes store admitted.
+txn=$(docker-compose logs --no-color ledger | grep '"recorded"' \
+    | grep -o '"txn":"[0-9a-f-]*"' | head -n 1)
+if [ -z "$txn" ]; then
+    echo "the ledger recorded no change" >&2
+    exit 1
+fi
+for service in auth-server notes-store; do
+    if ! docker-compose logs --no-color "$service" | grep -q "$txn"; then
+        echo "$service has no record of $txn" >&2
+        exit 1
+    fi
+done
+echo "transaction $txn: auth-server, notes-store and ledger"
+
 echo "--- client-app: a machine client's token, then a call from another container (README)"
 # The token file is in the client-app's home volume: the second container finds it.
 docker-compose run --rm --no-deps -e CLIENT_ID=tollgate-reporter \

@@ -403,13 +403,14 @@ async fn txn_tokens_that_must_not_pass_are_refused_with_the_exact_error() {
 #[tokio::test]
 async fn a_call_that_arrives_within_a_transaction_goes_on_with_the_same_txn_token() {
     // The resource server configured to accept Txn-Tokens too, presented by
-    // the backup job (a workload with its own token for the resource server).
+    // the backup job (a workload with its own token for the resource server:
+    // any workload would do).
     let stack = TestStack::builder()
         .tweak(|config| {
             config.resource.settings.delegation = Delegation::TxnToken;
             config.resource.tokens.txn_trust_domain = Some(TRUST_DOMAIN.into());
             config.resource.tokens.txn_requesters = vec![RESOURCE_SERVER_CLIENT.into()];
-            config.resource.tokens.txn_callers = vec!["tollgate-backup".into()];
+            config.resource.tokens.txn_callers = vec!["backup-job".into()];
         })
         .start()
         .await
@@ -429,7 +430,7 @@ async fn a_call_that_arrives_within_a_transaction_goes_on_with_the_same_txn_toke
     let backup = stack.secrets.backup.clone();
     let own = post_token(
         &stack,
-        Some(("tollgate-backup", backup.expose())),
+        Some(("backup-job", backup.expose())),
         &[("grant_type", "client_credentials")],
     )
     .await;
