@@ -60,14 +60,18 @@ grep -q "Done: every step followed the protocol" target/compose-demo.log
 echo "--- the demo's note changes crossed both internal hops in one transaction"
 # The ledger recorded them, and the transaction it names is the one the
 # authorization server issued a Txn-Token for and the notes store admitted.
-txn=$(docker-compose logs --no-color ledger | grep '"recorded"' \
-    | grep -o '"txn":"[0-9a-f-]*"' | head -n 1)
+# (Each log is read whole into a file first: `grep -q` stops reading at its
+# first match, and with pipefail the writer's broken pipe would fail the test.)
+for service in ledger auth-server notes-store; do
+    docker-compose logs --no-color "$service" > "target/compose-$service.log"
+done
+txn=$(grep '"recorded"' target/compose-ledger.log | grep -o '"txn":"[0-9a-f-]*"' | head -n 1 || true)
 if [ -z "$txn" ]; then
     echo "the ledger recorded no change" >&2
     exit 1
 fi
 for service in auth-server notes-store; do
-    if ! docker-compose logs --no-color "$service" | grep -q "$txn"; then
+    if ! grep -q "$txn" "target/compose-$service.log"; then
         echo "$service has no record of $txn" >&2
         exit 1
     fi
