@@ -30,6 +30,32 @@ pub struct ExchangeRequest {
 }
 
 impl<S: RevocationStore> OAuthCore<S> {
+    /// The subject token of an exchange (an access token or a Txn-Token
+    /// request): one this server issued, still valid and not revoked, and
+    /// presented to `client` (its `aud` names the client): a client cannot
+    /// exchange a token it merely got hold of.
+    pub(in crate::domain) async fn presented_subject_token(
+        &self,
+        client: &Authenticated,
+        token: &Secret,
+        now: i64,
+    ) -> Result<AccessTokenClaims, OAuthError> {
+        let keys = self.signer.verification_keys(now);
+        let subject: AccessTokenClaims = self
+            .own_tokens
+            .verify_any_audience(&keys, token.expose(), now)
+            .map_err(|_| OAuthError::invalid_request("subject_token is invalid or expired"))?;
+        if self.store.is_access_token_revoked(&subject.jti).await.map_err(storage_failure)? {
+            return Err(OAuthError::invalid_request("subject_token is revoked"));
+        }
+        if !subject.aud.contains(&client.client_id) {
+            return Err(OAuthError::invalid_request(
+                "subject_token was not issued for this client",
+            ));
+        }
+        Ok(subject)
+    }
+
     /// RFC 8693 §2: issues a token for `audience`, for the subject of the
     /// presented token, acting as `client`. Policy:
     /// - only a confidential client registered for token exchange, and only for
@@ -92,19 +118,7 @@ impl<S: RevocationStore> OAuthCore<S> {
         }
 
         let now = self.clock.now();
-        let keys = self.signer.verification_keys(now);
-        let subject: AccessTokenClaims = self
-            .own_tokens
-            .verify_any_audience(&keys, request.subject_token.expose(), now)
-            .map_err(|_| OAuthError::invalid_request("subject_token is invalid or expired"))?;
-        if self.store.is_access_token_revoked(&subject.jti).await.map_err(storage_failure)? {
-            return Err(OAuthError::invalid_request("subject_token is revoked"));
-        }
-        if !subject.aud.contains(&client.client_id) {
-            return Err(OAuthError::invalid_request(
-                "subject_token was not issued for this client",
-            ));
-        }
+        let subject = self.presented_subject_token(client, &request.subject_token, now).await?;
         let granted = Scope::parse(subject.scope.as_deref().unwrap_or(""))
             .map_err(|_| OAuthError::invalid_request("subject_token has a malformed scope"))?;
         // Two bounds (RFC 8693 §2.1 leaves the policy to the server): what the

@@ -14,13 +14,13 @@ use tollgate_telemetry::audit::{self, Event, Subject};
 use tollgate_token::txn::{
     MAX_CONTEXT_BYTES, REQUESTER_CHAIN, TxnTokenClaims, TxnTokenPolicy, verify_txn_token,
 };
-use tollgate_token::{AccessTokenClaims, OAuthError, Scope, TXN_TOKEN_TYPE};
+use tollgate_token::{OAuthError, Scope, TXN_TOKEN_TYPE};
 
 use super::exchange::ExchangeRequest;
 use crate::domain::client_auth::Authenticated;
 use crate::domain::mint::TokenType;
 use crate::domain::model::ACCESS_TOKEN_TYPE;
-use crate::domain::{OAuthCore, TokenResponse, storage_failure};
+use crate::domain::{OAuthCore, TokenResponse};
 use crate::storage::RevocationStore;
 
 const REFRESH_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:refresh_token";
@@ -189,19 +189,7 @@ impl<S: RevocationStore> OAuthCore<S> {
         request: &ExchangeRequest,
         now: i64,
     ) -> Result<TxnSubject, OAuthError> {
-        let keys = self.signer.verification_keys(now);
-        let token: AccessTokenClaims = self
-            .own_tokens
-            .verify_any_audience(&keys, request.subject_token.expose(), now)
-            .map_err(|_| OAuthError::invalid_request("subject_token is invalid or expired"))?;
-        if self.store.is_access_token_revoked(&token.jti).await.map_err(storage_failure)? {
-            return Err(OAuthError::invalid_request("subject_token is revoked"));
-        }
-        if !token.aud.contains(&client.client_id) {
-            return Err(OAuthError::invalid_request(
-                "subject_token was not issued for this client",
-            ));
-        }
+        let token = self.presented_subject_token(client, &request.subject_token, now).await?;
         // A transaction starts from a user's own token at the edge. Not from
         // one a service obtained for the user (it would drop that service
         // from the chain), and not from a client's own (RFC 9068 §2.2: it
