@@ -125,11 +125,7 @@ impl Ledger for Api {
             recorded_at: self.clock.now(),
         };
         tracing::info!(txn = %entry.txn, subject = %entry.subject, action = %entry.action, "recorded");
-        let mut entries = self.lock();
-        if entries.len() >= MAX_ENTRIES {
-            entries.pop_front();
-        }
-        entries.push_back(entry.clone());
+        keep(&mut self.lock(), entry.clone(), MAX_ENTRIES);
         Ok(Response::new(entry))
     }
 
@@ -138,21 +134,56 @@ impl Ledger for Api {
         request: Request<ListEntriesRequest>,
     ) -> Result<Response<ListEntriesResponse>, Status> {
         let (caller, _) = self.in_transaction(&request)?;
-        let entries = self.lock();
-        let mut mine: Vec<Entry> = entries
-            .iter()
-            .rev()
-            .filter(|e| e.subject == caller.subject)
-            .take(MAX_LISTED)
-            .cloned()
-            .collect();
-        mine.reverse();
-        Ok(Response::new(ListEntriesResponse { entries: mine }))
+        let entries = newest_of(&self.lock(), &caller.subject, MAX_LISTED);
+        Ok(Response::new(ListEntriesResponse { entries }))
     }
+}
+
+/// Adds `entry`, dropping the oldest first if `entries` holds `max` already.
+fn keep(entries: &mut VecDeque<Entry>, entry: Entry, max: usize) {
+    while entries.len() >= max.max(1) {
+        entries.pop_front();
+    }
+    entries.push_back(entry);
+}
+
+/// `subject`'s newest `max` entries, oldest first.
+fn newest_of(entries: &VecDeque<Entry>, subject: &str, max: usize) -> Vec<Entry> {
+    let mut mine: Vec<Entry> =
+        entries.iter().rev().filter(|e| e.subject == subject).take(max).cloned().collect();
+    mine.reverse();
+    mine
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn entry(subject: &str, n: usize) -> Entry {
+        Entry { subject: subject.into(), note_id: n.to_string(), ..Entry::default() }
+    }
+
+    /// The record never holds more than its bound, whoever writes; the
+    /// oldest goes first.
+    #[test]
+    fn the_record_is_bounded_and_drops_the_oldest() {
+        let mut entries = VecDeque::new();
+        for n in 0..MAX_ENTRIES + 5 {
+            keep(&mut entries, entry("alice", n), MAX_ENTRIES);
+        }
+        assert_eq!(entries.len(), MAX_ENTRIES);
+        assert_eq!(entries.front().map(|e| e.note_id.as_str()), Some("5"));
+        let listed = newest_of(&entries, "alice", MAX_LISTED);
+        assert_eq!(listed.len(), MAX_LISTED);
+        assert_eq!(listed.last().map(|e| e.note_id.clone()), Some((MAX_ENTRIES + 4).to_string()));
+        assert_eq!(
+            listed.first().map(|e| e.note_id.clone()),
+            Some((MAX_ENTRIES + 5 - MAX_LISTED).to_string())
+        );
+        keep(&mut entries, entry("bob", 0), MAX_ENTRIES);
+        assert_eq!(newest_of(&entries, "bob", MAX_LISTED).len(), 1, "only the subject's own");
+    }
+
     /// Every argument has its own name and the defaults parse.
     #[test]
     fn the_command_line_is_well_formed_and_parses() {
