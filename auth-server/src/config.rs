@@ -203,6 +203,8 @@ pub struct Config {
     #[arg(long, env = "SHUTDOWN_DRAIN_SECS", default_value_t = 0)]
     pub shutdown_drain_secs: u64,
     #[command(flatten)]
+    pub probe: tollgate_service_kit::probe::ProbeConfig,
+    #[command(flatten)]
     pub limits: LimitsConfig,
     #[command(flatten)]
     pub grpc_limits: tollgate_service_kit::limits::GrpcLimits,
@@ -250,6 +252,7 @@ impl Config {
             tls: TlsConfig::default(),
             log_format: LogFormat::Text,
             shutdown_drain_secs: 0,
+            probe: Default::default(),
             limits: LimitsConfig::default(),
             grpc_limits: Default::default(),
             telemetry: Default::default(),

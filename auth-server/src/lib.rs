@@ -39,6 +39,7 @@ use storage::SqlStore;
 pub struct Application {
     http_listener: TcpListener,
     grpc_listener: TcpListener,
+    probe_listener: Option<tollgate_service_kit::probe::ProbeListener>,
     http_addr: SocketAddr,
     grpc_addr: SocketAddr,
     issuer: String,
@@ -101,6 +102,8 @@ impl Application {
         let grpc_listener = TcpListener::bind(config.grpc_addr).await.context("binding gRPC")?;
         let http_addr = http_listener.local_addr()?;
         let grpc_addr = grpc_listener.local_addr()?;
+        let probe_listener =
+            tollgate_service_kit::probe::ProbeListener::bind(&config.probe).await?;
         let http_tls = ServerTls::from_config(&config.tls, Listener::PublicHttp)
             .context("loading TLS_* for HTTP")?;
         let grpc_tls = ServerTls::from_config(&config.tls, Listener::Grpc)
@@ -173,6 +176,7 @@ impl Application {
         Ok(Self {
             http_listener,
             grpc_listener,
+            probe_listener,
             http_addr,
             grpc_addr,
             issuer,
@@ -203,6 +207,12 @@ impl Application {
         self.grpc_addr
     }
 
+    /// The probe listener's address, with `PROBE_ADDR`
+    /// ([`tollgate_service_kit::probe`]).
+    pub fn probe_addr(&self) -> Option<SocketAddr> {
+        self.probe_listener.as_ref().and_then(|probe| probe.addr().ok())
+    }
+
     pub fn issuer(&self) -> &str {
         &self.issuer
     }
@@ -223,12 +233,20 @@ impl Application {
         health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
         let reflection = tollgate_service_kit::reflection()?;
 
+        let probe_reporter = health_reporter.clone();
         let stopping = tollgate_service_kit::shutdown::stop_sequence(
             shutdown,
             health_reporter,
             vec![<TokenServiceServer<grpc::TokenGrpc> as tonic::server::NamedService>::NAME],
             self.drain,
         );
+
+        let probe = match self.probe_listener {
+            Some(probe) => {
+                Some(probe.serve(&probe_reporter, stopping.clone().listeners_close()).await)
+            }
+            None => None,
+        };
 
         // Keys: re-read (other replicas, the admin command) and rotated on schedule.
         let core = self.core.clone();
@@ -316,6 +334,9 @@ impl Application {
             }
         };
         let (http, grpc) = tokio::join!(http, grpc);
+        if let Some(probe) = probe {
+            let _ = probe.await;
+        }
         keys_task.abort();
         if let Some(task) = purge_task {
             task.abort();

@@ -28,6 +28,7 @@ pub mod dev_ca;
 pub mod input;
 pub mod jwks;
 pub mod limits;
+pub mod probe;
 pub mod protect;
 pub mod revocation;
 pub mod scaffold;

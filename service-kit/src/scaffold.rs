@@ -26,6 +26,7 @@ use tollgate_token::{Clock, SystemClock};
 
 use crate::auth::ScopePolicy;
 use crate::limits::GrpcLimits;
+use crate::probe::{ProbeConfig, ProbeListener};
 use crate::protect::TokenValidationConfig;
 use crate::serve::{ProtectedListener, ProtectedRouter};
 use crate::telemetry::{LogFormat, TelemetryConfig};
@@ -84,6 +85,8 @@ pub struct ServiceConfig {
     #[arg(long, env = "SHUTDOWN_DRAIN_SECS", default_value_t = 0)]
     pub shutdown_drain_secs: u64,
     #[command(flatten)]
+    pub probe: ProbeConfig,
+    #[command(flatten)]
     pub grpc_limits: GrpcLimits,
     #[command(flatten)]
     pub tls: TlsConfig,
@@ -102,6 +105,7 @@ impl ServiceConfig {
             data_dir: data_dir.into(),
             database_url: None,
             shutdown_drain_secs: 0,
+            probe: ProbeConfig::default(),
             grpc_limits: GrpcLimits::default(),
             tls: TlsConfig::default(),
             telemetry: TelemetryConfig::default(),
@@ -210,7 +214,8 @@ impl<S: ProtectedService> Application<S> {
         )
         .await?
         .with_drain(std::time::Duration::from_secs(config.service.shutdown_drain_secs))
-        .with_limits(config.service.grpc_limits.clone());
+        .with_limits(config.service.grpc_limits.clone())
+        .with_probe(ProbeListener::bind(&config.service.probe).await?);
         tracing::info!(
             service = S::SPEC.name, addr = %listener.addr(), issuer = %config.tokens.issuer,
             audience = config.audience(), tls = listener.tls().is_some(), "gRPC listener bound"
@@ -220,6 +225,11 @@ impl<S: ProtectedService> Application<S> {
 
     pub fn grpc_addr(&self) -> SocketAddr {
         self.listener.addr()
+    }
+
+    /// The probe listener's address, with `PROBE_ADDR` ([`crate::probe`]).
+    pub fn probe_addr(&self) -> Option<SocketAddr> {
+        self.listener.probe_addr()
     }
 
     /// The token guard's state: keys, denylist, access log. Test support only.

@@ -14,6 +14,7 @@ use tower::layer::util::{Identity, Stack};
 
 use crate::auth::{AuthLayer, ScopePolicy};
 use crate::limits::{GrpcLimits, limited_incoming};
+use crate::probe::ProbeListener;
 use crate::protect::{TokenGuard, TokenValidationConfig};
 use crate::revocation::{Denylist, Freshness};
 use crate::tls::{ClientTls, Listener, ServerTls, TlsConfig, tls_incoming};
@@ -29,6 +30,7 @@ pub struct ProtectedListener {
     drain: std::time::Duration,
     limits: GrpcLimits,
     tls: Option<ServerTls>,
+    probe: Option<ProbeListener>,
 }
 
 impl ProtectedListener {
@@ -59,11 +61,17 @@ impl ProtectedListener {
             drain: std::time::Duration::ZERO,
             limits: GrpcLimits::default(),
             tls: server_tls,
+            probe: None,
         })
     }
 
     pub fn addr(&self) -> std::net::SocketAddr {
         self.addr
+    }
+
+    /// The probe listener's address, if it has one ([`crate::probe`]).
+    pub fn probe_addr(&self) -> Option<std::net::SocketAddr> {
+        self.probe.as_ref().and_then(|probe| probe.addr().ok())
     }
 
     /// The listener's TLS, if it has a certificate.
@@ -92,6 +100,12 @@ impl ProtectedListener {
         self
     }
 
+    /// Also serves health on `probe` ([`crate::probe`]).
+    pub fn with_probe(mut self, probe: Option<ProbeListener>) -> Self {
+        self.probe = probe;
+        self
+    }
+
     /// The listener's limits (the defaults otherwise).
     pub fn with_limits(mut self, limits: GrpcLimits) -> Self {
         self.limits = limits;
@@ -109,6 +123,7 @@ impl ProtectedListener {
         serve_protected(
             self.listener,
             self.tls,
+            self.probe,
             self.guard,
             shutdown,
             self.drain,
@@ -129,10 +144,13 @@ pub type ProtectedRouter = Router<Stack<AuthLayer, Stack<TraceLayer, Identity>>>
 /// here; [`Freshness`]), and again first thing on shutdown, `drain` before the
 /// listener closes and the calls in flight are finished
 /// ([`crate::shutdown::stop_sequence`]). With `tls`, every connection is TLS
-/// (and mutual TLS when it has a client CA); without, plaintext.
+/// (and mutual TLS when it has a client CA); without, plaintext. With `probe`,
+/// the same health is also served there ([`crate::probe`]).
+#[allow(clippy::too_many_arguments)]
 pub async fn serve_protected(
     listener: TcpListener,
     tls: Option<ServerTls>,
+    probe: Option<ProbeListener>,
     guard: TokenGuard,
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: std::time::Duration,
@@ -150,12 +168,17 @@ pub async fn serve_protected(
         reporter.clone(),
     );
     let stop_readiness = readiness.abort_handle();
+    let probe_reporter = reporter.clone();
     let stopping = crate::shutdown::stop_sequence(
         readiness_stopped_after(shutdown, readiness),
         reporter,
         vec![],
         drain,
     );
+    let probe = match probe {
+        Some(probe) => Some(probe.serve(&probe_reporter, stopping.clone().listeners_close()).await),
+        None => None,
+    };
 
     // Outermost the trace (the caller's context, the server span, latency), then
     // the token check, whose span nests inside it.
@@ -175,6 +198,9 @@ pub async fn serve_protected(
     };
     stop_readiness.abort();
     guard.stop();
+    if let Some(probe) = probe {
+        let _ = probe.await;
+    }
     Ok(result?)
 }
 

@@ -262,6 +262,8 @@ impl StackBuilder {
         let issuer = auth.issuer().to_owned();
         let auth_core = auth.core();
         let auth_grpc = auth.grpc_addr();
+        let mut probes = Vec::new();
+        probes.extend(auth.probe_addr().map(|addr| ("auth-server", addr)));
         running
             .spawn_service("authorization server", auth_grpc, |stop| auth.run_until_stopped(stop));
 
@@ -277,6 +279,7 @@ impl StackBuilder {
             .await
             .context("starting the ledger")?;
         let ledger_grpc = ledger.grpc_addr();
+        probes.extend(ledger.probe_addr().map(|addr| ("ledger", addr)));
         #[cfg(feature = "test-support")]
         let ledger_guard = Inside::of(ledger.guard());
         running.spawn_service("ledger", ledger_grpc, |stop| ledger.run_until_stopped(stop));
@@ -296,6 +299,7 @@ impl StackBuilder {
             .await
             .context("starting the notes store")?;
         let notes_grpc = notes.grpc_addr();
+        probes.extend(notes.probe_addr().map(|addr| ("notes-store", addr)));
         #[cfg(feature = "test-support")]
         let notes_guard = Inside::of(notes.guard());
         running.spawn_service("notes store", notes_grpc, |stop| notes.run_until_stopped(stop));
@@ -313,6 +317,7 @@ impl StackBuilder {
             .await
             .context("starting the resource server")?;
         let resource_grpc = resource.grpc_addr();
+        probes.extend(resource.probe_addr().map(|addr| ("resource-server", addr)));
         #[cfg(feature = "test-support")]
         let resource_guard = Inside::of(resource.guard());
         running.spawn_service("resource server", resource_grpc, |stop| {
@@ -330,6 +335,7 @@ impl StackBuilder {
             resource_grpc,
             notes_grpc,
             ledger_grpc,
+            probes,
             secrets,
             auth_core,
             #[cfg(feature = "test-support")]
@@ -432,6 +438,8 @@ pub struct TestStack {
     pub resource_grpc: SocketAddr,
     notes_grpc: SocketAddr,
     pub ledger_grpc: SocketAddr,
+    /// Each service's probe listener (`PROBE_ADDR`), where it has one.
+    pub probes: Vec<(&'static str, SocketAddr)>,
     pub secrets: DemoSecrets,
     /// The authorization server's protocol core (keys, storage) for tests that
     /// act as its operator.

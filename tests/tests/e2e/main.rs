@@ -18,6 +18,7 @@ mod listener_limits;
 mod mix_up;
 mod pages;
 mod private_key_jwt;
+mod probes;
 mod refresh;
 mod resource_indicators;
 mod resource_refusals;
