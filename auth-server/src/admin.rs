@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::domain::keys::KeyRing;
 use crate::domain::model::User;
 use crate::domain::secrets;
-use crate::storage::{Housekeeping as _, SqlStore};
+use crate::storage::{Housekeeping as _, KeyStore as _, SqlStore};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum AdminCommand {
@@ -54,6 +54,14 @@ pub enum AdminCommand {
     /// its replicas start, so they never race to apply the same registrations
     /// or each create a first key (docker-compose.yml's `migrate` job).
     Init,
+    /// Waits until `admin init` has prepared the database (the migrations
+    /// applied and a signing key present), retrying while it cannot be reached:
+    /// a Kubernetes init container, so the servers start only after the
+    /// migration Job (docs/kubernetes.md). Fails after --timeout-secs.
+    WaitInit {
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
+    },
     /// Makes a development CA and a certificate per service in --dir (the
     /// compose deployment's `certs` job): `ca.pem`, `ca.key` (for this command
     /// only), and `<service>.pem` / `<service>.key` for each --service. A CA
@@ -85,6 +93,9 @@ pub enum AdminCommand {
 pub async fn run(command: AdminCommand, config: &Config, clock: &dyn Clock) -> anyhow::Result<()> {
     if let AdminCommand::DevCerts { dir, services, renew, owner } = &command {
         return dev_certs(dir, services, *renew, *owner, clock.now());
+    }
+    if let AdminCommand::WaitInit { timeout_secs } = command {
+        return wait_init(config, std::time::Duration::from_secs(timeout_secs)).await;
     }
     let store = SqlStore::connect(&config.database_url()?).await.context("opening the database")?;
     match command {
@@ -139,7 +150,9 @@ pub async fn run(command: AdminCommand, config: &Config, clock: &dyn Clock) -> a
             println!("user {subject} registered");
         }
         AdminCommand::RotateKeys => rotate_keys(config, &store, clock.now()).await?,
-        AdminCommand::DevCerts { .. } => unreachable!("handled before the database is opened"),
+        AdminCommand::DevCerts { .. } | AdminCommand::WaitInit { .. } => {
+            unreachable!("handled before the database is opened")
+        }
         AdminCommand::Purge => {
             let cutoff = clock.now() - config.purge_retention_secs.max(0);
             let purged = store.purge_expired(cutoff).await?;
@@ -165,6 +178,38 @@ pub async fn run(command: AdminCommand, config: &Config, clock: &dyn Clock) -> a
         }
     }
     Ok(())
+}
+
+/// How often [`AdminCommand::WaitInit`] looks again.
+const WAIT_INIT_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn wait_init(config: &Config, timeout: std::time::Duration) -> anyhow::Result<()> {
+    let url = config.database_url()?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        // Connecting applies the migrations this build has (under
+        // PostgreSQL's advisory lock, so concurrently with the Job is safe);
+        // the key is what only `admin init` (or a running server) creates.
+        let why = match SqlStore::connect(&url).await {
+            Ok(store) => match store.signing_keys().await {
+                Ok(keys) if !keys.is_empty() => {
+                    println!("database ready");
+                    return Ok(());
+                }
+                Ok(_) => "no signing key yet".to_owned(),
+                Err(err) => err.to_string(),
+            },
+            Err(err) => err.to_string(),
+        };
+        if tokio::time::Instant::now() + WAIT_INIT_RETRY > deadline {
+            anyhow::bail!(
+                "the database was not initialised within {timeout:?} ({why}): \
+                 run `auth-server admin init` (the migration Job)"
+            );
+        }
+        eprintln!("waiting for `admin init`: {why}");
+        tokio::time::sleep(WAIT_INIT_RETRY).await;
+    }
 }
 
 async fn rotate_keys(config: &Config, store: &SqlStore, now: i64) -> anyhow::Result<()> {

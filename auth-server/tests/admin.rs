@@ -92,3 +92,29 @@ async fn admin_registered_clients_and_users_can_authenticate() {
         assert!(!bytes.windows(14).any(|w| w == b"carol-password"));
     }
 }
+
+/// The Kubernetes init container's command: it fails, saying what to run, on
+/// a database `admin init` has not prepared, and passes once it has.
+#[test]
+fn wait_init_waits_for_the_migration_jobs_signing_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let wait = || {
+        Command::new(env!("CARGO_BIN_EXE_auth-server"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["admin", "wait-init", "--timeout-secs", "1"])
+            .output()
+            .unwrap()
+    };
+    let before = wait();
+    assert!(!before.status.success());
+    let stderr = String::from_utf8_lossy(&before.stderr);
+    assert!(stderr.contains("no signing key yet"), "{stderr}");
+    assert!(stderr.contains("run `auth-server admin init`"), "{stderr}");
+
+    let out = admin(dir.path(), &["init"], "");
+    assert!(out.contains("database ready; signing key "), "{out}");
+    let after = wait();
+    assert!(after.status.success(), "{}", String::from_utf8_lossy(&after.stderr));
+    assert_eq!(String::from_utf8_lossy(&after.stdout), "database ready\n");
+}
