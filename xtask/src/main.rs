@@ -2,11 +2,12 @@
 //!
 //! | task | what it runs |
 //! |---|---|
-//! | `ci` | what `.ci/run` runs: `services`, `lint`, `test` with the PostgreSQL variants required, the benchmark once in smoke mode (debug builds), the quickstart (plaintext, then `--tls`), every fuzz target for 20 s, `compose-e2e` |
+//! | `ci` | what `.ci/run` runs: `services`, `lint`, `k8s`, `test` with the PostgreSQL variants required, the benchmark once in smoke mode (debug builds), the quickstart (plaintext, then `--tls`), every fuzz target for 20 s, `compose-e2e` |
 //! | `test` | `cargo test --workspace` (the README's test command) |
 //! | `lint` | `cargo fmt --check`, `cargo clippy -D warnings` |
 //! | `services` | installs and starts Chromium and PostgreSQL (`scripts/ci-services.sh`) |
 //! | `quickstart` | `cargo run --bin quickstart` (the README's main command) |
+//! | `k8s` | renders every Kubernetes overlay and validates it: schemas and policy scan (`scripts/k8s-check.sh`) |
 //! | `compose-e2e` | the compose stack, its client flow and fault tests (`scripts/compose-e2e.sh`) |
 //! | `bench` | release build, then the benchmark (`tests/src/bin/bench.rs`, docs/performance.md): servers on core 0, load on core 1 |
 //! | `flood` | release build, then the sign-in flood measurement (`tests/src/bin/flood.rs`): server on core 0, load on core 1 |
@@ -24,12 +25,13 @@ use std::process::{Command, ExitCode};
 const CI_POSTGRES_URL: &str = "postgres://tollgate:tollgate@127.0.0.1:5432/postgres";
 
 const USAGE: &str =
-    "usage: cargo xtask <ci|test|lint|services|quickstart|compose-e2e|bench|flood|fuzz> [args…]
+    "usage: cargo xtask <ci|test|lint|services|quickstart|k8s|compose-e2e|bench|flood|fuzz> [args…]
   ci           everything CI runs (.ci/run)
   test         cargo test --workspace [args…]
   lint         cargo fmt --check and cargo clippy -D warnings
   services     install and start Chromium and PostgreSQL (Debian, root)
   quickstart   cargo run --bin quickstart [args…]
+  k8s          render and validate the Kubernetes overlays (schemas, policy)
   compose-e2e  the compose stack with replicas, its flow and fault tests [args…]
   bench        the benchmark: ratios measured in one run (release) [--smoke] [args…]
   flood        measure /token and memory under a sign-in flood (release) [args…]
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
         "lint" => lint(),
         "services" => services(),
         "quickstart" => quickstart(&rest),
+        "k8s" => run("bash", &["scripts/k8s-check.sh"], &[]),
         "compose-e2e" => compose_e2e(&rest),
         "bench" => bench(&rest),
         "flood" => flood(&rest),
@@ -278,9 +281,11 @@ fn ci() -> Result {
     // The storage suites' PostgreSQL variants fail rather than skip.
     let postgres =
         [("TOLLGATE_TEST_POSTGRES_URL", CI_POSTGRES_URL), ("TOLLGATE_REQUIRE_POSTGRES", "1")];
-    let stages: [(&str, &dyn Fn() -> Result); 8] = [
+    let stages: [(&str, &dyn Fn() -> Result); 9] = [
         ("services", &services),
         ("lint", &lint),
+        // The Kubernetes manifests: rendered, schema-checked, policy-scanned.
+        ("k8s", &|| run("bash", &["scripts/k8s-check.sh"], &[])),
         ("test", &|| test(&[], &postgres)),
         // The benchmarks, once and briefly on the debug builds: they must
         // run; how fast is never asserted (docs/performance.md).
