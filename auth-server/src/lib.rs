@@ -335,7 +335,7 @@ impl Application {
         };
         let (http, grpc) = tokio::join!(http, grpc);
         if let Some(probe) = probe {
-            let _ = probe.await;
+            probe.abort();
         }
         keys_task.abort();
         if let Some(task) = purge_task {

@@ -13,9 +13,10 @@
 //!   serves at all. It never follows readiness, so a pod whose denylist went
 //!   stale is taken out of rotation, not restarted.
 //!
-//! Only health is on this port (no reflection, no API, no token), so
-//! plaintext exposes nothing but those two statuses. It closes with the API
-//! listener, after the drain.
+//! Only health's `Check` is on this port (no `Watch`, no reflection, no API,
+//! no token), so plaintext exposes nothing but those two statuses, and every
+//! call ends within [`PROBE_TIMEOUT`]: nothing held open can fill the port or
+//! hold up a stop. It closes with the API listener, after the drain.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -35,6 +36,9 @@ pub const MAX_PROBE_CONNECTIONS: usize = 8;
 /// A probe answers within this, or the call fails (the kubelet's own default
 /// `timeoutSeconds` is 1).
 pub const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A probe connection idle this long is closed (the kubelet opens one per probe).
+pub const PROBE_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The probe listener's setting, the same in every service.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -65,8 +69,9 @@ impl ProbeListener {
         self.listener.local_addr()
     }
 
-    /// Marks [`LIVENESS`] SERVING and serves the statuses of `reporter` (the
-    /// API listener's) until `close` resolves.
+    /// Marks [`LIVENESS`] SERVING and serves `Check` on the statuses of
+    /// `reporter` (the API listener's) until `close` resolves. The caller
+    /// aborts the task once its API listener has stopped.
     pub async fn serve(
         self,
         reporter: &tonic_health::server::HealthReporter,
@@ -75,12 +80,16 @@ impl ProbeListener {
         use tonic_health::pb::health_server::HealthServer;
         use tonic_health::server::HealthService;
         reporter.set_service_status(LIVENESS, tonic_health::ServingStatus::Serving).await;
-        let health = HealthServer::new(HealthService::from_health_reporter(reporter.clone()));
+        let health =
+            HealthServer::new(CheckOnly(HealthService::from_health_reporter(reporter.clone())));
         let incoming = limited_incoming(self.listener, MAX_PROBE_CONNECTIONS);
         tokio::spawn(async move {
             let served = tonic::transport::Server::builder()
                 .timeout(PROBE_TIMEOUT)
-                .concurrency_limit_per_connection(1)
+                .max_concurrent_streams(1)
+                .http2_keepalive_interval(Some(PROBE_IDLE))
+                .http2_keepalive_timeout(Some(PROBE_TIMEOUT))
+                .max_connection_age(PROBE_IDLE)
                 .add_service(health)
                 .serve_with_incoming_shutdown(incoming, close)
                 .await;
@@ -88,5 +97,29 @@ impl ProbeListener {
                 tracing::error!(error = %err, "probe listener failed");
             }
         })
+    }
+}
+
+/// The health service with `Check` only: a `Watch` would be a stream held
+/// open, on a port anyone in the cluster may reach.
+struct CheckOnly(tonic_health::server::HealthService);
+
+#[tonic::async_trait]
+impl tonic_health::pb::health_server::Health for CheckOnly {
+    async fn check(
+        &self,
+        request: tonic::Request<tonic_health::pb::HealthCheckRequest>,
+    ) -> Result<tonic::Response<tonic_health::pb::HealthCheckResponse>, tonic::Status> {
+        self.0.check(request).await
+    }
+
+    type WatchStream =
+        futures::stream::Empty<Result<tonic_health::pb::HealthCheckResponse, tonic::Status>>;
+
+    async fn watch(
+        &self,
+        _: tonic::Request<tonic_health::pb::HealthCheckRequest>,
+    ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("the probe port answers Check only"))
     }
 }

@@ -198,8 +198,9 @@ pub async fn serve_protected(
     };
     stop_readiness.abort();
     guard.stop();
+    // The probe listener closed with this one; nothing it serves outlives a call.
     if let Some(probe) = probe {
-        let _ = probe.await;
+        probe.abort();
     }
     Ok(result?)
 }

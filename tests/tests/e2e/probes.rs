@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 use tollgate_e2e::{Mutual, TestStack, channel};
 use tollgate_proto::auth::v1::TokenRequest;
 use tollgate_proto::auth::v1::token_service_client::TokenServiceClient;
+use tollgate_proto::resource::v1::GetProfileRequest;
+use tollgate_proto::resource::v1::profile_service_client::ProfileServiceClient;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -52,39 +54,54 @@ async fn every_service_answers_the_plaintext_probe_with_health_and_nothing_else(
         assert_eq!(check(probe, "nothing").await.unwrap_err().code(), Code::NotFound, "{name}");
     }
 
-    // Only health: the authorization server's token service is not on its probe port.
-    let (_, auth_probe) = stack.probes[0];
-    let channel = channel(format!("http://{auth_probe}")).await.unwrap();
-    let refused =
-        TokenServiceClient::new(channel).token(TokenRequest::default()).await.unwrap_err();
-    assert_eq!(refused.code(), Code::Unimplemented);
+    // Only health's Check: no stream can be held open there, and no API is
+    // served (the authorization server's token service, the resource
+    // server's profiles).
+    for &(name, probe) in &stack.probes {
+        let channel = channel(format!("http://{probe}")).await.unwrap();
+        let watch = HealthClient::new(channel)
+            .watch(HealthCheckRequest { service: String::new() })
+            .await
+            .unwrap_err();
+        assert_eq!(watch.code(), Code::Unimplemented, "{name}");
+        assert_eq!(watch.message(), "the probe port answers Check only");
+    }
+    let probe_of = |service: &str| stack.probes.iter().find(|(n, _)| *n == service).unwrap().1;
+    let token = TokenServiceClient::new(
+        channel(format!("http://{}", probe_of("auth-server"))).await.unwrap(),
+    )
+    .token(TokenRequest::default())
+    .await
+    .unwrap_err();
+    assert_eq!(token.code(), Code::Unimplemented);
+    let profile = ProfileServiceClient::new(
+        channel(format!("http://{}", probe_of("resource-server"))).await.unwrap(),
+    )
+    .get_profile(GetProfileRequest::default())
+    .await
+    .unwrap_err();
+    assert_eq!(profile.code(), Code::Unimplemented);
 }
 
 #[tokio::test]
 async fn on_shutdown_readiness_turns_not_serving_while_liveness_stays_serving() {
     let stack = with_probes(2).start().await.unwrap();
     let probes = stack.probes.clone();
-    let mut readiness = Vec::new();
-    for &(name, probe) in &probes {
-        let channel = channel(format!("http://{probe}")).await.unwrap();
-        let stream = HealthClient::new(channel)
-            .watch(HealthCheckRequest { service: String::new() })
-            .await
-            .unwrap()
-            .into_inner();
-        readiness.push((name, probe, stream));
-    }
 
     let stopping = tokio::spawn(stack.shutdown());
-    for (name, probe, mut stream) in readiness {
-        // The drain: readiness is NOT_SERVING, the listener still answers,
-        // and liveness has not moved.
-        loop {
-            let status = stream.message().await.unwrap().expect("the watch ended").status();
-            if status == ServingStatus::NotServing {
+    for &(name, probe) in &probes {
+        // The drain (2 s): readiness turns NOT_SERVING at once, as the
+        // kubelet's next probe sees it; the listener still answers, and
+        // liveness has not moved.
+        let mut readiness = check(probe, "").await.unwrap();
+        for _ in 0..100 {
+            if readiness == ServingStatus::NotServing {
                 break;
             }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            readiness = check(probe, "").await.unwrap();
         }
+        assert_eq!(readiness, ServingStatus::NotServing, "{name} readiness during the drain");
         assert_eq!(
             check(probe, "liveness").await.unwrap(),
             ServingStatus::Serving,
