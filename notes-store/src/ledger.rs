@@ -16,12 +16,12 @@ use tollgate_proto::auth::v1::{ClientAuthentication, ClientCredentialsGrant, Tok
 use tollgate_proto::ledger::v1::ledger_client::LedgerClient;
 use tollgate_proto::ledger::v1::{Entry, RecordRequest};
 use tollgate_service_kit::auth::TxnToken;
+use tollgate_service_kit::balance::Balanced;
 use tollgate_service_kit::telemetry::propagation::{Propagating, traced};
 use tollgate_service_kit::tls::{ClientTls, GrpcTarget};
 use tollgate_token::txn::TXN_TOKEN_METADATA;
 use tollgate_token::{Clock, Secret};
 use tonic::Status;
-use tonic::transport::Channel;
 
 /// The notes store's own token is not reused in its last seconds.
 const REUSE_MARGIN_SECS: i64 = 10;
@@ -44,8 +44,8 @@ pub struct Ledger {
 /// once the certificate changes, all three are made again.
 #[derive(Debug, Clone)]
 struct Connected {
-    ledger: LedgerClient<Propagating<Channel>>,
-    tokens: TokenServiceClient<Propagating<Channel>>,
+    ledger: LedgerClient<Propagating<Balanced>>,
+    tokens: TokenServiceClient<Propagating<Balanced>>,
     generation: u64,
     /// This service's own token for the ledger, and when it expires.
     own: Option<(Secret, i64)>,
@@ -54,8 +54,9 @@ struct Connected {
 impl Connected {
     fn new(ledger_url: &str, auth_grpc_url: &str, tls: &ClientTls) -> anyhow::Result<Self> {
         let generation = tls.generation();
-        let channel = |url: &str| -> anyhow::Result<Propagating<Channel>> {
-            Ok(traced(GrpcTarget::new(url, tls)?.connect_lazy()))
+        // Calls spread over the SERVING replicas (service-kit's `balance`).
+        let channel = |url: &str| -> anyhow::Result<Propagating<Balanced>> {
+            Ok(traced(GrpcTarget::new(url, tls)?.balanced()))
         };
         Ok(Self {
             ledger: LedgerClient::new(channel(ledger_url)?),

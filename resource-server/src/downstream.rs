@@ -26,13 +26,13 @@ use tollgate_proto::auth::v1::{
 };
 use tollgate_proto::notes::v1::note_store_client::NoteStoreClient;
 use tollgate_service_kit::auth::{AuthContext, SubjectToken, TxnToken};
+use tollgate_service_kit::balance::Balanced;
 use tollgate_service_kit::telemetry::propagation::{Propagating, traced};
 use tollgate_service_kit::tls::{ClientTls, GrpcTarget};
 use tollgate_token::{Clock, Secret};
-use tonic::transport::Channel;
 
 /// A channel whose calls carry the caller's trace context.
-pub type TracedChannel = Propagating<Channel>;
+pub type TracedChannel = Propagating<Balanced>;
 use tonic::{Request, Status};
 
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -319,9 +319,11 @@ struct Channels {
 impl Channels {
     fn connect(notes_url: &str, auth_grpc_url: &str, tls: &ClientTls) -> anyhow::Result<Self> {
         let generation = tls.generation();
-        // Every call carries the caller's trace on (W3C traceparent).
+        // Every call carries the caller's trace on (W3C traceparent), and
+        // goes to one of the SERVING replicas the URL's name resolves to
+        // (service-kit's `balance`: calls spread, a draining replica gets none).
         let channel = |url: &str| -> anyhow::Result<TracedChannel> {
-            Ok(traced(GrpcTarget::new(url, tls)?.connect_lazy()))
+            Ok(traced(GrpcTarget::new(url, tls)?.balanced()))
         };
         Ok(Self {
             notes: NoteStoreClient::new(channel(notes_url)?),

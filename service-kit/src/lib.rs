@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod balance;
 pub mod db;
 #[cfg(feature = "dev-ca")]
 pub mod dev_ca;

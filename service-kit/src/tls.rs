@@ -388,6 +388,9 @@ fn client_config(
 pub struct GrpcTarget {
     endpoint: Endpoint,
     tls: Option<Connector>,
+    /// The URL's host and port: what [`GrpcTarget::balanced`] resolves.
+    host: String,
+    port: u16,
 }
 
 /// Why a gRPC URL cannot be used.
@@ -412,11 +415,16 @@ impl GrpcTarget {
             Endpoint::from_shared(url.clone())
                 .map_err(|source| TargetError::Endpoint { url: url.clone(), source })
         };
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
         match uri.scheme_str() {
-            Some("http") => Ok(Self { endpoint: endpoint(url.to_owned())?, tls: None }),
+            Some("http") => Ok(Self {
+                endpoint: endpoint(url.to_owned())?,
+                tls: None,
+                port: authority.port_u16().unwrap_or(80),
+                host,
+            }),
             Some("https") => {
-                let host = authority.host().trim_start_matches('[').trim_end_matches(']');
-                let server_name = ServerName::try_from(host.to_owned()).map_err(|_| bad())?;
+                let server_name = ServerName::try_from(host.clone()).map_err(|_| bad())?;
                 let port = authority.port_u16().unwrap_or(443);
                 // tonic refuses an https:// URI with a connector of one's own
                 // (its TLS settings are fixed when the channel is made, ours
@@ -431,6 +439,8 @@ impl GrpcTarget {
                         server_name,
                         address: format!("{host}:{port}"),
                     }),
+                    host,
+                    port,
                 })
             }
             _ => Err(bad()),
@@ -461,6 +471,23 @@ impl GrpcTarget {
 
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()
+    }
+
+    /// The URL's host (without brackets for IPv6).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The URL's port (or its scheme's).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A channel that balances calls over every SERVING address the host
+    /// resolves to ([`crate::balance`]), resolved again every
+    /// [`crate::balance::RESOLVE_INTERVAL`].
+    pub fn balanced(self) -> crate::balance::Balanced {
+        crate::balance::Balanced::new(self, crate::balance::RESOLVE_INTERVAL)
     }
 
     /// A channel that connects on first use.
