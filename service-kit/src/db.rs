@@ -355,6 +355,36 @@ pub async fn fresh_postgres_database() -> Option<String> {
 mod tests {
     use super::*;
 
+    /// A PostgreSQL URL asking for TLS (`sslmode=verify-full`, as the
+    /// Kubernetes production overlay's) gets it: sqlx is built with TLS, so
+    /// the connection asks the server for it, and a server that offers none
+    /// is refused as such, never "built without TLS support".
+    #[tokio::test]
+    async fn a_postgres_url_asking_for_tls_asks_the_server_for_it() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        static NONE: Migrator = Migrator::DEFAULT;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            // SSLRequest: length 8, code 80877103; answered "N": no TLS here.
+            let mut request = [0u8; 8];
+            socket.read_exact(&mut request).await.unwrap();
+            socket.write_all(b"N").await.unwrap();
+            request
+        });
+        let url = format!("postgres://tollgate@127.0.0.1:{port}/tollgate_auth?sslmode=verify-full");
+        let refused = connect(&url, &Migrations { sqlite: &NONE, postgres: &NONE })
+            .await
+            .err()
+            .expect("no TLS, no connection");
+        assert_eq!(
+            refused.to_string(),
+            "error occurred while attempting to establish a TLS connection: server does not support TLS"
+        );
+        assert_eq!(server.await.unwrap(), [0, 0, 0, 8, 4, 210, 22, 47]);
+    }
+
     /// Every SQLite connection, reading or writing, is opened with the
     /// documented bounds: WAL, foreign keys, and at most
     /// [`SQLITE_CACHE_KIB`] of page cache (SQLite's own default is 2,000 KiB).
