@@ -392,10 +392,10 @@ fn every_port_and_probe_is_where_the_service_listens() {
         assert_eq!(bound, declared, "{what}: containerPorts against the listeners");
 
         // Every probe is a native gRPC probe of the probe listener: readiness
-        // and start-up the overall health, liveness the liveness service.
+        // the overall health, start-up and liveness the liveness service.
         let probe = listeners.get("PROBE_ADDR").unwrap_or_else(|| panic!("{what}: no PROBE_ADDR"));
         for (kind, service) in [
-            ("startupProbe", ""),
+            ("startupProbe", tollgate_service_kit::probe::LIVENESS),
             ("readinessProbe", ""),
             ("livenessProbe", tollgate_service_kit::probe::LIVENESS),
         ] {
