@@ -374,10 +374,10 @@ mod tests {
             request
         });
         let url = format!("postgres://tollgate@127.0.0.1:{port}/tollgate_auth?sslmode=verify-full");
-        let refused = connect(&url, &Migrations { sqlite: &NONE, postgres: &NONE })
-            .await
-            .err()
-            .expect("no TLS, no connection");
+        let Err(refused) = connect(&url, &Migrations { sqlite: &NONE, postgres: &NONE }).await
+        else {
+            panic!("no TLS, no connection");
+        };
         assert_eq!(
             refused.to_string(),
             "error occurred while attempting to establish a TLS connection: server does not support TLS"
